@@ -39,6 +39,10 @@ def symbol_from_filename(path: str | Path) -> str | None:
     return f"{m.group(1)}:{m.group(2)}" if m else None
 
 
+# Written-out missing values: read as NaN (a quality problem for the report), not as unreadable text.
+_NA_TOKENS = frozenset({"nan", "-nan", "na", "n/a", "#n/a", "null", "none"})
+
+
 def _line(pos: int) -> int:
     """File line of data row ``pos`` (0-based) in a CSV with a header line."""
     return pos + 2
@@ -69,12 +73,12 @@ def read_bar_file(path: str | Path) -> pd.DataFrame:
                 df = df.reset_index(names="timestamp")
         else:
             df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
+    except pd.errors.EmptyDataError:  # a ValueError subclass: must come first
+        raise UserInputError(f"{name}: file is empty; expected a header {','.join(REQUIRED_COLUMNS)} and rows of bars") from None
     except (UnicodeDecodeError, pd.errors.ParserError, OSError, ValueError, EOFError) as err:
         kind = "Parquet" if is_parquet else "CSV"
         reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
         raise UserInputError(f"{name}: cannot be read as {kind} bars ({reason}); expected columns {','.join(REQUIRED_COLUMNS)}") from None
-    except pd.errors.EmptyDataError:
-        raise UserInputError(f"{name}: file is empty; expected a header {','.join(REQUIRED_COLUMNS)} and rows of bars") from None
 
     df.columns = [str(c).strip().lower() for c in df.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
@@ -92,7 +96,8 @@ def read_bar_file(path: str | Path) -> pd.DataFrame:
     for col in BAR_COLUMNS:
         raw = df[col]
         values = pd.to_numeric(raw, errors="coerce")
-        bad = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+        text = raw.astype(str).str.strip()
+        bad = values.isna() & raw.notna() & (text != "") & ~text.str.lower().isin(_NA_TOKENS)
         if bad.any():
             pos = int(np.flatnonzero(bad.to_numpy())[0])
             raise UserInputError(
@@ -126,7 +131,10 @@ def _parse_timestamps(raw: pd.Series, name: str, is_parquet: bool) -> pd.Series:
                 f"{_where(name, pos, is_parquet)}: cannot parse timestamp {text.iloc[pos][:40]!r}; "
                 "use ISO 8601 with an offset, e.g. 2021-01-01T09:15:00+05:30"
             ) from None
-        raise
+        raise UserInputError(
+            f"{name}: cannot parse the timestamps (mixed or unsupported formats); "
+            "use ISO 8601 with an offset, e.g. 2021-01-01T09:15:00+05:30"
+        ) from None
     if not has_offset.all():
         pos = int(np.flatnonzero(~has_offset.to_numpy())[0])
         raise UserInputError(
@@ -168,9 +176,9 @@ class Bars:
             return f"{source}: {place} ({frame.index[pos].isoformat()})"
 
         prices = frame[list(PRICE_COLUMNS)].to_numpy()
-        nan_rows = np.flatnonzero(np.isnan(prices).any(axis=1) | np.isnan(frame["volume"].to_numpy()))
+        nan_rows = np.flatnonzero(~np.isfinite(prices).all(axis=1) | ~np.isfinite(frame["volume"].to_numpy()))
         if len(nan_rows):
-            raise UserInputError(f"{where(nan_rows[0])}: NaN value ({len(nan_rows)} such rows); "
+            raise UserInputError(f"{where(nan_rows[0])}: NaN or infinite value ({len(nan_rows)} such rows); "
                                  "fill or drop them, or import with --repair")
         bad = np.flatnonzero((prices <= 0).any(axis=1))
         if len(bad):

@@ -73,7 +73,8 @@ def detect_timeframe(index: pd.DatetimeIndex) -> str:
     """The bar size of a sorted index: the most common gap between bars of the same session."""
     if len(index) < 2:
         return "1d"
-    ns = index.asi8
+    # asi8 is in the index's own unit (pandas 3 parses strings to microseconds): work in ns.
+    ns = index.as_unit("ns").asi8
     diffs = np.diff(ns)
     same_day = np.diff(session_day(index)) == 0
     intraday = diffs[same_day & (diffs > 0)]
