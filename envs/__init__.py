@@ -1,0 +1,33 @@
+"""Simulation: the numba fill engine, NSE costs, the backtester and the Gymnasium env.
+
+``import envs`` registers ``tradebot/Trading-v0``: ``gymnasium.make("tradebot/Trading-v0", data=PATH)``.
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from envs.backtest import TRADE_COLUMNS, BacktestResult, run_backtest, run_signals
+from envs.costs import PRODUCTS, cost_vector, order_charges
+from envs.engine import ACTION_NAMES, EXIT_REASON_NAMES, Action, EngineConfig, ExitReason
+from envs.trading_env import (
+    ENV_ID,
+    REWARDS,
+    BatchedTradingEnv,
+    DifferentialSharpe,
+    EnvConfig,
+    EpisodeConfig,
+    NetLogReturn,
+    TradingEnv,
+    make_reward,
+)
+
+if ENV_ID not in registry:
+    # The env enforces reset-before-step itself and passes gymnasium's check_env (tests), so the
+    # per-step PassiveEnvChecker / OrderEnforcing wrappers are left off, as gym-trading-env does.
+    register(id=ENV_ID, entry_point="envs.trading_env:TradingEnv", disable_env_checker=True, order_enforce=False)
+
+__all__ = [
+    "ACTION_NAMES", "EXIT_REASON_NAMES", "ENV_ID", "PRODUCTS", "REWARDS", "TRADE_COLUMNS",
+    "Action", "BacktestResult", "BatchedTradingEnv", "DifferentialSharpe", "EngineConfig", "EnvConfig",
+    "EpisodeConfig", "ExitReason", "NetLogReturn", "TradingEnv", "cost_vector", "make_reward",
+    "order_charges", "run_backtest", "run_signals",
+]

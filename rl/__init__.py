@@ -1,0 +1,32 @@
+"""Training (RLlib PPO-LSTM, MLflow) and the one policy wrapper used everywhere a policy acts.
+
+Public API (imported lazily, so ``import rl.config`` does not pull in Ray and torch):
+
+* ``TrainConfig``, ``load_train_config``: the training YAML (``rl.config``).
+* ``TrainResult``, ``IterationReport``: what a run returns / reports; the function itself is
+  ``rl.train.train`` (the package attribute ``rl.train`` is that module).
+* ``Policy``, ``ObsNormaliser``: load a checkpoint or ``models:/name/version`` and act one bar at a
+  time per stream (``rl.policy``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TrainConfig": "rl.config",
+    "load_train_config": "rl.config",
+    "TrainResult": "rl.train",
+    "IterationReport": "rl.train",
+    "Policy": "rl.policy",
+    "ObsNormaliser": "rl.policy",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'rl' has no attribute {name!r}")

@@ -11,6 +11,7 @@ _COMMANDS = [
     ("tradebot.cmd_data", "data"),
     ("tradebot.cmd_features", "features"),
     ("tradebot.cmd_backtest", "backtest"),
+    ("tradebot.cmd_train", "train"),
 ]
 
 for module_name, attr in _COMMANDS:

@@ -31,7 +31,7 @@ def test_check_quality_clean_1m_sample_has_no_problems(sample):
 
 def test_check_quality_daily_sample_is_clean_with_holidays_apart(sample):
     r = check_quality(read_bar_file(sample["1d"]), str(sample["1d"]))
-    assert r.ok and r.timeframe == "1d" and r.sessions == 494 and r.missing_bars == 0
+    assert r.ok and r.timeframe == "1d" and r.sessions == 1241 and r.missing_bars == 0
     assert "2022-01-26" in r.absent_weekdays  # Republic Day
 
 

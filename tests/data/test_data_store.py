@@ -77,7 +77,7 @@ def test_store_list_and_read_missing(tmp_path, sample):
     store.write(load_bars(sample["1d"]))
     entries = store.list()
     assert [(e.symbol, e.timeframe, e.rows) for e in entries] == [
-        (SYMBOL, "1m", 3375), (SYMBOL, "1h", 63), ("NSE:SBIN-EQ", "1d", 494)]
+        (SYMBOL, "1m", 3375), (SYMBOL, "1h", 63), ("NSE:SBIN-EQ", "1d", 1241)]
     assert entries[0].first == pd.Timestamp("2021-03-01 09:15", tz=IST)
     assert entries[0].last == pd.Timestamp("2021-03-12 15:29", tz=IST)
     with pytest.raises(UserInputError, match="tradebot data import"):

@@ -37,7 +37,7 @@ NIFTY_1M = SAMPLE / "NSE_NIFTY50-INDEX_1m.csv.gz"
 SBIN_1D = SAMPLE / "NSE_SBIN-EQ_1d.csv.gz"
 TOL = dict(rtol=1e-9, atol=1e-9)
 
-# Shorter windows so that the 494 SBIN daily bars leave rows past warm-up.
+# Shorter windows so that the SBIN daily sample leave rows past warm-up.
 COMPACT = {
     "trend": {"sma": [10, 50], "ema": [10, 20]},
     "regime": {"percentile_window": 100},

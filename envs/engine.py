@@ -1,0 +1,804 @@
+"""The fill engine: the one place where fills, costs, slippage, sizing and stops are computed.
+
+Everything is built around one numba function, ``step_bar(state, data, t, action, end, params,
+costs)``, which advances an account by one bar given the action decided at the previous bar's
+close. The backtester calls it in a loop (``run_actions`` / ``run_signals``), ``TradingEnv`` calls
+it once per ``step`` (``env_step``), and the batched env calls it for many accounts inside one
+numba call (``batched_step``), so there is exactly one implementation of the trading rules. The env
+kernels (rewards, observations, episode starts) live at the end of this file, next to ``step_bar``.
+
+Inputs are flat arrays so that numba can take them cheaply:
+
+* ``data`` (n x ``N_DATA`` float64, from ``market_data``): open, high, low, close, ATR, flags and
+  the fraction of the session left, per bar;
+* ``params`` (``N_PARAMS`` float64, from ``EngineConfig.params``);
+* ``costs`` (``envs.costs.N_COST`` float64, from ``EngineConfig.cost_vector``);
+* ``state`` (``N_STATE`` float64, from ``new_state``): cash, position, open-trade details,
+  counters, and the record of the trade closed in the last bar (``S_TRADE`` ... , ``T_*`` layout).
+
+Order of events inside bar t (the decision was taken at bar t-1's close, using data <= t-1):
+
+1. resting stop / take-profit orders meet the open: a gap through the stop fills at the open
+   (with slippage), a gap through the take-profit fills at the open (a limit, no slippage);
+2. the pending action fills at the open (market order, with slippage). Validity is judged against
+   the position the agent saw when it decided: an entry needs a flat book, a close needs that side.
+   A close whose position was already taken out by step 1 is satisfied and not counted as invalid;
+3. on the first bar starting at/after the square-off time, an open intraday position is closed at
+   the open (market, slippage); no entry fills on or after that bar;
+4. the rest of the bar: stop hit if the low (long) / high (short) reaches it, take-profit if the
+   high / low reaches it; when both are touched the stop is assumed first. A stop fills at
+   min(stop, open) for a long (max for a short) with slippage; a take-profit at its price;
+5. at the close: the last bar of the run/episode closes any position (``end_of_data``); for
+   intraday products the last bar of a session closes it (``square_off``: the session ended before
+   the square-off bar, e.g. a short session, or square-off is disabled);
+6. equity is marked at the close: ``equity = cash + position x close``.
+
+Costs are charged on every order (entry and exit) from the product's NSE cost vector.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from numba import njit
+from pydantic import Field, field_validator, model_validator
+
+from envs.costs import (
+    COST_BROKERAGE_FLAT,
+    COST_BROKERAGE_RATE,
+    COST_DP_SELL,
+    COST_EXCHANGE,
+    COST_GST,
+    COST_IPFT,
+    COST_SEBI,
+    COST_STAMP_BUY,
+    COST_STT_BUY,
+    COST_STT_SELL,
+    N_COST,
+    Product,
+    cost_vector,
+)
+from features.bars import Bars
+from features.sessions import SESSION_CLOSE_MINUTE, SESSION_OPEN_MINUTE, is_intraday, timeframe_minutes
+from tradebot.config import FrozenConfig, load_config
+from tradebot.errors import UserInputError
+
+
+class Action(IntEnum):
+    """The agent's / strategy's decision at a bar's close; it fills at the next bar's open."""
+
+    HOLD = 0
+    BUY_LONG = 1
+    SELL_SHORT = 2
+    CLOSE_LONG = 3
+    CLOSE_SHORT = 4
+
+
+ACTION_NAMES: tuple[str, ...] = tuple(a.name for a in Action)
+N_ACTIONS = len(Action)
+
+
+class ExitReason(IntEnum):
+    SIGNAL = 0
+    STOP = 1
+    TAKE_PROFIT = 2
+    SQUARE_OFF = 3
+    END_OF_DATA = 4
+
+
+EXIT_REASON_NAMES: tuple[str, ...] = ("signal", "stop", "take_profit", "square_off", "end_of_data")
+
+# ---- array layouts ---------------------------------------------------------------------------
+# data columns
+D_OPEN, D_HIGH, D_LOW, D_CLOSE, D_ATR, D_FLAGS, D_TIME_LEFT = range(7)
+N_DATA = 7
+# bits of data[:, D_FLAGS]
+FLAG_LAST_OF_SESSION = 1  # the next bar belongs to another session (or there is none)
+FLAG_SQUARE_OFF = 2  # intraday product and the bar starts at/after the square-off time
+
+# params
+(P_INITIAL_CASH, P_RISK, P_STOP_MULT, P_USE_STOP, P_TP_MULT, P_USE_TP, P_SLIP_BPS, P_SLIP_ATR,
+ P_LEVERAGE, P_LOT, P_MAX_NOTIONAL, P_ALLOW_SHORT, P_FIXED_QTY, P_FLAT_AT_SESSION_END) = range(14)
+N_PARAMS = 14
+
+# trade record (a row of the trade log, and the tail of the state vector)
+(T_ENTRY_BAR, T_EXIT_BAR, T_SIDE, T_QTY, T_ENTRY_PRICE, T_EXIT_PRICE, T_STOP, T_TAKE_PROFIT,
+ T_GROSS_PNL, T_ENTRY_COSTS, T_EXIT_COSTS, T_PNL, T_REASON) = range(13)
+N_TRADE = 13
+
+# state
+(S_CASH, S_QTY, S_ENTRY_PRICE, S_STOP, S_TP, S_ENTRY_BAR, S_ENTRY_COSTS, S_EQUITY, S_COSTS_TOTAL,
+ S_INVALID, S_N_TRADES, S_REALIZED, S_MARGIN, S_STEP_TURNOVER, S_STEP_COSTS, S_CLOSED, S_BAR) = range(17)
+S_TRADE = 17  # state[S_TRADE:S_TRADE + N_TRADE] is the trade closed in the last step_bar call
+N_STATE = S_TRADE + N_TRADE
+
+_HOLD = 0
+_BUY_LONG = 1
+_SELL_SHORT = 2
+_CLOSE_LONG = 3
+_CLOSE_SHORT = 4
+_R_SIGNAL = 0.0
+_R_STOP = 1.0
+_R_TAKE_PROFIT = 2.0
+_R_SQUARE_OFF = 3.0
+_R_END_OF_DATA = 4.0
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_IST_OFFSET_NS = (5 * 60 + 30) * 60 * 1_000_000_000
+_DAY_NS = 86_400 * 1_000_000_000
+_MINUTE_NS = 60 * 1_000_000_000
+
+
+class EngineConfig(FrozenConfig):
+    """Simulation settings (YAML section ``engine``). Money is in rupees.
+
+    Defaults model a Fyers MIS (intraday) account on NSE cash equity: Rs 10,00,000, risk 1 % of
+    equity per trade with the stop 2 ATR away, take-profit at 3 ATR, slippage 1 bp + 0.02 ATR,
+    5x intraday leverage, square-off at 15:15 IST, shorting allowed, full NSE charges.
+    """
+
+    initial_cash: float = Field(1_000_000.0, gt=0, description="starting cash (rupees)")
+    product: Product = Field("equity_intraday", description="equity_intraday | equity_delivery | index_futures")
+    risk_per_trade: float = Field(0.01, gt=0, le=1, description="fraction of equity lost if the stop is hit")
+    stop_atr_mult: float = Field(2.0, gt=0, description="stop distance in ATRs of the decision bar (also the sizing distance)")
+    stop_loss: bool = Field(True, description="attach a stop-loss order to every entry")
+    take_profit_atr_mult: float | None = Field(3.0, gt=0, description="take-profit distance in ATRs; null: none")
+    slippage_bps: float = Field(1.0, ge=0, description="market-order slippage in basis points of price")
+    slippage_atr: float = Field(0.02, ge=0, description="plus this fraction of the last known ATR")
+    leverage: float = Field(5.0, gt=0, description="notional <= leverage x equity (intraday / futures margin); delivery uses 1")
+    lot_size: int = Field(1, ge=1, description="quantities are whole multiples of this (shares, or units per futures lot)")
+    max_notional: float | None = Field(None, gt=0, description="cap on one position's notional (rupees); null: none")
+    fixed_qty: int | None = Field(None, ge=1, description="trade this many units (rounded down to lots) instead of risk sizing")
+    square_off: str | None = Field("15:15", description="HH:MM IST: intraday positions close at the open of the first bar starting at/after it")
+    carry_overnight: bool | None = Field(None, description="hold positions across sessions; null: only for equity_delivery")
+    allow_short: bool = Field(True, description="allow SELL_SHORT (never for equity_delivery)")
+    costs: bool = Field(True, description="charge the NSE costs of envs/costs.yaml")
+    costs_file: str | None = Field(None, description="another costs YAML; null: the packaged envs/costs.yaml")
+    costs_as_of: dt.date | None = Field(None, description="use the cost schedule in force on this date; null: the latest")
+    atr_period: int = Field(14, ge=1, description="ATR length when the caller gives no ATR")
+
+    @field_validator("square_off")
+    @classmethod
+    def _check_square_off(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = _HHMM.match(v)
+        if not m:
+            raise ValueError("use HH:MM (IST), e.g. '15:15'")
+        minute = int(m.group(1)) * 60 + int(m.group(2))
+        if not SESSION_OPEN_MINUTE < minute <= SESSION_CLOSE_MINUTE:
+            raise ValueError("must lie inside the NSE session, after 09:15 and no later than 15:30")
+        return v
+
+    @model_validator(mode="after")
+    def _check_product(self) -> "EngineConfig":
+        if self.product == "equity_intraday" and self.carry_overnight:
+            raise ValueError("equity_intraday positions cannot be carried overnight; "
+                             "use product equity_delivery or index_futures, or drop carry_overnight")
+        return self
+
+    @property
+    def flat_at_session_end(self) -> bool:
+        carry = self.carry_overnight if self.carry_overnight is not None else self.product == "equity_delivery"
+        return not carry
+
+    @property
+    def effective_leverage(self) -> float:
+        return 1.0 if self.product == "equity_delivery" else float(self.leverage)
+
+    @property
+    def shorts_allowed(self) -> bool:
+        return bool(self.allow_short) and self.product != "equity_delivery"
+
+    @property
+    def needs_atr(self) -> bool:
+        """Whether sizing, stops, take-profits or slippage read the ATR."""
+        return (self.fixed_qty is None or self.stop_loss or self.take_profit_atr_mult is not None
+                or self.slippage_atr > 0)
+
+    @property
+    def square_off_minute(self) -> int | None:
+        if self.square_off is None or not self.flat_at_session_end:
+            return None
+        hh, mm = self.square_off.split(":")
+        return int(hh) * 60 + int(mm)
+
+    @classmethod
+    def frictionless(cls, fixed_qty: int, **overrides) -> "EngineConfig":
+        """Next-open fills of a fixed size with no costs, slippage, stops or square-off (delivery, long only)."""
+        base = dict(product="equity_delivery", costs=False, slippage_bps=0.0, slippage_atr=0.0, fixed_qty=fixed_qty,
+                    stop_loss=False, take_profit_atr_mult=None, allow_short=False, square_off=None)
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, section: str = "engine") -> "EngineConfig":
+        return load_config(cls, path, section)
+
+    def params(self) -> np.ndarray:
+        """The engine's float64 parameter vector (``P_*`` layout)."""
+        p = np.zeros(N_PARAMS, dtype=np.float64)
+        p[P_INITIAL_CASH] = self.initial_cash
+        p[P_RISK] = self.risk_per_trade
+        p[P_STOP_MULT] = self.stop_atr_mult
+        p[P_USE_STOP] = 1.0 if self.stop_loss else 0.0
+        p[P_TP_MULT] = self.take_profit_atr_mult if self.take_profit_atr_mult is not None else 0.0
+        p[P_USE_TP] = 1.0 if self.take_profit_atr_mult is not None else 0.0
+        p[P_SLIP_BPS] = self.slippage_bps * 1e-4
+        p[P_SLIP_ATR] = self.slippage_atr
+        p[P_LEVERAGE] = self.effective_leverage
+        p[P_LOT] = float(self.lot_size)
+        p[P_MAX_NOTIONAL] = self.max_notional if self.max_notional is not None else np.inf
+        p[P_ALLOW_SHORT] = 1.0 if self.shorts_allowed else 0.0
+        p[P_FIXED_QTY] = float(self.fixed_qty) if self.fixed_qty is not None else 0.0
+        p[P_FLAT_AT_SESSION_END] = 1.0 if self.flat_at_session_end else 0.0
+        return p
+
+    def cost_vector(self) -> np.ndarray:
+        """The product's NSE cost vector, or zeros when ``costs`` is off."""
+        if not self.costs:
+            return np.zeros(N_COST, dtype=np.float64)
+        return cost_vector(self.product, self.costs_as_of, self.costs_file)
+
+
+# ---- market data -----------------------------------------------------------------------------
+
+def compute_atr(bars: Bars, period: int = 14) -> np.ndarray:
+    """ATR in price units (pandas_ta, Wilder smoothing); NaN during the warm-up."""
+    import pandas_ta as ta
+
+    f = bars.frame
+    atr = ta.atr(f["high"], f["low"], f["close"], length=period)
+    if atr is None:  # pandas_ta returns None when there are fewer bars than the period
+        return np.full(len(bars), np.nan)
+    return atr.to_numpy(dtype=np.float64)
+
+
+def session_layout(index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+    """(session id, minute of day) per bar in IST, from the integer timestamps (fast for 1M bars).
+
+    Same values as ``features.sessions.session_day`` / ``minute_of_day`` (IST has no DST).
+    """
+    ns = index.as_unit("ns").asi8 + _IST_OFFSET_NS
+    return ns // _DAY_NS, (ns % _DAY_NS) // _MINUTE_NS
+
+
+def market_data(bars: Bars, config: EngineConfig, atr: np.ndarray | None = None) -> np.ndarray:
+    """The engine's per-bar array (``D_*`` columns) for ``bars`` under ``config``.
+
+    ``atr``: ATR in price units per bar; None: pandas_ta ATR(``config.atr_period``) when the
+    config reads the ATR (sizing, stops, ATR slippage), else NaN.
+    """
+    n = len(bars)
+    if atr is None and config.needs_atr:
+        atr = compute_atr(bars, config.atr_period)
+    if atr is None:
+        atr = np.empty(0)  # the kernel writes NaN
+    else:
+        atr = np.ascontiguousarray(atr, dtype=np.float64)
+        if atr.shape != (n,):
+            raise UserInputError(f"atr has shape {atr.shape}; expected one value per bar ({n},)")
+    f = bars.frame
+    idx = bars.index
+    ns = idx.asi8 if idx.unit == "ns" else idx.as_unit("ns").asi8
+    intraday_bars = is_intraday(bars.timeframe)
+    sq = config.square_off_minute if intraday_bars else None
+    horizon = sq if sq is not None else SESSION_CLOSE_MINUTE
+    data = np.empty((n, N_DATA), dtype=np.float64)
+    _fill_market(data, f["open"].to_numpy(), f["high"].to_numpy(), f["low"].to_numpy(), f["close"].to_numpy(), atr,
+                 ns, -1 if sq is None else sq, intraday_bars,
+                 timeframe_minutes(bars.timeframe) if intraday_bars else 0, horizon)
+    return data
+
+
+@njit(cache=True, error_model="numpy")
+def _fill_market(data, o, h, lo, c, atr, ns, square_off_minute, intraday_bars, bar_minutes, horizon):
+    n = o.shape[0]
+    span = float(horizon - SESSION_OPEN_MINUTE)
+    has_atr = atr.shape[0] == n
+    day = (ns[0] + _IST_OFFSET_NS) // _DAY_NS if n > 0 else 0
+    for t in range(n):
+        local = ns[t] + _IST_OFFSET_NS
+        minute = (local % _DAY_NS) // _MINUTE_NS
+        next_day = (ns[t + 1] + _IST_OFFSET_NS) // _DAY_NS if t + 1 < n else day + 1
+        flags = FLAG_LAST_OF_SESSION if next_day != day else 0
+        if square_off_minute >= 0 and minute >= square_off_minute:
+            flags |= FLAG_SQUARE_OFF
+        data[t, D_OPEN] = o[t]
+        data[t, D_HIGH] = h[t]
+        data[t, D_LOW] = lo[t]
+        data[t, D_CLOSE] = c[t]
+        data[t, D_ATR] = atr[t] if has_atr else np.nan
+        data[t, D_FLAGS] = flags
+        if intraday_bars:
+            left = (horizon - (minute + bar_minutes)) / span
+            data[t, D_TIME_LEFT] = min(max(left, 0.0), 1.0)
+        else:
+            data[t, D_TIME_LEFT] = 0.0
+        day = next_day
+
+
+# ---- costs -----------------------------------------------------------------------------------
+# Kernels use numba's "numpy" error model (no Python ZeroDivisionError checks, ~1.5x faster
+# loops); every division below is guarded, so the results are the same.
+
+@njit(cache=True, error_model="numpy")
+def _charge_parts(costs, price, qty, is_buy):
+    turnover = price * qty
+    if not turnover > 0.0:
+        return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    brokerage = min(costs[COST_BROKERAGE_FLAT], costs[COST_BROKERAGE_RATE] * turnover)
+    if not brokerage < np.inf:
+        brokerage = 0.0
+    stt = turnover * (costs[COST_STT_BUY] if is_buy else costs[COST_STT_SELL])
+    exchange = turnover * costs[COST_EXCHANGE]
+    ipft = turnover * costs[COST_IPFT]
+    sebi = turnover * costs[COST_SEBI]
+    stamp = turnover * costs[COST_STAMP_BUY] if is_buy else 0.0
+    dp = 0.0 if is_buy else costs[COST_DP_SELL]
+    gst = costs[COST_GST] * (brokerage + exchange + ipft + sebi + dp)
+    return (max(brokerage, 0.0), max(stt, 0.0), max(exchange, 0.0), max(ipft, 0.0), max(sebi, 0.0),
+            max(stamp, 0.0), max(dp, 0.0), max(gst, 0.0))
+
+
+@njit(cache=True, error_model="numpy")
+def order_cost(costs, price, qty, is_buy):
+    """Total charges (rupees, >= 0) on one executed order of ``qty`` at ``price``."""
+    b, s, e, i, f, st, d, g = _charge_parts(costs, price, qty, is_buy)
+    return b + s + e + i + f + st + d + g
+
+
+@njit(cache=True, error_model="numpy")
+def cost_breakdown(costs, price, qty, is_buy):
+    """Charges on one order: brokerage, STT, exchange, IPFT, SEBI, stamp, DP, GST, total."""
+    out = np.empty(9)
+    b, s, e, i, f, st, d, g = _charge_parts(costs, price, qty, is_buy)
+    out[0] = b
+    out[1] = s
+    out[2] = e
+    out[3] = i
+    out[4] = f
+    out[5] = st
+    out[6] = d
+    out[7] = g
+    out[8] = b + s + e + i + f + st + d + g
+    return out
+
+
+# ---- the engine ------------------------------------------------------------------------------
+
+@njit(cache=True, error_model="numpy")
+def new_state(params):
+    """A fresh account: cash = initial cash, flat."""
+    state = np.zeros(N_STATE)
+    reset_state(state, params)
+    return state
+
+
+@njit(cache=True, error_model="numpy")
+def reset_state(state, params):
+    state[:] = 0.0
+    state[S_CASH] = params[P_INITIAL_CASH]
+    state[S_EQUITY] = params[P_INITIAL_CASH]
+    state[S_STOP] = np.nan
+    state[S_TP] = np.nan
+    state[S_ENTRY_PRICE] = np.nan
+    state[S_BAR] = -1.0
+
+
+@njit(cache=True, error_model="numpy")
+def slipped(raw, order_side, atr, params):
+    """Fill price of a market order: buys (order_side +1) pay up, sells (-1) receive less."""
+    a = atr if (atr > 0.0 and atr < np.inf) else 0.0
+    px = raw + order_side * (raw * params[P_SLIP_BPS] + params[P_SLIP_ATR] * a)
+    return px if px > 0.0 else 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def position_size(equity, atr, fill, params):
+    """Units for an entry at ``fill``: risk sizing (or fixed), capped by notional and leverage, whole lots."""
+    if not (equity > 0.0 and fill > 0.0):
+        return 0.0
+    if params[P_FIXED_QTY] > 0.0:
+        q = params[P_FIXED_QTY]
+    else:
+        q = params[P_RISK] * equity / (params[P_STOP_MULT] * atr)
+    q = min(q, params[P_MAX_NOTIONAL] / fill, params[P_LEVERAGE] * equity / fill)
+    if not q > 0.0:
+        return 0.0
+    lot = params[P_LOT]
+    return math.floor(q / lot) * lot
+
+
+@njit(cache=True, error_model="numpy")
+def _close(state, t, fill, reason, costs):
+    qty = state[S_QTY]
+    side = 1.0 if qty > 0.0 else -1.0
+    q = abs(qty)
+    cost = order_cost(costs, fill, q, side < 0.0)
+    state[S_CASH] += side * q * fill - cost
+    gross = side * q * (fill - state[S_ENTRY_PRICE])
+    pnl = gross - state[S_ENTRY_COSTS] - cost
+    r = S_TRADE
+    state[r + T_ENTRY_BAR] = state[S_ENTRY_BAR]
+    state[r + T_EXIT_BAR] = t
+    state[r + T_SIDE] = side
+    state[r + T_QTY] = q
+    state[r + T_ENTRY_PRICE] = state[S_ENTRY_PRICE]
+    state[r + T_EXIT_PRICE] = fill
+    state[r + T_STOP] = state[S_STOP]
+    state[r + T_TAKE_PROFIT] = state[S_TP]
+    state[r + T_GROSS_PNL] = gross
+    state[r + T_ENTRY_COSTS] = state[S_ENTRY_COSTS]
+    state[r + T_EXIT_COSTS] = cost
+    state[r + T_PNL] = pnl
+    state[r + T_REASON] = reason
+    state[S_QTY] = 0.0
+    state[S_MARGIN] = 0.0
+    state[S_STOP] = np.nan
+    state[S_TP] = np.nan
+    state[S_COSTS_TOTAL] += cost
+    state[S_STEP_COSTS] += cost
+    state[S_STEP_TURNOVER] += q * fill
+    state[S_REALIZED] += pnl
+    state[S_N_TRADES] += 1.0
+    state[S_CLOSED] = 1.0
+
+
+@njit(cache=True, error_model="numpy")
+def _open(state, t, side, raw, atr, params, costs):
+    atr_ok = atr > 0.0 and atr < np.inf
+    need_atr = params[P_FIXED_QTY] <= 0.0 or params[P_USE_STOP] > 0.0 or params[P_USE_TP] > 0.0
+    if need_atr and not atr_ok:
+        return False
+    fill = slipped(raw, side, atr, params)
+    q = position_size(state[S_EQUITY], atr, fill, params)
+    if not q > 0.0:
+        return False
+    cost = order_cost(costs, fill, q, side > 0.0)
+    state[S_CASH] -= side * q * fill + cost
+    state[S_QTY] = side * q
+    state[S_ENTRY_PRICE] = fill
+    state[S_STOP] = fill - side * params[P_STOP_MULT] * atr if params[P_USE_STOP] > 0.0 else np.nan
+    state[S_TP] = fill + side * params[P_TP_MULT] * atr if params[P_USE_TP] > 0.0 else np.nan
+    state[S_ENTRY_BAR] = t
+    state[S_ENTRY_COSTS] = cost
+    state[S_MARGIN] = q * fill / params[P_LEVERAGE]
+    state[S_COSTS_TOTAL] += cost
+    state[S_STEP_COSTS] += cost
+    state[S_STEP_TURNOVER] += q * fill
+    return True
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def step_bar(state, data, t, action, end, params, costs):
+    """Advance the account through bar ``t``, filling ``action`` (decided at bar t-1's close).
+
+    ``end`` is one past the last bar of the run or episode: at bar ``end - 1`` any position is
+    closed at the close. Returns the equity marked at bar t's close.
+    """
+    o = data[t, D_OPEN]
+    h = data[t, D_HIGH]
+    lo = data[t, D_LOW]
+    c = data[t, D_CLOSE]
+    atr = data[t - 1, D_ATR] if t > 0 else np.nan  # the latest ATR known before this bar
+    flags = int(data[t, D_FLAGS])
+    use_stop = params[P_USE_STOP] > 0.0
+    use_tp = params[P_USE_TP] > 0.0
+    state[S_CLOSED] = 0.0
+    state[S_STEP_TURNOVER] = 0.0
+    state[S_STEP_COSTS] = 0.0
+    state[S_BAR] = t
+    held = state[S_QTY]  # the position the decision was taken against
+
+    # 1. resting stop / take-profit meet the open
+    if held > 0.0:
+        if use_stop and o <= state[S_STOP]:
+            _close(state, t, slipped(o, -1.0, atr, params), _R_STOP, costs)
+        elif use_tp and o >= state[S_TP]:
+            _close(state, t, o, _R_TAKE_PROFIT, costs)
+    elif held < 0.0:
+        if use_stop and o >= state[S_STOP]:
+            _close(state, t, slipped(o, 1.0, atr, params), _R_STOP, costs)
+        elif use_tp and o <= state[S_TP]:
+            _close(state, t, o, _R_TAKE_PROFIT, costs)
+
+    # 2. the pending action, at the open
+    if action == _HOLD:
+        pass
+    elif action == _BUY_LONG or action == _SELL_SHORT:
+        side = 1.0 if action == _BUY_LONG else -1.0
+        if held != 0.0 or (flags & FLAG_SQUARE_OFF) != 0 or (side < 0.0 and params[P_ALLOW_SHORT] <= 0.0):
+            state[S_INVALID] += 1.0
+        elif not _open(state, t, side, o, atr, params, costs):
+            state[S_INVALID] += 1.0
+    elif action == _CLOSE_LONG:
+        if held > 0.0:
+            if state[S_QTY] > 0.0:
+                _close(state, t, slipped(o, -1.0, atr, params), _R_SIGNAL, costs)
+        else:
+            state[S_INVALID] += 1.0
+    elif action == _CLOSE_SHORT:
+        if held < 0.0:
+            if state[S_QTY] < 0.0:
+                _close(state, t, slipped(o, 1.0, atr, params), _R_SIGNAL, costs)
+        else:
+            state[S_INVALID] += 1.0
+    else:
+        state[S_INVALID] += 1.0
+
+    # 3. square-off bar: close at the open
+    q = state[S_QTY]
+    if q != 0.0 and (flags & FLAG_SQUARE_OFF) != 0:
+        _close(state, t, slipped(o, -1.0 if q > 0.0 else 1.0, atr, params), _R_SQUARE_OFF, costs)
+
+    # 4. the rest of the bar: stop first when both are touched
+    q = state[S_QTY]
+    if q > 0.0:
+        if use_stop and lo <= state[S_STOP]:
+            _close(state, t, slipped(min(state[S_STOP], o), -1.0, atr, params), _R_STOP, costs)
+        elif use_tp and h >= state[S_TP]:
+            _close(state, t, max(state[S_TP], o), _R_TAKE_PROFIT, costs)
+    elif q < 0.0:
+        if use_stop and h >= state[S_STOP]:
+            _close(state, t, slipped(max(state[S_STOP], o), 1.0, atr, params), _R_STOP, costs)
+        elif use_tp and lo <= state[S_TP]:
+            _close(state, t, min(state[S_TP], o), _R_TAKE_PROFIT, costs)
+
+    # 5. end of data / end of an intraday session: close at the close
+    q = state[S_QTY]
+    if q != 0.0:
+        if t >= end - 1:
+            _close(state, t, slipped(c, -1.0 if q > 0.0 else 1.0, atr, params), _R_END_OF_DATA, costs)
+        elif (flags & FLAG_LAST_OF_SESSION) != 0 and params[P_FLAT_AT_SESSION_END] > 0.0:
+            _close(state, t, slipped(c, -1.0 if q > 0.0 else 1.0, atr, params), _R_SQUARE_OFF, costs)
+
+    # 6. mark to market
+    equity = state[S_CASH] + state[S_QTY] * c
+    state[S_EQUITY] = equity
+    return equity
+
+
+@njit(cache=True, error_model="numpy")
+def run_actions(data, actions, params, costs, log):
+    """Backtest: ``actions[t]`` is decided at bar t's close and fills from bar t+1 on.
+
+    Closed trades are written to ``log`` (cap x N_TRADE) while it has room. Returns (equity, cash,
+    position, number of trades, final state); when the number exceeds ``log``'s rows, run again
+    with a log that large (``envs.backtest`` does). The action at the last bar has no bar left to
+    fill in and is ignored.
+    """
+    n = data.shape[0]
+    state = new_state(params)
+    equity = np.empty(n)
+    cash = np.empty(n)
+    position = np.empty(n)
+    cap = log.shape[0]
+    k = 0
+    for t in range(n):
+        a = actions[t - 1] if t > 0 else _HOLD
+        step_bar(state, data, t, a, n, params, costs)
+        if state[S_CLOSED] > 0.0:
+            if k < cap:
+                for j in range(N_TRADE):
+                    log[k, j] = state[S_TRADE + j]
+            k += 1
+        equity[t] = state[S_EQUITY]
+        cash[t] = state[S_CASH]
+        position[t] = state[S_QTY]
+    return equity, cash, position, k, state
+
+
+@njit(cache=True, error_model="numpy")
+def signal_action(position, long_entry, long_exit, short_entry, short_exit):
+    """Turn signals at a bar into an action given the current position (no counted no-ops)."""
+    if position == 0.0:
+        if long_entry and not long_exit:
+            return _BUY_LONG
+        if short_entry and not short_exit:
+            return _SELL_SHORT
+    elif position > 0.0:
+        if long_exit:
+            return _CLOSE_LONG
+    elif short_exit:
+        return _CLOSE_SHORT
+    return _HOLD
+
+
+@njit(cache=True, error_model="numpy")
+def run_signals(data, long_entries, long_exits, short_entries, short_exits, params, costs, log):
+    """Signal-driven backtest over the same ``step_bar``: signals at bar t act at bar t+1's open.
+
+    Entries are taken only when flat and exits only when holding that side, so repeated signals
+    are not counted as invalid actions. Returns what ``run_actions`` returns.
+    """
+    n = data.shape[0]
+    state = new_state(params)
+    equity = np.empty(n)
+    cash = np.empty(n)
+    position = np.empty(n)
+    cap = log.shape[0]
+    k = 0
+    a = _HOLD
+    for t in range(n):
+        step_bar(state, data, t, a, n, params, costs)
+        if state[S_CLOSED] > 0.0:
+            if k < cap:
+                for j in range(N_TRADE):
+                    log[k, j] = state[S_TRADE + j]
+            k += 1
+        equity[t] = state[S_EQUITY]
+        cash[t] = state[S_CASH]
+        position[t] = state[S_QTY]
+        a = signal_action(state[S_QTY], long_entries[t], long_exits[t], short_entries[t], short_exits[t])
+    return equity, cash, position, k, state
+
+
+# ---- env kernels: rewards, observations, single and batched steps ---------------------------
+# They live here, next to step_bar, because numba's on-disk cache only notices changes to a
+# function's own source file: a cached kernel in another module that compiles step_bar in would
+# keep a stale copy of it after this file changes.
+
+# reward parameters (envs.trading_env.RewardStrategy.vector)
+R_CODE, R_DRAWDOWN, R_TURNOVER, R_ETA = range(4)
+N_RPARAMS = 4
+REWARD_NET_LOG_RETURN = 0
+REWARD_DIFFERENTIAL_SHARPE = 1
+# reward state: Moody-Saffell moving moments A, B; the episode's equity peak; the last drawdown
+RS_A, RS_B, RS_PEAK, RS_DD = range(4)
+N_RSTATE = 4
+# episode modes
+MODE_WINDOW = 0
+MODE_SESSION = 1
+
+
+@njit(cache=True, error_model="numpy")
+def reward_reset(rstate, equity):
+    rstate[RS_A] = 0.0
+    rstate[RS_B] = 0.0
+    rstate[RS_PEAK] = equity
+    rstate[RS_DD] = 0.0
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def reward_step(rparams, rstate, eq_prev, eq_now, turnover):
+    """The reward for one step (dispatch on ``rparams[R_CODE]``), penalties included."""
+    if not eq_prev > 0.0:
+        return 0.0
+    ratio = eq_now / eq_prev
+    code = int(rparams[R_CODE])
+    if code == REWARD_NET_LOG_RETURN:
+        base = np.log(ratio) if ratio > 1e-12 else np.log(1e-12)
+    else:
+        ret = ratio - 1.0
+        a = rstate[RS_A]
+        b = rstate[RS_B]
+        da = ret - a
+        db = ret * ret - b
+        var = b - a * a
+        base = (b * da - 0.5 * a * db) / var ** 1.5 if var > 1e-12 else 0.0
+        eta = rparams[R_ETA]
+        rstate[RS_A] = a + eta * da
+        rstate[RS_B] = b + eta * db
+    peak = max(rstate[RS_PEAK], eq_now)
+    dd = 1.0 - eq_now / peak if peak > 0.0 else 0.0
+    dd_up = dd - rstate[RS_DD]
+    rstate[RS_PEAK] = peak
+    rstate[RS_DD] = dd
+    return base - rparams[R_DRAWDOWN] * max(dd_up, 0.0) - rparams[R_TURNOVER] * turnover / eq_prev
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def write_obs(obs, feats, data, state, t):
+    nf = feats.shape[1]
+    for j in range(nf):
+        obs[j] = feats[t, j]
+    q = state[S_QTY]
+    if q != 0.0:
+        side = 1.0 if q > 0.0 else -1.0
+        atr = data[t, D_ATR]
+        upnl = side * (data[t, D_CLOSE] - state[S_ENTRY_PRICE]) / atr if atr > 0.0 else 0.0
+        obs[nf] = side
+        obs[nf + 1] = upnl
+        obs[nf + 2] = t - state[S_ENTRY_BAR]
+    else:
+        obs[nf] = 0.0
+        obs[nf + 1] = 0.0
+        obs[nf + 2] = 0.0
+    obs[nf + 3] = data[t, D_TIME_LEFT]
+
+
+@njit(cache=True, error_model="numpy")
+def env_reset(state, rstate, data, feats, t, params, obs):
+    reset_state(state, params)
+    reward_reset(rstate, state[S_EQUITY])
+    write_obs(obs, feats, data, state, t)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def env_step(state, rstate, data, feats, t, action, params, costs, rparams, obs):
+    """One env step from bar t: fill ``action`` through ``step_bar`` at t+1, reward, observation of t+1."""
+    eq_prev = state[S_EQUITY]
+    eq_now = step_bar(state, data, t + 1, action, data.shape[0], params, costs)
+    r = reward_step(rparams, rstate, eq_prev, eq_now, state[S_STEP_TURNOVER])
+    write_obs(obs, feats, data, state, t + 1)
+    return r
+
+
+@njit(cache=True, error_model="numpy")
+def env_step_info(state, rstate, data, feats, t, action, params, costs, rparams, obs):
+    """``env_step`` plus what ``TradingEnv.step`` reports, returned as one tuple (cheap to box)."""
+    r = env_step(state, rstate, data, feats, t, action, params, costs, rparams, obs)
+    return (r, state[S_EQUITY], state[S_QTY], np.int64(state[S_N_TRADES]), np.int64(state[S_INVALID]),
+            state[S_COSTS_TOTAL], state[S_CLOSED] > 0.0)
+
+
+
+
+@njit(cache=True, error_model="numpy")
+def _xorshift(rng, i):
+    x = rng[i]
+    x ^= x >> np.uint64(12)
+    x ^= x << np.uint64(25)
+    x ^= x >> np.uint64(27)
+    rng[i] = x
+    return x * np.uint64(2685821657736338717)
+
+
+@njit(cache=True, error_model="numpy")
+def _pick_episode(rng, i, mode, lo, hi, length, sessions):
+    u = _xorshift(rng, i)
+    if mode == MODE_WINDOW:
+        start = lo + np.int64(u % np.uint64(hi - lo + 1))
+        return start, start + length + 1
+    k = np.int64(u % np.uint64(sessions.shape[0]))
+    return sessions[k, 0], sessions[k, 1]
+
+
+@njit(cache=True, error_model="numpy")
+def batched_reset(states, rstates, tt, ends, rng, data, feats, params, obs, mode, lo, hi, length, sessions,
+                  starts, stops):
+    """Start every account's episode: at ``starts[i]`` / ``stops[i]`` when >= 0, else a random one."""
+    for i in range(states.shape[0]):
+        if starts[i] >= 0:
+            start = starts[i]
+            end = stops[i]
+        else:
+            start, end = _pick_episode(rng, i, mode, lo, hi, length, sessions)
+        tt[i] = start
+        ends[i] = end
+        env_reset(states[i], rstates[i], data, feats, start, params, obs[i])
+
+
+@njit(cache=True, error_model="numpy")
+def batched_step(states, rstates, tt, ends, rng, actions, data, feats, params, costs, rparams, obs,
+                 rewards, terminated, truncated, final_obs, final_stats, mode, lo, hi, length, sessions):
+    """Step every account once (auto-reset): the core of ``BatchedTradingEnv.step``."""
+    for i in range(states.shape[0]):
+        t = tt[i]
+        rewards[i] = env_step(states[i], rstates[i], data, feats, t, actions[i], params, costs, rparams, obs[i])
+        t += 1
+        ruined = not states[i, S_EQUITY] > 0.0
+        at_end = t >= ends[i] - 1
+        term = ruined or (at_end and mode == MODE_SESSION)
+        trunc = at_end and not term
+        terminated[i] = term
+        truncated[i] = trunc
+        if term or trunc:
+            final_obs[i, :] = obs[i]
+            final_stats[i, 0] = states[i, S_EQUITY]
+            final_stats[i, 1] = states[i, S_N_TRADES]
+            final_stats[i, 2] = states[i, S_INVALID]
+            final_stats[i, 3] = states[i, S_COSTS_TOTAL]
+            start, end = _pick_episode(rng, i, mode, lo, hi, length, sessions)
+            env_reset(states[i], rstates[i], data, feats, start, params, obs[i])
+            tt[i] = start
+            ends[i] = end
+        else:
+            tt[i] = t

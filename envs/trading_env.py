@@ -1,0 +1,480 @@
+"""``TradingEnv`` (Gymnasium, id ``tradebot/Trading-v0``) and ``BatchedTradingEnv`` over the fill engine.
+
+Both step ``envs.engine.step_bar`` through the same numba kernel, ``env_step``: the single env calls
+it once per ``step``; the batched env calls it for every account inside one numba call.
+
+Time line: at bar t the agent sees the observation of bar t (features at t, computed from bars
+<= t, plus its position) and picks an action; ``step`` fills it from bar t+1's open on, marks the
+account at bar t+1's close, and returns the reward for t -> t+1 and the observation of t+1.
+
+Observation (float32): the feature columns at t, then ``side`` (-1/0/+1), ``upnl_atr``
+(side x (close_t - entry price) / ATR_t), ``bars_in_trade`` and ``time_left`` (fraction of the
+session left before square-off, or before the close when positions are carried; 0 for daily bars).
+
+Features: by default the project's ``features.pipeline.FeaturePipeline`` built from the ``features``
+config section (the same object live trading uses), with its ATR driving sizing and stops. A
+DataFrame/array aligned with the bars, or any object with ``transform(bars)`` (and ``atr(bars)``),
+may be given instead.
+
+Episodes start after the warm-up (the first bar from which every feature and the ATR are finite):
+``window`` mode picks a random start and runs ``length`` steps (``truncated`` at the end; an open
+position is marked, not closed, unless the data ends); ``session`` mode runs one whole random
+session (``terminated`` at its end). Equity at or below zero terminates an episode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+from pydantic import Field
+
+from envs.backtest import trades_frame
+from envs.engine import (
+    MODE_SESSION,
+    MODE_WINDOW,
+    N_ACTIONS,
+    N_RPARAMS,
+    N_RSTATE,
+    N_STATE,
+    N_TRADE,
+    R_CODE,
+    R_DRAWDOWN,
+    R_ETA,
+    R_TURNOVER,
+    REWARD_DIFFERENTIAL_SHARPE,
+    REWARD_NET_LOG_RETURN,
+    S_COSTS_TOTAL,
+    S_EQUITY,
+    S_INVALID,
+    S_N_TRADES,
+    S_QTY,
+    S_TRADE,
+    EngineConfig,
+    batched_reset,
+    batched_step,
+    compute_atr,
+    env_reset,
+    env_step_info,
+    market_data,
+    new_state,
+    session_layout,
+)
+from features.bars import Bars, load_bars
+from features.pipeline import FeatureConfig, FeaturePipeline
+from tradebot.config import FrozenConfig, load_config, parse_config
+from tradebot.errors import UserInputError
+
+ENV_ID = "tradebot/Trading-v0"
+_OBS_BOUND = float(np.finfo(np.float32).max)  # finite bounds: features are unbounded in principle
+POSITION_FEATURES: tuple[str, ...] = ("side", "upnl_atr", "bars_in_trade", "time_left")
+N_POSITION_FEATURES = len(POSITION_FEATURES)
+
+# ---- rewards ----------------------------------------------------------------------------------
+
+class RewardStrategy(FrozenConfig):
+    """A named reward; both variants share the optional penalties.
+
+    ``drawdown_penalty`` x (increase of the drawdown from the episode's equity peak this step, as a
+    fraction) and ``turnover_penalty`` x (rupees traded this step / equity before the step) are
+    subtracted from the base reward.
+    """
+
+    code: ClassVar[int]
+    drawdown_penalty: float = Field(0.0, ge=0)
+    turnover_penalty: float = Field(0.0, ge=0)
+
+    def vector(self) -> np.ndarray:
+        v = np.zeros(N_RPARAMS)
+        v[R_CODE] = self.code
+        v[R_DRAWDOWN] = self.drawdown_penalty
+        v[R_TURNOVER] = self.turnover_penalty
+        return v
+
+
+class NetLogReturn(RewardStrategy):
+    """log(equity_t+1 / equity_t): the step's return after all costs."""
+
+    code: ClassVar[int] = REWARD_NET_LOG_RETURN
+    name: Literal["net_log_return"] = "net_log_return"
+
+
+class DifferentialSharpe(RewardStrategy):
+    """Moody & Saffell (1998/2001) differential Sharpe ratio of the step's simple return.
+
+    With exponential moving moments A (mean) and B (second moment) of rate ``eta``:
+    D_t = (B_{t-1} dA_t - A_{t-1} dB_t / 2) / (B_{t-1} - A_{t-1}^2)^{3/2}, where dA_t = R_t - A_{t-1},
+    dB_t = R_t^2 - B_{t-1}; D_t = 0 while the variance estimate is below 1e-12 (e.g. at the start).
+    """
+
+    code: ClassVar[int] = REWARD_DIFFERENTIAL_SHARPE
+    name: Literal["differential_sharpe"] = "differential_sharpe"
+    eta: float = Field(0.01, gt=0, lt=1)
+
+    def vector(self) -> np.ndarray:
+        v = super().vector()
+        v[R_ETA] = self.eta
+        return v
+
+
+REWARDS: dict[str, type[RewardStrategy]] = {"net_log_return": NetLogReturn, "differential_sharpe": DifferentialSharpe}
+RewardConfig = Annotated[NetLogReturn | DifferentialSharpe, Field(discriminator="name")]
+
+
+def make_reward(name: str, **params: Any) -> RewardStrategy:
+    """Build a registered reward strategy by name."""
+    if name not in REWARDS:
+        raise UserInputError(f"unknown reward {name!r}; use one of {', '.join(REWARDS)}")
+    return parse_config(REWARDS[name], {"name": name, **params}, f"reward {name}")
+
+
+# ---- configuration ---------------------------------------------------------------------------
+
+class EpisodeConfig(FrozenConfig):
+    mode: Literal["window", "session"] = Field("window", description="random windows of `length` steps, or whole sessions")
+    length: int | None = Field(1000, ge=1, description="steps per window episode (the default shrinks to fit "
+                               "shorter data); null: every bar after the warm-up")
+
+
+class EnvConfig(FrozenConfig):
+    """TradingEnv settings (YAML section ``env``, with sub-sections engine/episode/reward)."""
+
+    engine: EngineConfig = EngineConfig()
+    episode: EpisodeConfig = EpisodeConfig()
+    reward: RewardConfig = NetLogReturn()
+    features: FeatureConfig = FeatureConfig()
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, section: str = "env") -> "EnvConfig":
+        return load_config(cls, path, section)
+
+
+def _env_config(config: EnvConfig | dict | str | Path | None) -> EnvConfig:
+    if config is None:
+        return EnvConfig()
+    if isinstance(config, EnvConfig):
+        return config
+    if isinstance(config, dict):
+        return parse_config(EnvConfig, config, "env config")
+    return EnvConfig.from_yaml(config)
+
+
+# ---- observations and the per-step kernel ----------------------------------------------------
+
+# ---- shared preparation ----------------------------------------------------------------------
+
+class _Prepared:
+    """Arrays shared by TradingEnv and BatchedTradingEnv (built once per data set)."""
+
+    def __init__(self, data: Bars | str | Path, features: Any, atr: np.ndarray | None, config: EnvConfig):
+        bars = data if isinstance(data, Bars) else load_bars(data)
+        if not isinstance(features, (pd.DataFrame, np.ndarray)) and hasattr(features, "transform"):
+            if atr is None and hasattr(features, "atr"):  # the feature pipeline's ATR, in price units
+                atr = features.atr(bars)
+            features = features.transform(bars)  # the feature pipeline plugs in here
+        n = len(bars)
+        engine = config.engine
+        if features is None:
+            pipeline = FeaturePipeline.for_bars(bars, config.features)
+            features = pipeline.transform(bars)
+            if atr is None:
+                atr = pipeline.atr(bars).to_numpy()
+        if atr is None:
+            atr = compute_atr(bars, engine.atr_period)
+        atr = np.asarray(atr, dtype=np.float64)
+        if isinstance(features, pd.DataFrame):
+            if len(features) != n or not features.index.equals(bars.index):
+                raise UserInputError("features index does not match the bars; build the features from the same bars")
+            names = tuple(str(c) for c in features.columns)
+            feats = features.to_numpy(dtype=np.float32)
+        else:
+            feats = np.asarray(features, dtype=np.float32)
+            if feats.ndim == 1:
+                feats = feats[:, None]
+            if feats.ndim != 2 or feats.shape[0] != n:
+                raise UserInputError(f"features have shape {feats.shape}; expected (bars, columns) = ({n}, k)")
+            names = tuple(f"f{j}" for j in range(feats.shape[1]))
+        self.bars = bars
+        self.feature_names = names + POSITION_FEATURES
+        self.feats = np.ascontiguousarray(feats)
+        self.data = market_data(bars, engine, atr)
+        self.params = engine.params()
+        self.costs = engine.cost_vector()
+        self.rparams = config.reward.vector()
+        finite = np.isfinite(self.feats).all(axis=1)
+        if engine.needs_atr:
+            finite &= np.isfinite(atr) & (atr > 0)
+        if not finite.any():
+            raise UserInputError("no bar has finite features and ATR; give more bars than the warm-up")
+        warmup = int(np.argmax(finite))
+        bad = np.flatnonzero(~finite[warmup:])
+        if len(bad):
+            pos = warmup + int(bad[0])
+            raise UserInputError(f"features/ATR are NaN or infinite at bar {pos} ({bars.index[pos].isoformat()}) "
+                                 "after the warm-up; fill or drop those bars")
+        self.warmup = warmup
+        ep = config.episode
+        self.mode = MODE_WINDOW if ep.mode == "window" else MODE_SESSION
+        available = n - 1 - warmup  # steps from the warm-up to the last bar
+        if available < 1:
+            raise UserInputError(f"only {n} bars and a warm-up of {warmup}: no step left; give more bars")
+        self.length = ep.length if ep.length is not None else available
+        if "length" not in ep.model_fields_set:  # the default shrinks to fit short data; a set one must fit
+            self.length = min(self.length, available)
+        if self.mode == MODE_WINDOW and self.length > available:
+            raise UserInputError(f"env.episode.length {self.length} exceeds the {available} steps available after "
+                                 f"the warm-up ({warmup} bars); lower env.episode.length or set it to null")
+        self.lo = warmup
+        self.hi = n - 1 - self.length
+        day, _ = session_layout(bars.index)
+        cuts = np.flatnonzero(np.diff(day)) + 1
+        bounds = np.concatenate([cuts, [n]])
+        self.session_end = np.repeat(bounds, np.diff(np.concatenate([[0], bounds])))
+        starts = np.concatenate([[0], cuts])
+        ends = np.concatenate([cuts, [n]])
+        starts = np.maximum(starts, warmup)
+        keep = ends - starts >= 2
+        self.sessions = np.stack([starts[keep], ends[keep]], axis=1).astype(np.int64)
+        if self.mode == MODE_SESSION and len(self.sessions) == 0:
+            raise UserInputError("no session has two or more bars after the warm-up; use episode mode 'window'")
+        if len(self.sessions) == 0:
+            self.sessions = np.zeros((1, 2), dtype=np.int64)
+
+    def episode_from(self, start: int) -> tuple[int, int]:
+        """(start, end) of an episode forced to begin at bar ``start``."""
+        n = len(self.bars)
+        if not self.warmup <= start < n - 1:
+            raise UserInputError(f"episode start {start} outside [{self.warmup}, {n - 2}] (after the warm-up)")
+        if self.mode == MODE_SESSION:
+            end = int(self.session_end[start])
+            if end - start < 2:
+                raise UserInputError(f"episode start {start} is the last bar of its session; pick an earlier bar")
+            return start, end
+        return start, min(start + self.length + 1, n)
+
+
+# ---- the single env --------------------------------------------------------------------------
+
+class TradingEnv(gym.Env):
+    """One trading account over one instrument's bars; actions are ``envs.engine.Action``.
+
+    ``data``: a ``Bars`` or a bar file path. ``features``: DataFrame/array aligned with the bars, or
+    an object with ``transform(bars)``; None: the built-in set. ``atr``: ATR in price units per bar
+    (None: pandas_ta). ``config``: ``EnvConfig``, a dict, or a YAML path (section ``env``).
+    ``reset(options={"start": i})`` starts the episode at bar i instead of a random one.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(self, data: Bars | str | Path, features: Any = None, atr: np.ndarray | None = None,
+                 config: EnvConfig | dict | str | Path | None = None, render_mode: str | None = None):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise UserInputError(f"render_mode {render_mode!r} not supported; use 'ansi' or None")
+        self.config = _env_config(config)
+        self._p = _Prepared(data, features, atr, self.config)
+        self.render_mode = render_mode
+        dim = self._p.feats.shape[1] + N_POSITION_FEATURES
+        self.observation_space = spaces.Box(-_OBS_BOUND, _OBS_BOUND, shape=(dim,), dtype=np.float32)
+        self.action_space = spaces.Discrete(N_ACTIONS)
+        self._state = new_state(self._p.params)
+        self._rstate = np.zeros(N_RSTATE)
+        self._obs = np.zeros(dim, dtype=np.float32)
+        self._t = -1
+        self._end = -1
+        self._session_mode = self._p.mode == MODE_SESSION
+        self._trade_rows: list[np.ndarray] = []
+
+    @property
+    def bars(self) -> Bars:
+        return self._p.bars
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the observation's columns."""
+        return self._p.feature_names
+
+    @property
+    def warmup(self) -> int:
+        return self._p.warmup
+
+    @property
+    def bar_index(self) -> int:
+        """The bar the current observation describes."""
+        return self._t
+
+    @property
+    def trades(self) -> pd.DataFrame:
+        """Trades closed in the current episode (``envs.backtest.TRADE_COLUMNS``)."""
+        log = np.array(self._trade_rows).reshape(-1, N_TRADE)
+        return trades_frame(log, self._p.bars.index)
+
+    def _info(self) -> dict[str, Any]:
+        s = self._state
+        return {"equity": float(s[S_EQUITY]), "position": float(s[S_QTY]), "trades": int(s[S_N_TRADES]),
+                "invalid_actions": int(s[S_INVALID]), "costs": float(s[S_COSTS_TOTAL]), "bar": self._t}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        p = self._p
+        start = options.get("start") if options else None
+        if start is not None:
+            start, end = p.episode_from(int(start))
+        elif self._session_mode:
+            k = int(self.np_random.integers(len(p.sessions)))
+            start, end = int(p.sessions[k, 0]), int(p.sessions[k, 1])
+        else:
+            start = int(self.np_random.integers(p.lo, p.hi + 1))
+            end = start + p.length + 1
+        self._t = start
+        self._end = end
+        self._trade_rows = []
+        env_reset(self._state, self._rstate, p.data, p.feats, start, p.params, self._obs)
+        return self._obs.copy(), self._info()
+
+    def step(self, action):
+        t = self._t
+        if t < 0 or t >= self._end - 1:
+            raise ResetNeeded("call reset() before step() (the episode has ended or not started)")
+        p = self._p
+        r, equity, position, trades, invalid, costs, closed = env_step_info(
+            self._state, self._rstate, p.data, p.feats, t, int(action), p.params, p.costs, p.rparams, self._obs)
+        t += 1
+        self._t = t
+        if closed:
+            self._trade_rows.append(self._state[S_TRADE:S_TRADE + N_TRADE].copy())
+        at_end = t >= self._end - 1
+        terminated = not equity > 0.0 or (at_end and self._session_mode)
+        truncated = at_end and not terminated
+        if terminated:
+            self._end = t + 1
+        info = {"equity": equity, "position": position, "trades": trades, "invalid_actions": invalid,
+                "costs": costs, "bar": t}
+        return self._obs.copy(), r, terminated, truncated, info
+
+    def render(self):
+        if self.render_mode != "ansi":
+            return None
+        i = self._info()
+        ts = self._p.bars.index[self._t].isoformat() if self._t >= 0 else "-"
+        return (f"{ts} equity={i['equity']:.2f} position={i['position']:+.0f} trades={i['trades']} "
+                f"invalid={i['invalid_actions']} costs={i['costs']:.2f}")
+
+
+# ---- the batched env -------------------------------------------------------------------------
+
+class BatchedTradingEnv:
+    """``n_envs`` independent accounts over the same bars, stepped in one numba call.
+
+    ``step(actions)`` -> (obs, rewards, terminated, truncated). A finished account restarts at once
+    (its next observation is the new episode's first); its last observation and end-of-episode
+    figures are in ``final_obs``, ``final_equity``, ``final_trades``, ``final_invalid_actions`` and
+    ``final_costs`` (NaN for accounts that did not finish this step). Episode starts
+    come from a per-account xorshift generator seeded by ``reset(seed)``. With ``copy=False`` the
+    returned arrays are internal buffers overwritten by the next call (fastest).
+    """
+
+    def __init__(self, data: Bars | str | Path, n_envs: int, features: Any = None, atr: np.ndarray | None = None,
+                 config: EnvConfig | dict | str | Path | None = None, copy: bool = True):
+        if n_envs < 1:
+            raise UserInputError(f"n_envs must be >= 1, got {n_envs}")
+        self.config = _env_config(config)
+        self._p = _Prepared(data, features, atr, self.config)
+        self.num_envs = int(n_envs)
+        self.copy = copy
+        dim = self._p.feats.shape[1] + N_POSITION_FEATURES
+        self.single_observation_space = spaces.Box(-_OBS_BOUND, _OBS_BOUND, shape=(dim,), dtype=np.float32)
+        self.single_action_space = spaces.Discrete(N_ACTIONS)
+        n = self.num_envs
+        self._states = np.zeros((n, N_STATE))
+        self._rstates = np.zeros((n, N_RSTATE))
+        self._t = np.full(n, -1, dtype=np.int64)
+        self._ends = np.zeros(n, dtype=np.int64)
+        self._rng = np.ones(n, dtype=np.uint64)
+        self._obs = np.zeros((n, dim), dtype=np.float32)
+        self._rewards = np.zeros(n)
+        self._terminated = np.zeros(n, dtype=np.bool_)
+        self._truncated = np.zeros(n, dtype=np.bool_)
+        self.final_obs = np.zeros((n, dim), dtype=np.float32)
+        self._final = np.full((n, 4), np.nan)  # equity, trades, invalid actions, costs
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self._p.feature_names
+
+    @property
+    def bar_index(self) -> np.ndarray:
+        return self._t.copy()
+
+    @property
+    def final_equity(self) -> np.ndarray:
+        return self._final[:, 0].copy()
+
+    @property
+    def final_trades(self) -> np.ndarray:
+        return self._final[:, 1].copy()
+
+    @property
+    def final_invalid_actions(self) -> np.ndarray:
+        return self._final[:, 2].copy()
+
+    @property
+    def final_costs(self) -> np.ndarray:
+        return self._final[:, 3].copy()
+
+    @property
+    def equity(self) -> np.ndarray:
+        return self._states[:, S_EQUITY].copy()
+
+    @property
+    def positions(self) -> np.ndarray:
+        return self._states[:, S_QTY].copy()
+
+    @property
+    def trades(self) -> np.ndarray:
+        """Trades closed so far in each account's current episode."""
+        return self._states[:, S_N_TRADES].astype(np.int64)
+
+    @property
+    def invalid_actions(self) -> np.ndarray:
+        return self._states[:, S_INVALID].astype(np.int64)
+
+    @property
+    def costs(self) -> np.ndarray:
+        return self._states[:, S_COSTS_TOTAL].copy()
+
+    def reset(self, seed: int | None = None, starts=None) -> np.ndarray:
+        """Start every account's episode (at ``starts[i]`` when given, else at random)."""
+        p = self._p
+        n = self.num_envs
+        ss = np.random.SeedSequence(seed)
+        self._rng[:] = ss.generate_state(n, dtype=np.uint64) | np.uint64(1)
+        st = np.full(n, -1, dtype=np.int64)
+        en = np.full(n, -1, dtype=np.int64)
+        if starts is not None:
+            given = np.asarray(starts, dtype=np.int64).reshape(n)
+            for i, s in enumerate(given):
+                st[i], en[i] = p.episode_from(int(s))
+        batched_reset(self._states, self._rstates, self._t, self._ends, self._rng, p.data, p.feats, p.params,
+                      self._obs, p.mode, p.lo, p.hi, p.length, p.sessions, st, en)
+        self._final[:] = np.nan
+        return self._obs.copy() if self.copy else self._obs
+
+    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if self._t[0] < 0:
+            raise ResetNeeded("call reset() before step()")
+        p = self._p
+        acts = np.asarray(actions, dtype=np.int64)
+        if acts.shape != (self.num_envs,):
+            raise UserInputError(f"actions has shape {acts.shape}; expected ({self.num_envs},)")
+        self._final[:] = np.nan
+        batched_step(self._states, self._rstates, self._t, self._ends, self._rng, acts, p.data, p.feats,
+                     p.params, p.costs, p.rparams, self._obs, self._rewards, self._terminated, self._truncated,
+                     self.final_obs, self._final, p.mode, p.lo, p.hi, p.length, p.sessions)
+        if self.copy:
+            return self._obs.copy(), self._rewards.copy(), self._terminated.copy(), self._truncated.copy()
+        return self._obs, self._rewards, self._terminated, self._truncated

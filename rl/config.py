@@ -1,0 +1,137 @@
+"""Training configuration: one frozen, typed section per concern, loaded from YAML.
+
+```yaml
+data:  {path: data/sample/NSE_NIFTY50-INDEX_5m.csv.gz,
+        train: {start: 2021-01-01, end: 2021-05-01}, validation: {start: 2021-05-01, end: 2021-06-01}}
+env:   {...}            # passed through to the env as its config (TradingEnv: envs.EnvConfig)
+ppo:   {lr: 3.0e-4, gamma: 0.99, gae_lambda: 0.95, ...}
+model: {lstm_cell_size: 64, max_seq_len: 20, fcnet_hiddens: [64]}
+run:   {seed: 0, iterations: 50, checkpoint_every: 5, patience: 10, output_dir: runs/demo, ...}
+```
+
+Date ranges are half-open, ``start <= bar < end``, in IST. An unknown key anywhere is a one-line
+``UserInputError`` naming the key (``tradebot.config``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from tradebot.config import FrozenConfig, load_config
+
+DEFAULT_ENV_ID = "envs.trading_env:tradebot/Trading-v0"
+
+
+class DateRange(FrozenConfig):
+    """Bars with ``start <= timestamp < end`` (dates in IST)."""
+
+    start: dt.date = Field(description="first day included")
+    end: dt.date = Field(description="first day excluded")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "DateRange":
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} must be after start {self.start}")
+        return self
+
+
+class DataSection(FrozenConfig):
+    """Where the bars come from and which dates train and validate. Anything later is held back."""
+
+    path: str = Field("data/sample/NSE_NIFTY50-INDEX_5m.csv.gz", description="bar file (CSV, CSV.gz or Parquet)")
+    symbol: str | None = Field(None, description="Fyers symbol; null: taken from the file name")
+    train: DateRange = Field(DateRange(start=dt.date(2021, 1, 1), end=dt.date(2021, 5, 1)),
+                             description="training dates")
+    validation: DateRange | None = Field(DateRange(start=dt.date(2021, 5, 1), end=dt.date(2021, 6, 1)),
+                                         description="validation dates (early stopping, best checkpoint); null: none")
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> "DataSection":
+        if self.validation is not None and self.validation.start < self.train.end:
+            raise ValueError(f"validation starts {self.validation.start}, before the training range ends "
+                             f"({self.train.end}); validation must come after training")
+        return self
+
+
+class PPOSection(FrozenConfig):
+    """PPO hyper-parameters (RLlib new API stack)."""
+
+    lr: float = Field(3e-4, gt=0, description="Adam learning rate")
+    gamma: float = Field(0.99, gt=0, le=1, description="discount factor")
+    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    entropy_coeff: float = Field(0.01, ge=0, description="entropy bonus coefficient")
+    clip_param: float = Field(0.2, gt=0, description="PPO surrogate clip")
+    vf_loss_coeff: float = Field(0.5, ge=0, description="value-loss coefficient")
+    train_batch_size: int = Field(4000, ge=1, description="env steps per training iteration")
+    minibatch_size: int = Field(500, ge=1, description="env steps per SGD minibatch")
+    num_epochs: int = Field(5, ge=1, description="SGD passes over each train batch")
+
+    @model_validator(mode="after")
+    def _minibatch_fits(self) -> "PPOSection":
+        if self.minibatch_size > self.train_batch_size:
+            raise ValueError(f"minibatch_size {self.minibatch_size} exceeds train_batch_size {self.train_batch_size}")
+        return self
+
+
+class ModelSection(FrozenConfig):
+    """The PPO-LSTM network: an MLP tokenizer, one LSTM layer, linear policy and value heads."""
+
+    lstm_cell_size: int = Field(64, ge=1, description="LSTM hidden size")
+    max_seq_len: int = Field(20, ge=1, description="training sequence length (BPTT window)")
+    fcnet_hiddens: list[int] = Field(default_factory=lambda: [64], description="MLP layers before the LSTM")
+    fcnet_activation: Literal["tanh", "relu", "silu", "linear"] = Field("tanh", description="MLP activation")
+
+
+class RunSection(FrozenConfig):
+    """How long to train, where to write, and what to call things."""
+
+    seed: int = Field(0, description="seed for RLlib, torch, numpy and the validation env")
+    iterations: int = Field(50, ge=1, description="training iterations (each samples ppo.train_batch_size steps)")
+    checkpoint_every: int = Field(5, ge=1, description="save a checkpoint every N iterations (and at the end)")
+    keep_checkpoints: int = Field(3, ge=1, description="periodic checkpoints kept on disk (the best one is kept apart)")
+    validate_every: int = Field(1, ge=1, description="score the policy on the validation dates every N iterations")
+    patience: int | None = Field(10, ge=1, description="stop after N validations without improvement; null: never")
+    num_env_runners: int = Field(0, ge=0, description="remote sampling workers (0: sample in the driver)")
+    output_dir: str = Field("runs/demo", description="checkpoints, state and logs; re-running resumes from here")
+    env_id: str = Field(DEFAULT_ENV_ID, description="gymnasium id ('module:id' imports the module first); "
+                        "the env must take data= and config= like TradingEnv")
+    mlflow_experiment: str = Field("tradebot-train", description="MLflow experiment name")
+    registered_model: str = Field("tradebot-ppo-lstm", description="MLflow registered-model name for the final policy")
+
+
+class TrainConfig(FrozenConfig):
+    """Everything ``tradebot train`` needs; see the module docstring for the YAML layout."""
+
+    data: DataSection = Field(default_factory=DataSection)
+    env: dict[str, Any] = Field(default_factory=dict, description="the env's config (TradingEnv: envs.EnvConfig)")
+    ppo: PPOSection = Field(default_factory=PPOSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    run: RunSection = Field(default_factory=RunSection)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def flat_params(self) -> dict[str, str]:
+        """``section.key -> value`` strings, for MLflow params."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            else:
+                out[prefix] = str(value)
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def load_train_config(path: str | Path | None) -> TrainConfig:
+    """Load a ``TrainConfig`` from YAML (defaults when ``path`` is None)."""
+    return load_config(TrainConfig, path)

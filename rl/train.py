@@ -1,0 +1,510 @@
+"""PPO-LSTM training on RLlib's new API stack, tracked in MLflow, resumable from its output folder.
+
+How to run
+----------
+``tradebot train --config experiments/demo.yaml [--output DIR] [--address ray://... | RAY_ADDRESS]``
+or ``rl.train.train(load_train_config(path))``. Re-running the same command continues from the
+latest checkpoint in the output folder (same MLflow run); raising ``run.iterations`` extends a
+finished run. Without ``--address`` / ``RAY_ADDRESS`` a private local Ray instance is started.
+
+What a run does
+---------------
+* Env: ``run.env_id`` (``tradebot/Trading-v0``) built with ``data=`` the training bars
+  (``data.train`` dates) and ``config=`` the ``env`` section.
+* Model: ``DefaultModelConfig(use_lstm=True)``: MLP ``model.fcnet_hiddens`` -> LSTM
+  ``model.lstm_cell_size`` -> policy / value heads, trained on ``model.max_seq_len`` windows.
+* Observations pass through RLlib's ``MeanStdFilter`` connector; its running statistics are part of
+  every algorithm checkpoint, and ``rl.policy.Policy`` restores and freezes them.
+* Validation (``data.validation`` dates, every ``run.validate_every`` iterations): one deterministic
+  pass of ``rl.policy.Policy`` over the validation dates (the bars before them are fed to the env
+  for the feature warm-up only). The best score's checkpoint is kept; ``run.patience`` validations
+  without improvement stop the run.
+* Checkpoints: ``<output>/checkpoints/iter_NNNNNN`` every ``run.checkpoint_every`` iterations, at
+  each new best and at the end (written to a temp folder, then renamed); ``<output>/state.json``
+  says which is the latest, which the best, and the MLflow run.
+* MLflow (``MLFLOW_TRACKING_URI``, default ``sqlite:///mlflow.db`` in the working directory): the
+  whole config as params, per-iteration metrics (``rl.metrics``), the config and the final
+  checkpoint as artifacts, and the final policy (the best on validation, else the last) logged as a
+  pyfunc model ``policy`` and registered as a new version of ``run.registered_model``.
+
+Results to expect
+-----------------
+``experiments/demo.yaml`` (NIFTY 50 5-minute bars, Jan-Apr 2021 train, May validate) runs in
+a few minutes on 2 CPU cores; see that file for the figures measured.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rl import metrics as M
+from rl.config import TrainConfig
+from rl.policy import NORMALISER_SUBDIR, ObsNormaliser, Policy, export_policy
+from tradebot.config import parse_config
+from tradebot.errors import UserInputError
+
+RLLIB_ENV_NAME = "tradebot_train_env"
+STATE_FILE = "state.json"
+CONFIG_FILE = "config.yaml"
+CHECKPOINTS_DIR = "checkpoints"
+VALIDATION_STREAM = "validation"
+_CKPT_RE = re.compile(r"^iter_(\d{6})$")
+# Keys of the config that may change between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = ("run.iterations", "run.output_dir", "run.patience", "run.checkpoint_every",
+                      "run.keep_checkpoints", "run.num_env_runners")
+
+
+@dataclass(frozen=True)
+class IterationReport:
+    """What ``train`` tells its ``on_iteration`` callback after each training iteration."""
+
+    iteration: int
+    iterations: int
+    metrics: dict[str, float]
+    validation_return: float | None
+    best_validation_return: float | None
+    checkpoint: str | None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output_dir: Path
+    iterations: int  # iterations trained in total (across resumptions)
+    stopped_early: bool
+    final_checkpoint: Path  # the registered policy's checkpoint: the best on validation, else the last
+    last_checkpoint: Path
+    best_validation_return: float | None
+    mlflow_run_id: str
+    model_uri: str  # models:/<name>/<version>
+    model_version: int
+    resumed: bool
+    already_complete: bool = False
+
+
+@dataclass
+class _State:
+    """``<output>/state.json``: everything needed to continue a run after an interruption."""
+
+    mlflow_run_id: str | None = None
+    iteration: int = 0
+    checkpoint: str | None = None  # relative to the output folder
+    best_checkpoint: str | None = None
+    best_validation_return: float | None = None
+    bad_validations: int = 0
+    stopped_early: bool = False
+    model_uri: str | None = None
+    model_version: int | None = None
+    final_checkpoint: str | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> "_State | None":
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            return cls(**data)
+        except (ValueError, TypeError) as err:
+            raise UserInputError(f"{path}: unreadable training state ({err}); delete the output folder "
+                                 "or use another --output") from None
+
+    def write(self, path: Path) -> None:
+        _atomic_write_text(path, json.dumps(self.__dict__, indent=2, sort_keys=True))
+
+
+# ---- env construction (runs in the driver and in every EnvRunner) -----------------------------
+
+@functools.lru_cache(maxsize=4)
+def _load_bars(path: str, symbol: str | None):
+    from features.bars import load_bars
+
+    return load_bars(path, symbol=symbol)
+
+
+def make_env(env_config: dict[str, Any]):
+    """Build the env from a plain dict (what RLlib passes to every EnvRunner).
+
+    Keys: ``env_id``, ``path``, ``symbol``, ``start``, ``end`` (ISO dates; bars in [start, end)),
+    ``config`` (the env's own config).
+    """
+    import gymnasium as gym
+
+    bars = _load_bars(env_config["path"], env_config.get("symbol")).between(env_config.get("start"),
+                                                                             env_config.get("end"))
+    if len(bars) == 0:
+        raise UserInputError(f"{env_config['path']}: no bars between {env_config.get('start')} and "
+                             f"{env_config.get('end')}; check the data dates in the config")
+    try:
+        return gym.make(env_config["env_id"], data=bars, config=env_config.get("config") or None)
+    except gym.error.Error as err:
+        raise UserInputError(f"run.env_id {env_config['env_id']!r}: {err}") from None
+
+
+def _train_env_config(cfg: TrainConfig) -> dict[str, Any]:
+    # An absolute path: EnvRunner processes need not share the driver's working directory.
+    return {"env_id": cfg.run.env_id, "path": str(Path(cfg.data.path).resolve()), "symbol": cfg.data.symbol,
+            "start": cfg.data.train.start.isoformat(), "end": cfg.data.train.end.isoformat(),
+            "config": dict(cfg.env)}
+
+
+def _validation_env(cfg: TrainConfig, seed: int):
+    """(env, start bar) for one deterministic pass over the validation dates, or (None, None).
+
+    The env gets every bar before the validation end (earlier bars only warm the features up) and
+    one episode that starts at the first validation bar and runs to the last.
+    """
+    import pandas as pd
+
+    if cfg.data.validation is None:
+        return None, None
+    env_cfg = {**dict(cfg.env), "episode": {"mode": "window", "length": None}}
+    env = make_env({"env_id": cfg.run.env_id, "path": cfg.data.path, "symbol": cfg.data.symbol,
+                    "start": None, "end": cfg.data.validation.end.isoformat(), "config": env_cfg})
+    index = _load_bars(cfg.data.path, cfg.data.symbol).between(None, cfg.data.validation.end.isoformat()).index
+    start = int(index.searchsorted(pd.Timestamp(cfg.data.validation.start.isoformat(), tz=index.tz)))
+    if start >= len(index) - 1:
+        raise UserInputError(f"{cfg.data.path}: fewer than 2 bars in the validation dates "
+                             f"{cfg.data.validation.start}..{cfg.data.validation.end}")
+    env.reset(seed=seed)
+    return env, start
+
+
+def validate_policy(policy: Policy, env, start: int | None, seed: int) -> dict[str, float]:
+    """One deterministic pass: total reward (and equity change when the env reports equity)."""
+    policy.reset(VALIDATION_STREAM)
+    obs, info = env.reset(seed=seed, options={"start": start} if start is not None else None)
+    equity0 = info.get("equity")
+    total, steps = 0.0, 0
+    while True:
+        action, _ = policy.act(VALIDATION_STREAM, obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        steps += 1
+        if terminated or truncated:
+            break
+    policy.reset(VALIDATION_STREAM)
+    out = {M.VALIDATION_RETURN: total, M.VALIDATION_STEPS: float(steps)}
+    if equity0 and "equity" in info:
+        out[M.VALIDATION_EQUITY_CHANGE] = float(info["equity"]) / float(equity0) - 1.0
+    return out
+
+
+# ---- the algorithm ----------------------------------------------------------------------------
+
+def _obs_filter(env, spaces, device):
+    from ray.rllib.connectors.env_to_module.mean_std_filter import MeanStdFilter
+
+    return MeanStdFilter()
+
+
+def build_algo_config(cfg: TrainConfig):
+    """The RLlib ``PPOConfig`` for ``cfg`` (env registered as ``RLLIB_ENV_NAME``)."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    p, m, r = cfg.ppo, cfg.model, cfg.run
+    return (
+        PPOConfig()
+        .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
+        .environment(RLLIB_ENV_NAME, env_config=_train_env_config(cfg))
+        .framework("torch")
+        .env_runners(num_env_runners=r.num_env_runners, num_envs_per_env_runner=1,
+                     env_to_module_connector=_obs_filter)
+        .training(lr=p.lr, gamma=p.gamma, lambda_=p.gae_lambda, entropy_coeff=p.entropy_coeff,
+                  clip_param=p.clip_param, vf_loss_coeff=p.vf_loss_coeff,
+                  train_batch_size_per_learner=p.train_batch_size, minibatch_size=p.minibatch_size,
+                  num_epochs=p.num_epochs)
+        .rl_module(model_config=DefaultModelConfig(
+            use_lstm=True, lstm_cell_size=m.lstm_cell_size, max_seq_len=m.max_seq_len,
+            fcnet_hiddens=list(m.fcnet_hiddens), fcnet_activation=m.fcnet_activation))
+        .debugging(seed=r.seed, log_level="ERROR")
+    )
+
+
+def policy_from_algorithm(algo) -> Policy:
+    """The algorithm's current module and normaliser as a ``Policy`` (in memory, no checkpoint)."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    component = "env_to_module_connector"
+    if algo.env_runner is not None:
+        state = algo.env_runner.get_state(components=component)
+    else:  # no local EnvRunner: ask a remote one (their states are synced after every iteration)
+        state = algo.env_runner_group.foreach_env_runner(
+            lambda runner: runner.get_state(components=component), local_env_runner=False)[0]
+    module = algo.get_module(DEFAULT_MODULE_ID)
+    if module is None:
+        raise RuntimeError("the algorithm has no RLModule to validate")
+    return Policy(module, ObsNormaliser.from_filter_state(state[component][NORMALISER_SUBDIR.name]))
+
+
+def _training_metrics(result: dict[str, Any]) -> dict[str, float]:
+    from ray.rllib.algorithms.ppo.ppo import LEARNER_RESULTS_KL_KEY
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
+    from ray.rllib.utils.metrics import (
+        ENV_RUNNER_RESULTS,
+        EPISODE_LEN_MEAN,
+        EPISODE_RETURN_MEAN,
+        LEARNER_RESULTS,
+        NUM_ENV_STEPS_SAMPLED,
+        NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    )
+
+    runners = result.get(ENV_RUNNER_RESULTS, {})
+    learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
+    seconds = float(result.get("time_this_iter_s") or float("nan"))
+    steps = float(runners.get(NUM_ENV_STEPS_SAMPLED, float("nan")))
+    raw = {
+        M.EPISODE_RETURN_MEAN: runners.get(EPISODE_RETURN_MEAN),
+        M.EPISODE_LEN_MEAN: runners.get(EPISODE_LEN_MEAN),
+        M.POLICY_LOSS: learner.get(POLICY_LOSS_KEY),
+        M.VALUE_LOSS: learner.get(VF_LOSS_KEY),
+        M.ENTROPY: learner.get(ENTROPY_KEY),
+        M.KL: learner.get(LEARNER_RESULTS_KL_KEY),
+        M.ENV_STEPS_PER_S: steps / seconds if seconds > 0 else None,
+        M.ENV_STEPS_TOTAL: result.get(NUM_ENV_STEPS_SAMPLED_LIFETIME),
+        M.ITERATION_TIME_S: seconds,
+    }
+    return {k: float(v) for k, v in raw.items() if v is not None and math.isfinite(float(v))}
+
+
+# ---- checkpoints, state, config ---------------------------------------------------------------
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_checkpoint(algo, out: Path, iteration: int) -> str:
+    """Save to a temp folder, then rename into place; returns the path relative to ``out``."""
+    rel = f"{CHECKPOINTS_DIR}/iter_{iteration:06d}"
+    final = out / rel
+    tmp = Path(tempfile.mkdtemp(dir=out / CHECKPOINTS_DIR, prefix=f".iter_{iteration:06d}."))
+    try:
+        algo.save_to_path(str(tmp))
+        if final.exists():  # the same iteration again, after a resumption: replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return rel
+
+
+def _prune_checkpoints(out: Path, keep: int, protect: set[str]) -> None:
+    found = sorted(p.name for p in (out / CHECKPOINTS_DIR).iterdir() if _CKPT_RE.match(p.name))
+    for name in found[:-keep]:
+        rel = f"{CHECKPOINTS_DIR}/{name}"
+        if rel not in protect:
+            shutil.rmtree(out / rel, ignore_errors=True)
+
+
+def _config_differences(old: TrainConfig, new: TrainConfig) -> list[tuple[str, str, str]]:
+    a, b = old.flat_params(), new.flat_params()
+    return [(k, a.get(k, "<unset>"), b.get(k, "<unset>")) for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES]
+
+
+def _check_resumable(out: Path, cfg: TrainConfig) -> None:
+    saved = out / CONFIG_FILE
+    if not saved.is_file():
+        return
+    import yaml
+
+    old = parse_config(TrainConfig, yaml.safe_load(saved.read_text()), str(saved))
+    diffs = _config_differences(old, cfg)
+    if diffs:
+        key, before, after = diffs[0]
+        raise UserInputError(f"{out} holds a run with a different config ({key}: {before} -> {after}); "
+                             "resume it with the same config (only run.iterations and run bookkeeping may "
+                             "change) or pass another --output")
+
+
+# ---- MLflow -----------------------------------------------------------------------------------
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI``, else a sqlite file ``mlflow.db`` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _experiment_id(name: str, tracking_uri: str) -> str:
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):  # keep the artifacts next to the database file
+        db = Path(tracking_uri[len("sqlite:///"):])
+        location = (db.parent / "mlruns" / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)).resolve().as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+# ---- the entry point --------------------------------------------------------------------------
+
+def train(cfg: TrainConfig, *, output_dir: str | Path | None = None, address: str | None = None,
+          on_iteration: Callable[[IterationReport], None] | None = None) -> TrainResult:
+    """Train (or continue training) ``cfg`` into ``output_dir`` (default ``cfg.run.output_dir``)."""
+    if output_dir is not None:
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"output_dir": str(output_dir)})})
+    out = Path(cfg.run.output_dir)
+    state_path = out / STATE_FILE
+    state = _State.read(state_path)
+    resumed = state is not None
+    if resumed:
+        _check_resumable(out, cfg)
+        if state.model_uri and (state.stopped_early or state.iteration >= cfg.run.iterations):
+            return _result(out, state, resumed=True, already_complete=True)
+
+    # Fail fast, before Ray starts: data, dates and the env config are checked by building the envs.
+    make_env(_train_env_config(cfg)).close()
+    val_env, val_start = _validation_env(cfg, cfg.run.seed)
+    try:
+        (out / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
+        if state is None:
+            _atomic_write_text(out / CONFIG_FILE, cfg.to_yaml())
+            state = _State()
+        return _run(cfg, out, state, val_env, val_start, address, on_iteration, resumed)
+    finally:
+        if val_env is not None:
+            val_env.close()
+
+
+def _run(cfg: TrainConfig, out: Path, state: _State, val_env, val_start, address: str | None,
+         on_iteration: Callable[[IterationReport], None] | None, resumed: bool) -> TrainResult:
+    import mlflow
+    import ray
+    import torch
+    from ray.tune.registry import register_env
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    tracking_uri = default_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment_id = _experiment_id(cfg.run.mlflow_experiment, tracking_uri)
+
+    started_ray = False
+    if not ray.is_initialized():
+        addr = address or os.environ.get("RAY_ADDRESS")
+        if addr:
+            ray.init(address=addr, logging_level=logging.WARNING)
+        else:  # a private instance, sized to the job: the driver plus one CPU per EnvRunner
+            ray.init(address="local", num_cpus=cfg.run.num_env_runners + 1, include_dashboard=False,
+                     logging_level=logging.WARNING)
+        started_ray = True
+    algo = None
+    try:
+        register_env(RLLIB_ENV_NAME, make_env)
+        np.random.seed(cfg.run.seed)
+        torch.manual_seed(cfg.run.seed)
+        algo = build_algo_config(cfg).build_algo()
+        if state.checkpoint:
+            algo.restore_from_path(str((out / state.checkpoint).resolve()))
+        run_kwargs = ({"run_id": state.mlflow_run_id} if state.mlflow_run_id
+                      else {"experiment_id": experiment_id, "run_name": out.resolve().name})
+        with mlflow.start_run(**run_kwargs) as run:
+            if not state.mlflow_run_id:
+                state.mlflow_run_id = run.info.run_id
+                mlflow.log_params(cfg.flat_params())
+                mlflow.set_tags({"output_dir": str(out.resolve()), "env_id": cfg.run.env_id})
+                mlflow.log_artifact(str(out / CONFIG_FILE))
+                state.write(out / STATE_FILE)
+            else:
+                mlflow.set_tag("resumed_at_iteration", str(state.iteration))
+            _train_loop(algo, cfg, out, state, val_env, val_start, on_iteration)
+            _register(cfg, out, state)
+        return _result(out, state, resumed=resumed)
+    finally:
+        if algo is not None:
+            algo.stop()
+        if started_ray:
+            ray.shutdown()
+
+
+def _train_loop(algo, cfg: TrainConfig, out: Path, state: _State, val_env, val_start,
+                on_iteration: Callable[[IterationReport], None] | None) -> None:
+    import mlflow
+
+    run = cfg.run
+    state_path = out / STATE_FILE
+    while algo.iteration < run.iterations and not state.stopped_early:
+        result = algo.train()
+        it = int(algo.iteration)
+        values = _training_metrics(result)
+        validation, improved = None, False
+        if val_env is not None and (it % run.validate_every == 0 or it >= run.iterations):
+            scores = validate_policy(policy_from_algorithm(algo), val_env, val_start, run.seed)
+            validation = scores[M.VALIDATION_RETURN]
+            improved = state.best_validation_return is None or validation > state.best_validation_return
+            if improved:
+                state.best_validation_return = validation
+                state.bad_validations = 0
+            else:
+                state.bad_validations += 1
+            values.update(scores)
+            values[M.BEST_VALIDATION_RETURN] = state.best_validation_return
+            if run.patience is not None and state.bad_validations >= run.patience:
+                state.stopped_early = True
+        mlflow.log_metrics(values, step=it)
+        last = it >= run.iterations or state.stopped_early
+        saved = None
+        if last or improved or it % run.checkpoint_every == 0:
+            saved = _save_checkpoint(algo, out, it)
+            state.iteration, state.checkpoint = it, saved
+            if improved:
+                state.best_checkpoint = saved
+            state.write(state_path)
+            _prune_checkpoints(out, run.keep_checkpoints, {saved, state.best_checkpoint or ""})
+        if on_iteration is not None:
+            on_iteration(IterationReport(it, run.iterations, values, validation, state.best_validation_return, saved))
+    if state.stopped_early:
+        mlflow.set_tag("stopped_early", f"iteration {state.iteration}")
+
+
+def _register(cfg: TrainConfig, out: Path, state: _State) -> None:
+    """Log the final checkpoint and register its policy (the best on validation, else the last)."""
+    import mlflow
+
+    from rl.mlflow_model import log_policy_model
+
+    final_rel = state.best_checkpoint or state.checkpoint
+    final = out / final_rel
+    mlflow.log_artifacts(str(final), artifact_path="checkpoint")
+    with tempfile.TemporaryDirectory(prefix="tradebot-policy-") as tmp:
+        policy_dir = export_policy(final, Path(tmp) / "policy")
+        policy = Policy.from_checkpoint(policy_dir)  # also proves the export loads on its own
+        info = log_policy_model(policy_dir, obs_dim=policy.obs_dim, num_actions=policy.num_actions,
+                                registered_model=cfg.run.registered_model)
+    version = int(info.registered_model_version)
+    state.final_checkpoint = final_rel
+    state.model_version = version
+    state.model_uri = f"models:/{cfg.run.registered_model}/{version}"
+    mlflow.set_tags({"final_checkpoint": final_rel, "registered_model_uri": state.model_uri})
+    state.write(out / STATE_FILE)
+
+
+def _result(out: Path, state: _State, *, resumed: bool, already_complete: bool = False) -> TrainResult:
+    return TrainResult(
+        output_dir=out, iterations=state.iteration, stopped_early=state.stopped_early,
+        final_checkpoint=out / (state.final_checkpoint or state.checkpoint or ""),
+        last_checkpoint=out / (state.checkpoint or ""), best_validation_return=state.best_validation_return,
+        mlflow_run_id=state.mlflow_run_id or "", model_uri=state.model_uri or "",
+        model_version=int(state.model_version or 0), resumed=resumed, already_complete=already_complete)

@@ -1,0 +1,91 @@
+"""TrainConfig: YAML round trip, defaults, and one-line errors for unknown keys and bad dates."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from rl.config import TrainConfig, load_train_config
+from tradebot.errors import UserInputError
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "experiments" / "demo.yaml"
+
+
+def test_train_config_yaml_round_trip_is_identical(tmp_path):
+    cfg = load_train_config(DEMO)
+    again = tmp_path / "again.yaml"
+    again.write_text(cfg.to_yaml())
+    assert load_train_config(again) == cfg
+    assert again.read_text() == load_train_config(again).to_yaml()
+
+
+def test_train_config_without_file_gives_defaults():
+    cfg = load_train_config(None)
+    assert cfg == TrainConfig()
+    assert cfg.run.env_id.endswith("tradebot/Trading-v0")
+
+
+def test_demo_config_trains_jan_apr_validates_may_holds_back_june():
+    cfg = load_train_config(DEMO)
+    assert (cfg.data.train.start, cfg.data.train.end) == (dt.date(2021, 1, 1), dt.date(2021, 5, 1))
+    assert (cfg.data.validation.start, cfg.data.validation.end) == (dt.date(2021, 5, 1), dt.date(2021, 6, 1))
+    assert (ROOT / cfg.data.path).is_file()
+
+
+@pytest.mark.parametrize("section, body, needle", [
+    ("ppo", {"lrr": 0.1}, "unknown config key 'ppo.lrr' (did you mean 'lr'?)"),
+    ("run", {"iteration": 3}, "unknown config key 'run.iteration' (did you mean 'iterations'?)"),
+    ("model", {"use_lstm": False}, "unknown config key 'model.use_lstm'"),
+    ("training", {}, "unknown config key 'training'"),
+])
+def test_train_config_unknown_key_is_one_line_error_naming_it(tmp_path, section, body, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({section: body}))
+    with pytest.raises(UserInputError) as err:
+        load_train_config(path)
+    message = str(err.value)
+    assert needle in message and str(path) in message
+    assert "\n" not in message
+
+
+def test_train_config_validation_overlapping_training_is_rejected(tmp_path):
+    path = tmp_path / "overlap.yaml"
+    path.write_text(yaml.safe_dump({"data": {"train": {"start": "2021-01-01", "end": "2021-05-01"},
+                                             "validation": {"start": "2021-04-01", "end": "2021-06-01"}}}))
+    with pytest.raises(UserInputError, match="validation must come after training"):
+        load_train_config(path)
+
+
+def test_train_config_minibatch_larger_than_batch_is_rejected(tmp_path):
+    path = tmp_path / "mb.yaml"
+    path.write_text(yaml.safe_dump({"ppo": {"train_batch_size": 100, "minibatch_size": 200}}))
+    with pytest.raises(UserInputError, match="minibatch_size 200 exceeds train_batch_size 100"):
+        load_train_config(path)
+
+
+def test_train_cli_bad_config_exits_2_with_one_error_line(tmp_path):
+    from tradebot.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("ppo:\n  lrr: 0.1\n")
+    result = CliRunner().invoke(main, ["train", "--config", str(path)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and "ppo.lrr" in lines[-1]
+
+
+def test_train_cli_bad_env_key_exits_2_before_starting_ray(tmp_path):
+    from tradebot.cli import main
+
+    path = tmp_path / "bad_env.yaml"
+    path.write_text(yaml.safe_dump({"data": {"path": str(ROOT / "data/sample/NSE_NIFTY50-INDEX_5m.csv.gz")},
+                                    "env": {"episode": {"lenght": 10}},
+                                    "run": {"output_dir": str(tmp_path / "out")}}))
+    result = CliRunner().invoke(main, ["train", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "episode.lenght" in result.output and "did you mean 'length'" in result.output

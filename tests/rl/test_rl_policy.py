@@ -1,0 +1,134 @@
+"""The policy wrapper acts exactly like RLlib's own deterministic inference, bar by bar.
+
+Reference: a separately loaded copy of the checkpoint's RLModule runs ``forward_inference`` over a
+whole episode at once (one [1, T, D] sequence from the initial state), on observations normalised
+by RLlib's own ``MeanStdFilter`` connector restored from the same checkpoint. The wrapper instead
+sees one bar at a time, for two interleaved streams, carrying each stream's LSTM state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rl.config import TrainConfig
+from rl.policy import MODULE_SUBDIR, NORMALISER_SUBDIR, Policy
+from rl.train import RLLIB_ENV_NAME, build_algo_config, make_env
+from rl_helpers import tiny_config
+from tradebot.config import parse_config
+
+pytestmark = [pytest.mark.integration]
+
+BARS = 220  # steps per stream, so the recurrent state is carried well past max_seq_len
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, local_ray):
+    """One PPO-LSTM iteration (weights moved, normaliser statistics collected), saved to disk."""
+    from ray.tune.registry import register_env
+
+    tmp = tmp_path_factory.mktemp("policy")
+    cfg = parse_config(TrainConfig, tiny_config(tmp / "out", iterations=1))
+    register_env(RLLIB_ENV_NAME, make_env)
+    algo = build_algo_config(cfg).build_algo()
+    try:
+        algo.train()
+        path = tmp / "checkpoint"
+        algo.save_to_path(str(path))
+    finally:
+        algo.stop()
+    return {"path": path, "cfg": cfg}
+
+
+def _episode_env(cfg: TrainConfig):
+    return make_env({"env_id": cfg.run.env_id, "path": cfg.data.path, "start": "2021-01-01", "end": "2021-03-01",
+                     "config": {"episode": {"length": BARS}}})
+
+
+def _rllib_reference(path, raw_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RLlib's deterministic actions and probabilities for one whole episode in a single forward pass."""
+    from ray.rllib.connectors.env_to_module.mean_std_filter import MeanStdFilter
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    module = RLModule.from_checkpoint(str(path / MODULE_SUBDIR))
+    connector = MeanStdFilter()
+    connector.input_observation_space = module.observation_space
+    connector.restore_from_path(str(path / NORMALISER_SUBDIR))
+    rllib_filter = connector._filters[None]  # the connector's own filter arithmetic, stats frozen
+    normalised = np.stack([rllib_filter(o, update=False) for o in raw_obs]).astype(np.float32)
+    state = {k: v.unsqueeze(0) for k, v in module.get_initial_state().items()}
+    with torch.inference_mode():
+        out = module.forward_inference({Columns.OBS: torch.from_numpy(normalised)[None], Columns.STATE_IN: state})
+    logits = out[Columns.ACTION_DIST_INPUTS][0]
+    dist = module.get_inference_action_dist_cls().from_logits(logits).to_deterministic()
+    return dist.sample().numpy(), torch.softmax(logits.double(), dim=-1).numpy()
+
+
+def test_policy_step_by_step_equals_rllib_sequence_inference_per_stream(checkpoint):
+    policy = Policy.load(checkpoint["path"])
+    envs = {"NSE:A": _episode_env(checkpoint["cfg"]), "NSE:B": _episode_env(checkpoint["cfg"])}
+    obs = {"NSE:A": envs["NSE:A"].reset(seed=1, options={"start": 600})[0],
+           "NSE:B": envs["NSE:B"].reset(seed=2, options={"start": 2000})[0]}
+    record = {s: {"obs": [], "actions": [], "probs": []} for s in envs}
+    for _ in range(BARS):
+        for stream, env in envs.items():  # interleaved: A's state must not leak into B's
+            action, probs = policy.act(stream, obs[stream])
+            record[stream]["obs"].append(obs[stream])
+            record[stream]["actions"].append(action)
+            record[stream]["probs"].append(probs)
+            obs[stream], _, terminated, truncated, _ = env.step(action)
+            assert not terminated
+    for stream, rec in record.items():
+        ref_actions, ref_probs = _rllib_reference(checkpoint["path"], np.stack(rec["obs"]))
+        assert len(ref_actions) == BARS
+        np.testing.assert_array_equal(np.array(rec["actions"]), ref_actions, err_msg=stream)
+        np.testing.assert_allclose(np.stack(rec["probs"]), ref_probs, atol=1e-5, err_msg=stream)
+
+
+def test_policy_carries_recurrent_state_and_reset_forgets_it(checkpoint):
+    policy = Policy.load(checkpoint["path"])
+    env = _episode_env(checkpoint["cfg"])
+    obs, _ = env.reset(seed=3, options={"start": 1000})
+    first, carried, fresh = None, [], []
+    for i in range(60):
+        action, probs = policy.act("s", obs)
+        first = first if first is not None else (action, probs, obs)
+        carried.append(probs)
+        fresh.append(_fresh(policy).act("s", obs)[1])  # the same bar without its history
+        obs, *_ = env.step(action)
+    assert np.abs(np.stack(carried) - np.stack(fresh)).max() > 1e-4  # the history changes the output
+    policy.reset("s")
+    assert policy.streams == ()
+    action, probs = policy.act("s", first[2])
+    assert action == first[0]
+    np.testing.assert_allclose(probs, first[1], atol=1e-7)
+
+
+def _fresh(policy: Policy) -> Policy:
+    return Policy(policy.module, policy.normaliser)  # same weights and statistics, no stream state
+
+
+def test_policy_sampling_mode_is_seeded_and_valid(checkpoint):
+    obs = np.zeros(Policy.load(checkpoint["path"]).obs_dim, dtype=np.float32)
+    runs = []
+    for _ in range(2):
+        policy = Policy.load(checkpoint["path"], deterministic=False, seed=11)
+        runs.append([policy.act("s", obs)[0] for _ in range(30)])
+    assert runs[0] == runs[1] and all(0 <= a < 5 for a in runs[0])
+
+
+def test_policy_rejects_bad_observations_and_bad_paths(checkpoint, tmp_path):
+    from tradebot.errors import UserInputError
+
+    policy = Policy.load(checkpoint["path"])
+    with pytest.raises(UserInputError, match=f"expects {policy.obs_dim}"):
+        policy.act("s", np.zeros(policy.obs_dim + 1))
+    with pytest.raises(UserInputError, match="NaN or infinite value at index 2"):
+        policy.act("s", np.array([0.0, 0.0, np.nan] + [0.0] * (policy.obs_dim - 3)))
+    assert policy.streams == ()  # a refused observation does not touch the stream's state
+    with pytest.raises(UserInputError, match="checkpoint directory not found"):
+        Policy.load(tmp_path / "nope")
+    with pytest.raises(UserInputError, match="no RLModule"):
+        Policy.load(tmp_path)

@@ -1,0 +1,62 @@
+"""``tradebot train``: PPO-LSTM on RLlib, tracked in MLflow; re-running the same command resumes.
+
+Exit codes: 0 trained (or already complete); 2 bad input (one ``error:`` line naming the file or key).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+@click.command("train")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True,
+              help="training YAML (sections data, env, ppo, model, run), e.g. experiments/demo.yaml")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="output folder (default: run.output_dir); re-running with it resumes from its latest checkpoint")
+@click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
+              help="Ray cluster address (default: start a private local Ray instance)")
+def train(config_path: Path, output: Path | None, address: str | None) -> None:
+    """Train a PPO-LSTM policy, checkpoint it, log it to MLflow and register the final policy.
+
+    MLflow goes to MLFLOW_TRACKING_URI, or sqlite:///mlflow.db in the working directory.
+    """
+    from rl.config import load_train_config
+    from rl.metrics import EPISODE_RETURN_MEAN, ENV_STEPS_PER_S
+    from rl.train import IterationReport, train as run_training
+
+    cfg = load_train_config(config_path)
+    for name in ("ray", "ray.rllib", "ray.tune", "mlflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    console = Console(stderr=True, highlight=False)
+    out = output or Path(cfg.run.output_dir)
+    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=console)
+    with progress:
+        task = progress.add_task("train", total=cfg.run.iterations, status="starting Ray and the env")
+
+        def on_iteration(report: IterationReport) -> None:
+            m = report.metrics
+            status = (f"return {_fmt(m.get(EPISODE_RETURN_MEAN))}  val {_fmt(report.validation_return)}  "
+                      f"best {_fmt(report.best_validation_return)}  {_fmt(m.get(ENV_STEPS_PER_S), 0)} steps/s")
+            progress.update(task, completed=report.iteration, status=status)
+
+        result = run_training(cfg, output_dir=out, address=address, on_iteration=on_iteration)
+        progress.update(task, completed=result.iterations if not result.stopped_early else cfg.run.iterations)
+    if result.already_complete:
+        click.echo(f"{out}: already complete ({result.iterations} iterations); nothing to do")
+    elif result.stopped_early:
+        click.echo(f"stopped early at iteration {result.iterations}: no validation improvement for "
+                   f"{cfg.run.patience} validations")
+    click.echo(f"policy:     {result.model_uri}  (checkpoint {result.final_checkpoint})")
+    click.echo(f"validation: best return {_fmt(result.best_validation_return)}")
+    click.echo(f"mlflow run: {result.mlflow_run_id}")
