@@ -566,6 +566,21 @@ def step_bar(state, data, t, action, end, params, costs):
 
 
 @njit(cache=True, error_model="numpy")
+def _record_bar(state, t, log, k, equity, cash, position):
+    """Store bar t's account in the curves and a trade closed at t in the log (``k`` trades so far;
+    trades beyond the log's capacity are counted but not stored). Returns the new trade count."""
+    if state[S_CLOSED] > 0.0:
+        if k < log.shape[0]:
+            for j in range(N_TRADE):
+                log[k, j] = state[S_TRADE + j]
+        k += 1
+    equity[t] = state[S_EQUITY]
+    cash[t] = state[S_CASH]
+    position[t] = state[S_QTY]
+    return k
+
+
+@njit(cache=True, error_model="numpy")
 def run_actions(data, actions, params, costs, log):
     """Backtest: ``actions[t]`` is decided at bar t's close and fills from bar t+1 on.
 
@@ -579,19 +594,11 @@ def run_actions(data, actions, params, costs, log):
     equity = np.empty(n)
     cash = np.empty(n)
     position = np.empty(n)
-    cap = log.shape[0]
     k = 0
     for t in range(n):
         a = actions[t - 1] if t > 0 else _HOLD
         step_bar(state, data, t, a, n, params, costs)
-        if state[S_CLOSED] > 0.0:
-            if k < cap:
-                for j in range(N_TRADE):
-                    log[k, j] = state[S_TRADE + j]
-            k += 1
-        equity[t] = state[S_EQUITY]
-        cash[t] = state[S_CASH]
-        position[t] = state[S_QTY]
+        k = _record_bar(state, t, log, k, equity, cash, position)
     return equity, cash, position, k, state
 
 
@@ -623,19 +630,11 @@ def run_signals(data, long_entries, long_exits, short_entries, short_exits, para
     equity = np.empty(n)
     cash = np.empty(n)
     position = np.empty(n)
-    cap = log.shape[0]
     k = 0
     a = _HOLD
     for t in range(n):
         step_bar(state, data, t, a, n, params, costs)
-        if state[S_CLOSED] > 0.0:
-            if k < cap:
-                for j in range(N_TRADE):
-                    log[k, j] = state[S_TRADE + j]
-            k += 1
-        equity[t] = state[S_EQUITY]
-        cash[t] = state[S_CASH]
-        position[t] = state[S_QTY]
+        k = _record_bar(state, t, log, k, equity, cash, position)
         a = signal_action(state[S_QTY], long_entries[t], long_exits[t], short_entries[t], short_exits[t])
     return equity, cash, position, k, state
 
