@@ -7,33 +7,15 @@ import sys
 
 import click
 
-from tradebot.errors import TradebotError, UserInputError
+from tradebot.clibase import TradebotGroup
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
-
-
-class TradebotGroup(click.Group):
-    """A click group that turns our typed errors into one clear line and an exit code."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except UserInputError as err:
-            click.echo(f"error: {err}", err=True)
-            ctx.exit(err.exit_code)
-        except TradebotError as err:
-            click.echo(f"error: {err}", err=True)
-            ctx.exit(1)
 
 
 @click.group(cls=TradebotGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tradebot")
 def main() -> None:
     """Reinforcement-learning trading for NSE through Fyers: data, features, backtests, training, live."""
-
-
-def register(group: click.Group) -> None:
-    main.add_command(group)
 
 
 def _load_commands() -> None:

@@ -12,6 +12,10 @@ _COMMANDS = [
     ("tradebot.cmd_features", "features"),
     ("tradebot.cmd_backtest", "backtest"),
     ("tradebot.cmd_train", "train"),
+    ("tradebot.cmd_live", "live"),
+    ("tradebot.cmd_tune", "tune"),
+    ("tradebot.cmd_evaluate", "evaluate"),
+    ("tradebot.cmd_serve", "serve"),
 ]
 
 for module_name, attr in _COMMANDS:

@@ -1,0 +1,83 @@
+"""``tradebot live``: run a paper replay, read its status, halt and resume it; bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from click.testing import CliRunner
+
+from live.journal import Journal
+from live_helpers import MINIMAL_FEATURES, sample_bars
+from tradebot.cmd_live import live
+
+
+def _config(tmp_path):
+    path = tmp_path / "live.yaml"
+    path.write_text(yaml.safe_dump({"live": {"features": MINIMAL_FEATURES.model_dump(mode="json"),
+                                             "loop": {"session": "cli-test"},
+                                             "risk": {"max_daily_loss": 0.03}}}))
+    return path
+
+
+def _data(tmp_path):
+    bars = sample_bars().between("2021-03-01", "2021-03-04")
+    frame = bars.frame.reset_index()
+    frame["timestamp"] = frame["timestamp"].map(lambda t: t.isoformat())
+    path = tmp_path / "NSE_NIFTY50-INDEX_5m.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_run_status_halt_resume(tmp_path):
+    runner = CliRunner()
+    journal = tmp_path / "paper.db"
+    args = ["run", str(_data(tmp_path)), "--journal", str(journal), "--config", str(_config(tmp_path)),
+            "--strategy", "random", "--seed", "4", "--start", "2021-03-02", "--no-log-json"]
+    res = runner.invoke(live, args)
+    assert res.exit_code == 0, res.output
+    assert "150 bar(s)" in res.output and "risk state ACTIVE" in res.output
+    assert (tmp_path / "paper.db.paper.db").is_file()
+
+    res = runner.invoke(live, ["status", "--journal", str(journal), "--json"])
+    st = json.loads(res.output)
+    assert st["session"] == "cli-test" and st["risk_state"] == "ACTIVE" and st["decisions"] == 150
+    assert st["last_bar"]["time"].startswith("2021-03-03T15:25")
+
+    res = runner.invoke(live, ["halt", "--journal", str(journal), "--reason", "fat finger"])
+    assert res.exit_code == 0 and "halt requested (#1)" in res.output
+    res = runner.invoke(live, ["status", "--journal", str(journal)])
+    assert "pending command #1: halt fat finger" in res.output and "risk state ACTIVE" in res.output
+    assert runner.invoke(live, ["resume", "--journal", str(journal)]).exit_code == 0
+
+    # running again resumes after the last bar: nothing left to do, nothing sent twice
+    res = runner.invoke(live, args)
+    assert res.exit_code == 0 and "0 bar(s)" in res.output
+    j = Journal(journal, create=False)
+    try:
+        assert j.status()["pending_commands"] == []  # applied by the resumed loop
+        assert [e["kind"] for e in j.risk_events() if e["kind"] == "control"] == ["control", "control"]
+    finally:
+        j.close()
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(live, ["status", "--journal", str(tmp_path / "missing.db")])
+    assert res.exit_code == 2 and res.output.startswith("error: ") and "journal not found" in res.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("live:\n  risk:\n    max_dayly_loss: 0.1\n")
+    res = runner.invoke(live, ["run", str(_data(tmp_path)), "--journal", str(tmp_path / "j.db"),
+                               "--config", str(bad), "--no-log-json"])
+    assert res.exit_code == 2 and "did you mean 'max_daily_loss'" in res.output
+    res = runner.invoke(live, ["halt", "--journal", str(tmp_path / "missing.db")])
+    assert res.exit_code == 2
+
+
+def test_live_group_plugs_into_the_tradebot_cli():
+    from tradebot.cli import main
+
+    if "live" not in main.commands:  # tradebot/commands.py registers it; the same group either way
+        main.add_command(live)
+    res = CliRunner().invoke(main, ["live", "--help"])
+    assert res.exit_code == 0 and "halt" in res.output and "status" in res.output and "run" in res.output
