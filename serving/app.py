@@ -1,0 +1,201 @@
+"""The policy as a Ray Serve deployment: one replica holding ``rl.policy.Policy`` and its per-symbol streams.
+
+```python
+from ray import serve
+from serving.app import build_app
+serve.start(http_options={"host": "127.0.0.1", "port": 8000})
+handle = serve.run(build_app("models:/tradebot-ppo-lstm/3"), name="tradebot-policy", route_prefix="/")
+handle.act.remote("NSE:SBIN-EQ", obs.tolist()).result()   # {"action": 1, "action_name": "BUY_LONG", ...}
+```
+
+HTTP (FastAPI ingress):
+
+* ``POST /act``   ``{"symbol": "NSE:SBIN-EQ", "obs": [...]}`` -> ``{"symbol", "action", "action_name",
+  "probs", "model_version"}``; 422 for an observation of the wrong size or with NaN/inf values.
+* ``POST /reset`` ``{"symbol": "NSE:SBIN-EQ"}`` (one stream) or ``{}`` (all) -> ``{"reset": ..., "streams": n}``.
+* ``GET /health`` -> ``{"status": "ok", "model_version", "obs_dim", "num_actions", "streams"}``.
+* ``GET /metrics`` -> Prometheus text: acts, act latency histogram, live streams.
+
+Recurrent state: each symbol is one ``Policy`` stream (its LSTM state carried from call to call), so
+the deployment runs exactly one replica and serialises calls with a lock (``Policy`` is not
+thread-safe). A symbol's state lives until ``/reset`` or a replica restart.
+
+Auth: when the environment variable ``TRADEBOT_SERVE_TOKEN`` is set where the app is built, every
+endpoint needs ``Authorization: Bearer <token>`` (401 otherwise). Only the token's SHA-256 travels to
+the replica; the token itself is never logged or stored in the deployment config.
+
+Serve config: ``serving/serve_config.yaml`` (``serve run serving/serve_config.yaml``) builds the app
+with ``serving.app:app_builder`` from ``args: {model: URI}``.
+"""
+
+import hashlib
+import hmac
+import os
+import threading
+import time
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from ray import serve
+
+TOKEN_ENV = "TRADEBOT_SERVE_TOKEN"
+APP_NAME = "tradebot-policy"
+DEPLOYMENT_NAME = "PolicyServer"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+# metric names (one place; dashboards read these)
+ACTS = "tradebot_serve_acts_total"
+ACT_LATENCY = "tradebot_serve_act_latency_seconds"
+STREAMS = "tradebot_serve_streams"
+RESETS = "tradebot_serve_resets_total"
+_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class ActRequest(BaseModel):
+    symbol: str = Field(min_length=1, description="stream id, e.g. NSE:SBIN-EQ")
+    obs: list[float] = Field(description="the env's flat observation at this bar")
+
+
+class ResetRequest(BaseModel):
+    symbol: str | None = Field(None, description="the stream to forget; omitted: all streams")
+
+
+def token_digest(token: str | None) -> str | None:
+    """SHA-256 hex of a bearer token (None for no token)."""
+    return hashlib.sha256(token.encode()).hexdigest() if token else None
+
+
+def resolve_model_version(model: str) -> str:
+    """A readable version for responses: ``models:/name/3`` for an alias, else the URI or path itself."""
+    if model.startswith("models:/") and "@" in model:
+        try:
+            from mlflow import MlflowClient
+
+            name, alias = model[len("models:/"):].split("@", 1)
+            mv = MlflowClient().get_model_version_by_alias(name, alias)
+            return f"models:/{name}/{mv.version}"
+        except Exception:  # the version is informative only; the model itself loaded
+            return model
+    return model
+
+
+fastapi_app = FastAPI(title="tradebot policy", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@serve.deployment(name=DEPLOYMENT_NAME, num_replicas=1, max_ongoing_requests=64,
+                  ray_actor_options={"num_cpus": 0})
+@serve.ingress(fastapi_app)
+class PolicyServer:
+    """One replica: the policy, its streams, the metrics."""
+
+    def __init__(self, model: str, token_sha256: str | None = None, deterministic: bool = True):
+        import torch
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        from envs.engine import Action
+        from rl.policy import Policy
+
+        torch.set_num_threads(1)  # one observation at a time: more threads only contend
+        self.policy = Policy.load(model, deterministic=deterministic)
+        self.model_version = resolve_model_version(model)
+        self._token_sha256 = token_sha256
+        self._lock = threading.Lock()
+        self._names = {int(a): a.name for a in Action}
+        r = self.registry = CollectorRegistry()
+        self._acts = Counter(ACTS, "Policy decisions served", registry=r)
+        self._resets = Counter(RESETS, "Stream resets (one symbol, or all)", registry=r)
+        self._latency = Histogram(ACT_LATENCY, "Time of one policy step inside the replica",
+                                  buckets=_LATENCY_BUCKETS, registry=r)
+        self._streams = Gauge(STREAMS, "Symbols with a recurrent state held", registry=r)
+
+    # ---- methods (called through a DeploymentHandle, and by the HTTP routes) ----------------
+    def act(self, symbol: str, obs: list[float]) -> dict[str, Any]:
+        from tradebot.errors import UserInputError
+
+        t0 = time.perf_counter()
+        with self._lock:
+            try:
+                action, probs = self.policy.act(symbol, obs)
+            except UserInputError as err:
+                raise ValueError(str(err)) from None
+            self._streams.set(len(self.policy.streams))
+        self._acts.inc()
+        self._latency.observe(time.perf_counter() - t0)
+        return {"symbol": symbol, "action": action, "action_name": self._names.get(action, str(action)),
+                "probs": [float(p) for p in probs], "model_version": self.model_version}
+
+    def reset(self, symbol: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            self.policy.reset(symbol)
+            n = len(self.policy.streams)
+            self._streams.set(n)
+        self._resets.inc()
+        return {"reset": symbol if symbol is not None else "all", "streams": n}
+
+    def info(self) -> dict[str, Any]:
+        return {"status": "ok", "model_version": self.model_version, "obs_dim": self.policy.obs_dim,
+                "num_actions": self.policy.num_actions, "streams": len(self.policy.streams)}
+
+    # ---- HTTP ------------------------------------------------------------------------------
+    def _authorise(self, request: Request) -> None:
+        if self._token_sha256 is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token or not hmac.compare_digest(token_digest(token.strip()),
+                                                                              self._token_sha256):
+            raise HTTPException(status_code=401, detail="missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    @fastapi_app.post("/act")
+    def http_act(self, body: ActRequest, request: Request) -> dict[str, Any]:
+        self._authorise(request)
+        try:
+            return self.act(body.symbol, body.obs)
+        except ValueError as err:
+            raise HTTPException(status_code=422, detail=str(err)) from None
+
+    @fastapi_app.post("/reset")
+    async def http_reset(self, request: Request) -> dict[str, Any]:
+        self._authorise(request)
+        raw = await request.body()  # optional body: no body, or {} resets every stream
+        try:
+            body = ResetRequest.model_validate_json(raw) if raw.strip() else ResetRequest()
+        except ValueError as err:
+            raise HTTPException(status_code=422, detail=f"reset body: {err}") from None
+        return self.reset(body.symbol)
+
+    @fastapi_app.get("/health")
+    def http_health(self, request: Request) -> dict[str, Any]:
+        self._authorise(request)
+        return self.info()
+
+    @fastapi_app.get("/metrics")
+    def http_metrics(self, request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        self._authorise(request)
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def build_app(model: str, *, token: str | None = None, deterministic: bool = True):
+    """The bound Serve application for ``model`` (a checkpoint folder or an MLflow model URI).
+
+    ``token``: the bearer token to require (default: ``$TRADEBOT_SERVE_TOKEN``; none when unset/empty).
+    """
+    if token is None:
+        token = os.environ.get(TOKEN_ENV) or None
+    return PolicyServer.bind(str(model), token_digest(token), deterministic)
+
+
+def app_builder(args: dict[str, Any]):
+    """For ``serve run`` / ``serve deploy`` configs: ``args: {model: URI, deterministic: true}``."""
+    unknown = set(args) - {"model", "deterministic"}
+    if unknown:
+        raise ValueError(f"unknown serve args {sorted(unknown)}; expected 'model' (and optionally 'deterministic')")
+    if not args.get("model"):
+        raise ValueError("serve args need 'model': a checkpoint folder or an MLflow model URI")
+    return build_app(str(args["model"]), deterministic=bool(args.get("deterministic", True)))

@@ -1,0 +1,198 @@
+"""Calling the served policy: as the live loop's ``policy(symbol, obs)`` callable, and running Serve in-process.
+
+```python
+with local_serve("runs/x/checkpoints/iter_000050", port=None) as handle:   # Ray + Serve in this process
+    policy = HandlePolicy(handle)
+    action, probs = policy("NSE:SBIN-EQ", obs)
+policy = HttpPolicy("http://127.0.0.1:8000", token=os.environ.get("TRADEBOT_SERVE_TOKEN"))
+```
+
+Both adapters reset a symbol's stream on the server the first time they see it (the live loop's
+policy state is not journaled, so a new process starts every symbol afresh, as training episodes do).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from serving.app import APP_NAME, DEFAULT_HOST, TOKEN_ENV, build_app
+from tradebot.errors import UserInputError
+
+
+class _FirstSeenReset:
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def _first(self, symbol: str) -> bool:
+        if symbol in self._seen:
+            return False
+        self._seen.add(symbol)
+        return True
+
+
+class HandlePolicy(_FirstSeenReset):
+    """``policy(symbol, obs) -> (action, probs)`` through a Serve ``DeploymentHandle`` (same Ray cluster)."""
+
+    def __init__(self, handle: Any, timeout_s: float = 10.0):
+        super().__init__()
+        self.handle = handle
+        self.timeout_s = timeout_s
+        self.info = handle.info.remote().result(timeout_s=timeout_s)
+        self.version = f"serve:{self.info['model_version']}"
+        self.obs_dim = int(self.info["obs_dim"])
+
+    def __call__(self, symbol: str, obs: np.ndarray) -> tuple[int, np.ndarray]:
+        if self._first(symbol):
+            self.handle.reset.remote(symbol).result(timeout_s=self.timeout_s)
+        out = self.handle.act.remote(symbol, np.asarray(obs, dtype=np.float32).tolist()).result(timeout_s=self.timeout_s)
+        return int(out["action"]), np.asarray(out["probs"])
+
+    def reset(self, symbol: str | None = None) -> None:
+        self.handle.reset.remote(symbol).result(timeout_s=self.timeout_s)
+
+
+class HttpPolicy(_FirstSeenReset):
+    """``policy(symbol, obs) -> (action, probs)`` over HTTP (``/act``), one keep-alive connection."""
+
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 5.0):
+        import requests
+
+        super().__init__()
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        try:
+            r = self.session.get(f"{self.url}/health", timeout=timeout_s)
+        except requests.RequestException as err:
+            raise UserInputError(f"{self.url}: the policy server does not answer ({type(err).__name__}); "
+                                 "start it with `tradebot serve --model URI` or fix --serve-url") from None
+        if r.status_code == 401:
+            raise UserInputError(f"{self.url}: 401 unauthorised; set {TOKEN_ENV} to the server's token")
+        if r.status_code != 200:
+            raise UserInputError(f"{self.url}/health answered {r.status_code}; is it a `tradebot serve` server?")
+        self.info = r.json()
+        self.version = f"serve:{self.info['model_version']}"
+        self.obs_dim = int(self.info["obs_dim"])
+
+    def __call__(self, symbol: str, obs: np.ndarray) -> tuple[int, np.ndarray]:
+        if self._first(symbol):
+            self.reset(symbol)
+        r = self.session.post(f"{self.url}/act", json={"symbol": symbol,
+                                                       "obs": np.asarray(obs, dtype=np.float32).tolist()},
+                              timeout=self.timeout_s)
+        if r.status_code != 200:
+            raise RuntimeError(f"/act answered {r.status_code}: {r.text[:200]}")
+        out = r.json()
+        return int(out["action"]), np.asarray(out["probs"])
+
+    def reset(self, symbol: str | None = None) -> None:
+        r = self.session.post(f"{self.url}/reset", json={"symbol": symbol}, timeout=self.timeout_s)
+        r.raise_for_status()
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def check_model(model: str) -> None:
+    """Fail fast (one line, before Ray starts) when ``model`` cannot be loaded as a policy."""
+    from rl.policy import Policy
+
+    Policy.load(model)  # raises UserInputError naming the path/URI and the fix
+
+
+def ensure_ray(num_cpus: int = 2) -> None:
+    """A private local Ray (no dashboard) unless one is running in this process; its files under RAY_TMPDIR."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    tmp = os.environ.setdefault("RAY_TMPDIR", os.path.join(tempfile.gettempdir(), f"tradebot-ray-{os.getuid()}"))
+    os.makedirs(tmp, exist_ok=True)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=tmp, logging_level="ERROR",
+             log_to_driver=False)
+
+
+def start_serve(model: str, *, host: str = DEFAULT_HOST, port: int | None = None, token: str | None = None,
+                deterministic: bool = True) -> Any:
+    """Ray (if needed) + Serve + the policy app; returns the app's ``DeploymentHandle``.
+
+    ``port`` None: no HTTP proxy is needed by the caller, but Serve still binds ``host`` on a free port.
+    """
+    from ray import serve
+
+    ensure_ray()
+    if port is None:
+        port = _free_port(host)
+    serve.start(http_options={"host": host, "port": port})
+    return serve.run(build_app(model, token=token, deterministic=deterministic), name=APP_NAME, route_prefix="/",
+                     blocking=False)
+
+
+@contextlib.contextmanager
+def local_serve(model: str, **kwargs: Any) -> Iterator[Any]:
+    """``start_serve`` for the duration of a ``with`` block; Serve is shut down after it."""
+    from ray import serve
+
+    handle = start_serve(model, **kwargs)
+    try:
+        yield handle
+    finally:
+        serve.shutdown()
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+# ---- the live loop through Serve ---------------------------------------------------------------
+
+def model_features(model: str):
+    """The ``FeatureConfig`` ``model`` was trained with (its saved training config), so the live
+    observation has the training layout; the env's default features when no config was saved."""
+    from rl.backtest_policy import policy_env_config, saved_train_config
+
+    saved = saved_train_config(model)
+    return policy_env_config(saved.config if saved is not None else None).features
+
+
+def check_obs_dim(policy: HandlePolicy | HttpPolicy, loop: Any, model: str) -> None:
+    """Refuse (one line) a loop whose observations do not have the served policy's size."""
+    from envs.trading_env import N_POSITION_FEATURES
+
+    for symbol, src in loop.features.items():
+        dim = len(src.feature_names) + N_POSITION_FEATURES
+        if dim != policy.obs_dim:
+            raise UserInputError(f"{model}: the served policy takes {policy.obs_dim} observation values but the live "
+                                 f"loop gives {dim} for {symbol}; serve the model this session was configured for "
+                                 "(the features come from the model's saved config.yaml)")
+
+
+def serve_policy(model: str, serve_url: str | None = None) -> tuple[HandlePolicy | HttpPolicy, Any]:
+    """The live loop's policy for ``model``: over HTTP to ``serve_url``, else through the handle of a Serve
+    started in this process. Returns ``(policy, stop)``; call ``stop()`` when the session ends."""
+    if serve_url:
+        policy = HttpPolicy(serve_url)
+        if policy.info["model_version"] != model:
+            import logging
+
+            logging.getLogger("tradebot.serving").warning("the server at %s serves %s, not %s", serve_url,
+                                                          policy.info["model_version"], model)
+        return policy, policy.close
+    from ray import serve
+
+    check_model(model)
+    handle = start_serve(model)
+    return HandlePolicy(handle), serve.shutdown

@@ -1,0 +1,87 @@
+"""Fixtures for the Serve tests: a private local Ray, a tiny trained policy, and the policy served on loopback."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_5M = ROOT / "data" / "sample" / "NSE_NIFTY50-INDEX_5m.csv.gz"
+TOKEN = "test-token-3b1f"  # a test secret; real ones come from TRADEBOT_SERVE_TOKEN
+
+
+def tiny_config(out: Path) -> dict:
+    """A budget that trains in seconds (as tests/rl/rl_helpers.tiny_config): one 200-step iteration."""
+    return {
+        "data": {"path": str(SAMPLE_5M), "train": {"start": "2021-01-01", "end": "2021-02-01"},
+                 "validation": {"start": "2021-02-01", "end": "2021-02-08"}},
+        "env": {"episode": {"length": 100}},
+        "ppo": {"train_batch_size": 200, "minibatch_size": 100, "num_epochs": 1},
+        "model": {"lstm_cell_size": 16, "max_seq_len": 10, "fcnet_hiddens": [16]},
+        "run": {"seed": 7, "iterations": 1, "checkpoint_every": 1, "validate_every": 1, "patience": None,
+                "output_dir": str(out), "mlflow_experiment": "tests", "registered_model": "test-serving"},
+    }
+
+
+@pytest.fixture(scope="session")
+def serve_ray(tmp_path_factory):
+    """One private local Ray for the session (2 CPUs, no dashboard, token auth off for tests)."""
+    import ray
+
+    tmp = tmp_path_factory.mktemp("ray")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_TMPDIR", str(tmp))
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        mp.setenv("OMP_NUM_THREADS", "1")
+        mp.delenv("RAY_ADDRESS", raising=False)
+        if not ray.is_initialized():
+            ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(tmp),
+                     logging_level="ERROR", log_to_driver=False)
+        yield ray
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, serve_ray):
+    """A PPO-LSTM checkpoint after one tiny iteration, with its training config.yaml inside (as `tradebot train`)."""
+    from ray.tune.registry import register_env
+
+    from rl.config import TrainConfig
+    from rl.train import RLLIB_ENV_NAME, build_algo_config, make_env
+    from tradebot.config import parse_config
+
+    tmp = tmp_path_factory.mktemp("policy")
+    cfg = parse_config(TrainConfig, tiny_config(tmp / "out"))
+    register_env(RLLIB_ENV_NAME, make_env)
+    algo = build_algo_config(cfg).build_algo()
+    try:
+        algo.train()
+        path = tmp / "checkpoint"
+        algo.save_to_path(str(path))
+    finally:
+        algo.stop()
+    (path / "config.yaml").write_text(cfg.to_yaml())
+    return {"path": path, "cfg": cfg}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def served(trained, serve_ray):
+    """The tiny policy behind Ray Serve on 127.0.0.1 (bearer token required); its handle and URL."""
+    from ray import serve
+
+    from serving.client import start_serve
+
+    port = _free_port()
+    handle = start_serve(str(trained["path"]), host="127.0.0.1", port=port, token=TOKEN)
+    try:
+        yield {"handle": handle, "url": f"http://127.0.0.1:{port}", "token": TOKEN, "port": port}
+    finally:
+        serve.shutdown()

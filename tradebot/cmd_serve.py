@@ -1,0 +1,61 @@
+"""``tradebot serve``: the trained policy behind Ray Serve on loopback (blocks until Ctrl-C).
+
+\b
+  tradebot serve --model URI [--host 127.0.0.1] [--port 8000]
+
+URI: a checkpoint folder or an MLflow model URI (``models:/name/3``, ``models:/name@alias``, ``runs:/id/policy``).
+Endpoints: POST /act, POST /reset, GET /health, GET /metrics (see ``serving.app``). With
+``TRADEBOT_SERVE_TOKEN`` set, every request needs ``Authorization: Bearer <token>``. Exit codes: 0 after
+Ctrl-C; 2 bad input (one ``error:`` line), checked before Ray starts.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+
+
+@click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", required=True, help="checkpoint folder or MLflow model URI (models:/name/version)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (keep loopback unless a "
+              "token is set and the network is trusted)")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="HTTP port")
+@click.option("--stochastic", is_flag=True, help="sample actions instead of taking the argmax")
+def serve(model: str, host: str, port: int, stochastic: bool) -> None:
+    """Serve the policy MODEL over HTTP (and to DeploymentHandles in the same Ray cluster)."""
+    import os
+    import signal
+    import threading
+
+    from serving.app import TOKEN_ENV
+    from serving.client import check_model, start_serve
+    from tradebot.errors import UserInputError
+
+    check_model(model)  # one line and exit 2 for a bad path/URI, before Ray starts
+    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(TOKEN_ENV):
+        click.echo(f"warning: binding {host} without {TOKEN_ENV}: anyone who can reach it can ask the policy",
+                   err=True)
+    try:
+        handle = start_serve(model, host=host, port=port, deterministic=not stochastic)
+        info = handle.info.remote().result(timeout_s=60)
+    except OSError as err:
+        raise UserInputError(f"cannot serve on {host}:{port} ({err}); pick another --port") from None
+    import ray
+    from ray import serve as ray_serve
+
+    auth = "bearer token required" if os.environ.get(TOKEN_ENV) else f"no auth ({TOKEN_ENV} unset)"
+    click.echo(f"serving {info['model_version']} on http://{host}:{port} (/act /reset /health /metrics; {auth}); "
+               "Ctrl-C stops", err=True)
+    def _stop(signum, frame):  # Ctrl-C (SIGINT) and `kill` (SIGTERM): shut Serve down cleanly
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        click.echo("stopping", err=True)
+    finally:
+        ray_serve.shutdown()
+        ray.shutdown()
