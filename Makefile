@@ -34,7 +34,8 @@ demo: install
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh
 
 test: install
-	$(PY) -m pytest -q -n 2 --timeout 900
+	# one torch/BLAS thread per worker: two xdist workers on 2 cores would otherwise oversubscribe them
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --timeout 900
 
 bench: install
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -139,7 +139,7 @@ class Policy:
         """From an algorithm checkpoint (or a policy export, which keeps the same two sub-folders)."""
         from ray.rllib.core.rl_module.rl_module import RLModule
 
-        path = Path(path)
+        path = Path(path).resolve()  # RLlib reads a relative path as a URI
         if not path.is_dir():
             raise UserInputError(f"{path}: checkpoint directory not found (check the path)")
         module_dir = path / MODULE_SUBDIR

@@ -159,7 +159,7 @@ def _train_env_config(cfg: TrainConfig) -> dict[str, Any]:
             "config": dict(cfg.env)}
 
 
-def _validation_env(cfg: TrainConfig, seed: int):
+def validation_env(cfg: TrainConfig, seed: int):
     """(env, start bar) for one deterministic pass over the validation dates, or (None, None).
 
     The env gets every bar before the validation end (earlier bars only warm the features up) and
@@ -209,8 +209,13 @@ def _obs_filter(env, spaces, device):
     return MeanStdFilter()
 
 
-def build_algo_config(cfg: TrainConfig):
-    """The RLlib ``PPOConfig`` for ``cfg`` (env registered as ``RLLIB_ENV_NAME``)."""
+def build_algo_config(cfg: TrainConfig, *, num_cpus_per_env_runner: float = 1.0,
+                      num_gpus_per_learner: float = 0.0):
+    """The RLlib ``PPOConfig`` for ``cfg`` (env registered as ``RLLIB_ENV_NAME``).
+
+    ``num_cpus_per_env_runner`` / ``num_gpus_per_learner``: resources (RLlib's defaults); the
+    learner runs in the algorithm's own process, on a GPU when ``num_gpus_per_learner`` > 0.
+    """
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
@@ -221,7 +226,8 @@ def build_algo_config(cfg: TrainConfig):
         .environment(RLLIB_ENV_NAME, env_config=_train_env_config(cfg))
         .framework("torch")
         .env_runners(num_env_runners=r.num_env_runners, num_envs_per_env_runner=1,
-                     env_to_module_connector=_obs_filter)
+                     num_cpus_per_env_runner=num_cpus_per_env_runner, env_to_module_connector=_obs_filter)
+        .learners(num_learners=0, num_gpus_per_learner=num_gpus_per_learner)
         .training(lr=p.lr, gamma=p.gamma, lambda_=p.gae_lambda, entropy_coeff=p.entropy_coeff,
                   clip_param=p.clip_param, vf_loss_coeff=p.vf_loss_coeff,
                   train_batch_size_per_learner=p.train_batch_size, minibatch_size=p.minibatch_size,
@@ -231,6 +237,24 @@ def build_algo_config(cfg: TrainConfig):
             fcnet_hiddens=list(m.fcnet_hiddens), fcnet_activation=m.fcnet_activation))
         .debugging(seed=r.seed, log_level="ERROR")
     )
+
+
+def build_algorithm(cfg: TrainConfig, checkpoint: str | Path | None = None, **resources: float):
+    """Register the env, seed numpy and torch, build the PPO algorithm (restored from ``checkpoint``).
+
+    ``resources``: passed to ``build_algo_config``. Needs Ray initialised (``train`` and the Tune
+    trainable of ``rl.tune`` both call this).
+    """
+    import torch
+    from ray.tune.registry import register_env
+
+    register_env(RLLIB_ENV_NAME, make_env)
+    np.random.seed(cfg.run.seed)
+    torch.manual_seed(cfg.run.seed)
+    algo = build_algo_config(cfg, **resources).build_algo()
+    if checkpoint is not None:
+        algo.restore_from_path(str(Path(checkpoint).resolve()))
+    return algo
 
 
 def policy_from_algorithm(algo) -> Policy:
@@ -295,12 +319,18 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def _save_checkpoint(algo, out: Path, iteration: int) -> str:
-    """Save to a temp folder, then rename into place; returns the path relative to ``out``."""
+    """Save to a temp folder, then rename into place; returns the path relative to ``out``.
+
+    The run's ``config.yaml`` is copied into the checkpoint, so a checkpoint says on its own which
+    data, features and engine it was trained with (``rl.backtest_policy`` reads it).
+    """
     rel = f"{CHECKPOINTS_DIR}/iter_{iteration:06d}"
     final = out / rel
     tmp = Path(tempfile.mkdtemp(dir=out / CHECKPOINTS_DIR, prefix=f".iter_{iteration:06d}."))
     try:
         algo.save_to_path(str(tmp))
+        if (out / CONFIG_FILE).is_file():
+            shutil.copyfile(out / CONFIG_FILE, tmp / CONFIG_FILE)
         if final.exists():  # the same iteration again, after a resumption: replace it
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -377,7 +407,7 @@ def train(cfg: TrainConfig, *, output_dir: str | Path | None = None, address: st
 
     # Fail fast, before Ray starts: data, dates and the env config are checked by building the envs.
     make_env(_train_env_config(cfg)).close()
-    val_env, val_start = _validation_env(cfg, cfg.run.seed)
+    val_env, val_start = validation_env(cfg, cfg.run.seed)
     try:
         (out / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
         if state is None:
@@ -393,8 +423,6 @@ def _run(cfg: TrainConfig, out: Path, state: _State, val_env, val_start, address
          on_iteration: Callable[[IterationReport], None] | None, resumed: bool) -> TrainResult:
     import mlflow
     import ray
-    import torch
-    from ray.tune.registry import register_env
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tracking_uri = default_tracking_uri()
@@ -412,12 +440,7 @@ def _run(cfg: TrainConfig, out: Path, state: _State, val_env, val_start, address
         started_ray = True
     algo = None
     try:
-        register_env(RLLIB_ENV_NAME, make_env)
-        np.random.seed(cfg.run.seed)
-        torch.manual_seed(cfg.run.seed)
-        algo = build_algo_config(cfg).build_algo()
-        if state.checkpoint:
-            algo.restore_from_path(str((out / state.checkpoint).resolve()))
+        algo = build_algorithm(cfg, out / state.checkpoint if state.checkpoint else None)
         run_kwargs = ({"run_id": state.mlflow_run_id} if state.mlflow_run_id
                       else {"experiment_id": experiment_id, "run_name": out.resolve().name})
         with mlflow.start_run(**run_kwargs) as run:
@@ -429,7 +452,9 @@ def _run(cfg: TrainConfig, out: Path, state: _State, val_env, val_start, address
                 state.write(out / STATE_FILE)
             else:
                 mlflow.set_tag("resumed_at_iteration", str(state.iteration))
-            _train_loop(algo, cfg, out, state, val_env, val_start, on_iteration)
+            train_loop(algo, cfg, out, state, val_env, val_start, on_iteration, log_metrics=_log_mlflow_metrics)
+            if state.stopped_early:
+                mlflow.set_tag("stopped_early", f"iteration {state.iteration}")
             _register(cfg, out, state)
         return _result(out, state, resumed=resumed)
     finally:
@@ -439,10 +464,23 @@ def _run(cfg: TrainConfig, out: Path, state: _State, val_env, val_start, address
             ray.shutdown()
 
 
-def _train_loop(algo, cfg: TrainConfig, out: Path, state: _State, val_env, val_start,
-                on_iteration: Callable[[IterationReport], None] | None) -> None:
+def _log_mlflow_metrics(values: dict[str, float], step: int) -> None:
     import mlflow
 
+    mlflow.log_metrics(values, step=step)
+
+
+def train_loop(algo, cfg: TrainConfig, out: Path, state: _State, val_env, val_start,
+               on_iteration: Callable[[IterationReport], None] | None, *,
+               log_metrics: Callable[[dict[str, float], int], None] | None = None,
+               validate_first: bool = False) -> None:
+    """Train ``algo`` until ``cfg.run.iterations`` (or early stopping), validating and checkpointing.
+
+    Shared by ``train`` (which logs to MLflow through ``log_metrics``) and the Tune trainable of
+    ``rl.tune`` (which reports each ``IterationReport`` to Tune). ``state`` is updated and written
+    to ``out/state.json`` at every checkpoint. ``validate_first``: also validate at the first
+    iteration, so that every report carries a validation score (Tune's schedulers need one).
+    """
     run = cfg.run
     state_path = out / STATE_FILE
     while algo.iteration < run.iterations and not state.stopped_early:
@@ -450,7 +488,8 @@ def _train_loop(algo, cfg: TrainConfig, out: Path, state: _State, val_env, val_s
         it = int(algo.iteration)
         values = _training_metrics(result)
         validation, improved = None, False
-        if val_env is not None and (it % run.validate_every == 0 or it >= run.iterations):
+        due = it % run.validate_every == 0 or it >= run.iterations
+        if val_env is not None and (due or (validate_first and state.best_validation_return is None)):
             scores = validate_policy(policy_from_algorithm(algo), val_env, val_start, run.seed)
             validation = scores[M.VALIDATION_RETURN]
             improved = state.best_validation_return is None or validation > state.best_validation_return
@@ -463,7 +502,8 @@ def _train_loop(algo, cfg: TrainConfig, out: Path, state: _State, val_env, val_s
             values[M.BEST_VALIDATION_RETURN] = state.best_validation_return
             if run.patience is not None and state.bad_validations >= run.patience:
                 state.stopped_early = True
-        mlflow.log_metrics(values, step=it)
+        if log_metrics is not None:
+            log_metrics(values, it)
         last = it >= run.iterations or state.stopped_early
         saved = None
         if last or improved or it % run.checkpoint_every == 0:
@@ -475,30 +515,43 @@ def _train_loop(algo, cfg: TrainConfig, out: Path, state: _State, val_env, val_s
             _prune_checkpoints(out, run.keep_checkpoints, {saved, state.best_checkpoint or ""})
         if on_iteration is not None:
             on_iteration(IterationReport(it, run.iterations, values, validation, state.best_validation_return, saved))
-    if state.stopped_early:
-        mlflow.set_tag("stopped_early", f"iteration {state.iteration}")
 
 
 def _register(cfg: TrainConfig, out: Path, state: _State) -> None:
     """Log the final checkpoint and register its policy (the best on validation, else the last)."""
     import mlflow
 
-    from rl.mlflow_model import log_policy_model
-
     final_rel = state.best_checkpoint or state.checkpoint
-    final = out / final_rel
-    mlflow.log_artifacts(str(final), artifact_path="checkpoint")
-    with tempfile.TemporaryDirectory(prefix="tradebot-policy-") as tmp:
-        policy_dir = export_policy(final, Path(tmp) / "policy")
-        policy = Policy.from_checkpoint(policy_dir)  # also proves the export loads on its own
-        info = log_policy_model(policy_dir, obs_dim=policy.obs_dim, num_actions=policy.num_actions,
-                                registered_model=cfg.run.registered_model)
-    version = int(info.registered_model_version)
+    state.model_uri, state.model_version = register_policy(out / final_rel, cfg.run.registered_model,
+                                                           config_file=out / CONFIG_FILE)
     state.final_checkpoint = final_rel
-    state.model_version = version
-    state.model_uri = f"models:/{cfg.run.registered_model}/{version}"
     mlflow.set_tags({"final_checkpoint": final_rel, "registered_model_uri": state.model_uri})
     state.write(out / STATE_FILE)
+
+
+def register_policy(checkpoint: Path, registered_model: str, *, config_file: Path | None = None) -> tuple[str, int]:
+    """Log ``checkpoint`` to the active MLflow run and register its policy: ``(models:/name/N, N)``.
+
+    The run gets the checkpoint as artifacts (``checkpoint/``) and the policy export as the pyfunc
+    model ``policy``, registered as a new version of ``registered_model`` (linked to the run). The
+    training config (``config_file``, else the checkpoint's own ``config.yaml``) travels inside the
+    export, so the registered model says which observation layout and engine it was trained with.
+    """
+    import mlflow
+
+    from rl.mlflow_model import log_policy_model
+
+    mlflow.log_artifacts(str(checkpoint), artifact_path="checkpoint")
+    with tempfile.TemporaryDirectory(prefix="tradebot-policy-") as tmp:
+        policy_dir = export_policy(checkpoint, Path(tmp) / "policy")
+        source = config_file if config_file is not None and config_file.is_file() else checkpoint / CONFIG_FILE
+        if source.is_file():
+            shutil.copyfile(source, policy_dir / CONFIG_FILE)
+        policy = Policy.from_checkpoint(policy_dir)  # also proves the export loads on its own
+        info = log_policy_model(policy_dir, obs_dim=policy.obs_dim, num_actions=policy.num_actions,
+                                registered_model=registered_model)
+    version = int(info.registered_model_version)
+    return f"models:/{registered_model}/{version}", version
 
 
 def _result(out: Path, state: _State, *, resumed: bool, already_complete: bool = False) -> TrainResult:

@@ -6,6 +6,7 @@ export PYTHONWARNINGS=ignore
 SAMPLE=data/sample/NSE_NIFTY50-INDEX_5m.csv.gz
 OUT=${DEMO_OUT:-out/demo}
 STORE="$OUT/store"
+TRAIN="$OUT/train"
 mkdir -p "$OUT"
 
 echo "== 1. data quality of the sample"
@@ -25,8 +26,23 @@ tradebot backtest --data "$SAMPLE" --compare --out "$OUT/compare"
 echo; echo "== 5. one baseline in detail"
 tradebot backtest --data "$SAMPLE" --strategy sma_crossover --out "$OUT/sma_crossover"
 
+echo; echo "== 6. train the PPO-LSTM (Jan-Apr 2021, validated on May) and register the best checkpoint in MLflow"
+echo "   (a re-run finds the run complete and does nothing; an interrupted one resumes from its last checkpoint)"
+tradebot train --config experiments/demo.yaml --output "$TRAIN"
+MODEL=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["model_uri"])' "$TRAIN/state.json")
+
+echo; echo "== 7. the registered policy beside every baseline on June 2021, held back from training and validation"
+tradebot backtest --data "$SAMPLE" --policy "$MODEL" --compare --start 2021-06-01 --end 2021-07-01 --out "$OUT/policy_june"
+
+TRACKING=${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}
+EXPERIMENT=$(python -c 'import yaml; print(yaml.safe_load(open("experiments/demo.yaml"))["run"]["mlflow_experiment"])')
 echo
 echo "Done. Look at:"
-echo "  $OUT/sma_crossover/report.html   (equity, drawdown, trades on price, monthly returns, metrics)"
-echo "  $OUT/compare/compare.csv          (baseline table)"
+echo "  $OUT/policy_june/report.html     (the trained policy on June 2021: equity, drawdown, trades on price, metrics)"
+echo "  $OUT/policy_june/compare.csv     (the policy and every baseline on June 2021, after costs)"
+echo "  $OUT/sma_crossover/report.html   (one baseline over January-June in detail)"
+echo "  $OUT/compare/compare.csv          (baseline table, January-June)"
 echo "  $OUT/features.parquet             (feature matrix)"
+echo "  $TRAIN                    (checkpoints, state.json, config.yaml)"
+echo "  MLflow: mlflow ui --backend-store-uri $TRACKING   (from $(pwd))"
+echo "          experiment '$EXPERIMENT' (params, per-iteration metrics, checkpoint), model $MODEL"

@@ -13,6 +13,7 @@ import difflib
 import json
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -232,7 +233,7 @@ class _BacktestCommand(click.Command):
         super().format_help_text(ctx, formatter)
 
 
-_HELP = """Backtest a baseline strategy or an action file on bar data, after NSE costs and slippage.
+_HELP = """Backtest a baseline strategy, an action file or a trained policy on bar data, after NSE costs and slippage.
 
 Every decision is taken at a bar's close and filled by the engine at the next bar's open;
 stops, take-profits and the intraday square-off are the engine's (see --config).
@@ -249,82 +250,143 @@ One run writes to --out DIR:
   report.html    self-contained report: price with trades, equity, drawdown, monthly returns
 
 --compare prints one table of every baseline after costs (and writes compare.csv and
-compare.json with --out).
+compare.json with --out). --compare --policy MODEL adds the policy as a row, on the same dates
+and engine, and with --out also writes the policy's own four files.
+
+--policy MODEL is a checkpoint folder or an MLflow model URI (models:/NAME/VERSION,
+models:/NAME@ALIAS, runs:/RUN_ID/policy; MLFLOW_TRACKING_URI, default sqlite:///mlflow.db). It
+acts bar by bar on the observations of the env it was trained on: features and engine come from
+its saved training config (--config may still override engine keys); a policy whose observation
+size does not match is refused.
+
+--start/--end (dates in IST, end excluded) limit the evaluated period: every strategy starts flat
+with the initial capital at --start, and earlier bars only warm the indicators and features up.
+Baselines that carry positions overnight (hold) are computed on the period alone, so they start
+flat too. With --policy and no --start, the period starts at the first session after the
+features' warm-up.
 
 \b
 Examples:
   tradebot backtest --data data/sample/NSE_NIFTY50-INDEX_5m.csv.gz --strategy sma_crossover --out out/sma
   tradebot backtest --data bars.csv.gz --actions my_actions.csv --out out/mine --config engine.yaml
   tradebot backtest --data data/sample/NSE_NIFTY50-INDEX_5m.csv.gz --compare --out out/compare
+  tradebot backtest --data data/sample/NSE_NIFTY50-INDEX_5m.csv.gz --policy models:/tradebot-ppo-lstm-demo/1 \\
+      --compare --start 2021-06-01 --end 2021-07-01 --out out/june
 
 Metrics are annualised with 375-minute sessions and 252 sessions a year, risk-free rate 0.
-Bad input (unknown strategy or action name, a timestamp that is not a bar, an unknown config key)
-prints one error line and exits with code 2, writing nothing.
+Bad input (unknown strategy or action name, a timestamp that is not a bar, an unknown config key,
+a model that cannot be loaded) prints one error line and exits with code 2, writing nothing.
 """
 
 
-@click.command("backtest", cls=_BacktestCommand, help=_HELP,
-               short_help="Backtest a baseline or an action file; compare baselines.",
-               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), metavar="DATA",
-              help="Bar file: CSV, CSV.gz or Parquet with timestamp,open,high,low,close,volume.")
-@click.option("--strategy", metavar="NAME", help="Run this baseline (listed above).")
-@click.option("--actions", "actions_path", type=click.Path(path_type=Path), metavar="FILE.csv",
-              help="Run these actions instead: a CSV timestamp,action with action names HOLD, BUY_LONG, "
-                   "SELL_SHORT, CLOSE_LONG, CLOSE_SHORT (bars without a row hold).")
-@click.option("--compare", is_flag=True, help="Run every baseline on the data and print one table.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-              help="Output folder (created). Required with --strategy/--actions; optional with --compare.")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), metavar="FILE",
-              help="YAML file whose 'engine:' section sets the engine (capital, product, costs, slippage, "
-                   "sizing, stops, square-off); unknown keys are an error.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random baseline.")
-def backtest(data_path: Path, strategy: str | None, actions_path: Path | None, compare: bool,
-             out_dir: Path | None, config_path: Path | None, seed: int) -> None:
-    modes = [flag for flag, on in (("--strategy", strategy is not None), ("--actions", actions_path is not None),
-                                   ("--compare", compare)) if on]
-    if len(modes) != 1:
-        given = f" (got {' and '.join(modes)})" if modes else ""
-        raise UserInputError(f"give exactly one of --strategy NAME, --actions FILE.csv or --compare{given}")
-    if not compare and out_dir is None:
-        raise UserInputError(f"{modes[0]} needs --out DIR (where metrics.json, equity.csv, trades.csv and report.html go)")
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise UserInputError(f"{out_dir}: exists and is not a folder; choose another --out")
+def _parse_day(option: str, value: str | None) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        ts = None
+    if ts is None or pd.isna(ts):
+        raise UserInputError(f"{option} {value!r}: not a date; use YYYY-MM-DD (IST), e.g. 2021-06-01")
+    return ts
 
+
+@dataclass(frozen=True)
+class _Period:
+    """The bars a run may read (``history``: every bar before --end) and the first evaluated one."""
+
+    history: Bars
+    first: int
+
+    @property
+    def bars(self) -> Bars:
+        return self.history if self.first == 0 else self.history.slice(self.first, len(self.history))
+
+
+@dataclass(frozen=True)
+class _PolicySetup:
+    policy: Any  # rl.policy.Policy
+    source: str
+    env_config: Any  # envs.trading_env.EnvConfig
+    config_location: str | None
+    train_config: Any  # rl.config.TrainConfig | None
+
+
+def _engine_override(base: EngineConfig, path: Path | None) -> EngineConfig:
+    """``base`` with the keys the --config file's engine section sets (the others stay the policy's)."""
+    from envs.engine import EngineConfig
+
+    if path is None:
+        return base
+    given = load_engine_config(path)
+    values = {**base.model_dump(), **given.model_dump(include=set(given.model_fields_set))}
+    try:
+        return EngineConfig.model_validate(values)
+    except ValueError as err:
+        raise UserInputError(f"{path} [engine]: {str(err).splitlines()[-1].strip()}") from None
+
+
+def _load_policy(source: str, config_path: Path | None) -> _PolicySetup:
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from rl.backtest_policy import policy_env_config, saved_train_config
+    from rl.policy import Policy
+
+    for name in ("ray", "ray.rllib", "mlflow"):  # after the imports: Ray sets its loggers' levels on import
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    if source.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        from rl.train import default_tracking_uri
+
+        mlflow.set_tracking_uri(default_tracking_uri())
+    policy = Policy.load(source, deterministic=True)
+    saved = saved_train_config(source)
+    train_config = saved.config if saved is not None else None
+    engine = _engine_override(policy_env_config(train_config).engine, config_path)
+    env_config = policy_env_config(train_config, engine)
+    return _PolicySetup(policy, source, env_config, saved.location if saved else None, train_config)
+
+
+def _baseline_result(baseline: Any, period: _Period, config: EngineConfig, seed: int) -> tuple[BacktestResult, EngineConfig]:
+    """A baseline over the period, starting flat at its first bar.
+
+    Its actions are computed on the whole history (causal indicators, warmed up) and the period's
+    share of them is backtested; a baseline that carries positions overnight is computed on the
+    period alone (on the history it could hold a position bought before the period).
+    """
     from envs.backtest import run_backtest
-    from envs.baselines import get_baseline
-    from envs.metrics import metrics_from_result
+    from envs.engine import compute_atr
+
+    run_config = baseline.engine_config(config)
+    if period.first == 0:
+        return run_backtest(period.history, baseline(period.history, run_config, seed=seed), run_config), run_config
+    bars = period.bars
+    if not run_config.flat_at_session_end:
+        return run_backtest(bars, baseline(bars, run_config, seed=seed), run_config), run_config
+    actions = baseline(period.history, run_config, seed=seed)[period.first:]
+    atr = compute_atr(period.history, run_config.atr_period)[period.first:] if run_config.needs_atr else None
+    return run_backtest(bars, actions, run_config, atr=atr), run_config
+
+
+def _actions_result(actions_path: Path, bars: Bars, period: _Period, config: EngineConfig) -> BacktestResult:
+    from envs.backtest import run_backtest
+    from envs.engine import compute_atr
+
+    actions = read_actions_csv(actions_path, bars)[:len(period.history)][period.first:]
+    atr = None
+    if period.first > 0 and config.needs_atr:
+        atr = compute_atr(period.history, config.atr_period)[period.first:]
+    return run_backtest(period.bars, actions, config, atr=atr)
+
+
+def _write_run(out_dir: Path, result: BacktestResult, bars: Bars, metrics: Metrics, info: dict[str, Any],
+               title: str) -> None:
     from envs.report import write_report, write_text_atomic
-    from features.bars import load_bars
 
-    baseline = get_baseline(strategy) if strategy is not None else None  # unknown name: exit 2 before any work
-    config = load_engine_config(config_path)
-    with _spinner(f"loading {data_path}"):
-        bars = load_bars(data_path)
-    if len(bars) < 2:
-        raise UserInputError(f"{data_path}: only {len(bars)} bar(s); a backtest needs at least 2")
-
-    if compare:
-        _compare(data_path, bars, config, seed, out_dir)
-        return
-
-    if baseline is not None:
-        with _spinner(f"{baseline.name}: computing signals"):
-            config = baseline.engine_config(config)
-            actions = baseline(bars, config, seed=seed)
-        name, params, source = baseline.name, dict(baseline.params), None
-    else:
-        assert actions_path is not None
-        actions = read_actions_csv(actions_path, bars)
-        name, params, source = f"actions:{actions_path.name}", None, actions_path
-
-    with _spinner(f"{name}: backtesting {len(bars):,} bars"):
-        result = run_backtest(bars, actions, config)
-        metrics = metrics_from_result(result, bars.timeframe)
-    info = _run_info(data_path, bars, name, config, seed, params, source)
-    title = f"{name} on {bars.symbol or data_path.name} ({bars.timeframe})"
-
-    assert out_dir is not None
     with _spinner(f"writing {out_dir}"):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out_dir / "equity.csv", _csv_text(_equity_frame(result), index=True))
@@ -333,43 +395,185 @@ def backtest(data_path: Path, strategy: str | None, actions_path: Path | None, c
         write_report(result, bars, metrics, out_dir / "report.html", title, config=info,
                      initial_capital=result.config.initial_cash)
 
+
+def _policy_info(setup: _PolicySetup, period: _Period, notes: list[str]) -> dict[str, Any]:
+    info: dict[str, Any] = {"model": setup.source, "train_config": setup.config_location or "none saved (env defaults)",
+                            "features": setup.env_config.features.model_dump(mode="json"),
+                            "warmup_bars": period.first}
+    if setup.train_config is not None:
+        data = setup.train_config.data
+        info["trained_on"] = {"train": [str(data.train.start), str(data.train.end)],
+                              "validation": [str(data.validation.start), str(data.validation.end)]
+                              if data.validation is not None else None}
+    if notes:
+        info["notes"] = notes
+    return info
+
+
+@click.command("backtest", cls=_BacktestCommand, help=_HELP,
+               short_help="Backtest a baseline, an action file or a trained policy; compare them.",
+               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), metavar="DATA",
+              help="Bar file: CSV, CSV.gz or Parquet with timestamp,open,high,low,close,volume.")
+@click.option("--strategy", metavar="NAME", help="Run this baseline (listed above).")
+@click.option("--actions", "actions_path", type=click.Path(path_type=Path), metavar="FILE.csv",
+              help="Run these actions instead: a CSV timestamp,action with action names HOLD, BUY_LONG, "
+                   "SELL_SHORT, CLOSE_LONG, CLOSE_SHORT (bars without a row hold).")
+@click.option("--policy", "policy_source", metavar="MODEL",
+              help="Run a trained policy: a checkpoint folder or an MLflow URI (models:/NAME/VERSION, "
+                   "models:/NAME@ALIAS, runs:/RUN_ID/policy). With --compare: add it as a row.")
+@click.option("--compare", is_flag=True, help="Run every baseline on the data and print one table.")
+@click.option("--start", "start_text", metavar="DATE", help="First day evaluated (IST); earlier bars only warm up indicators.")
+@click.option("--end", "end_text", metavar="DATE", help="First day not evaluated (IST); later bars are not read.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Output folder (created). Required with --strategy/--actions/--policy; optional with --compare.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), metavar="FILE",
+              help="YAML file whose 'engine:' section sets the engine (capital, product, costs, slippage, "
+                   "sizing, stops, square-off); unknown keys are an error. With --policy it overrides only "
+                   "the keys it sets.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random baseline.")
+def backtest(data_path: Path, strategy: str | None, actions_path: Path | None, policy_source: str | None,
+             compare: bool, start_text: str | None, end_text: str | None, out_dir: Path | None,
+             config_path: Path | None, seed: int) -> None:
+    modes = [flag for flag, on in (("--strategy", strategy is not None), ("--actions", actions_path is not None),
+                                   ("--policy", policy_source is not None), ("--compare", compare)) if on]
+    if len(modes) != 1 and modes != ["--policy", "--compare"]:
+        given = f" (got {' and '.join(modes)})" if modes else ""
+        raise UserInputError("give exactly one of --strategy NAME, --actions FILE.csv, --policy MODEL or --compare "
+                             f"(--compare may add --policy){given}")
+    if not compare and out_dir is None:
+        raise UserInputError(f"{modes[0]} needs --out DIR (where metrics.json, equity.csv, trades.csv and report.html go)")
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise UserInputError(f"{out_dir}: exists and is not a folder; choose another --out")
+    start, end = _parse_day("--start", start_text), _parse_day("--end", end_text)
+    if start is not None and end is not None and end <= start:
+        raise UserInputError(f"--end {end_text} must be after --start {start_text}")
+
+    from envs.baselines import get_baseline
+    from envs.metrics import metrics_from_result
+    from features.bars import load_bars
+    from rl.backtest_policy import evaluation_history
+
+    baseline = get_baseline(strategy) if strategy is not None else None  # unknown name: exit 2 before any work
+    setup = None
+    if policy_source is not None:
+        with _spinner(f"loading policy {policy_source}"):
+            setup = _load_policy(policy_source, config_path)
+        config = setup.env_config.engine
+    else:
+        config = load_engine_config(config_path)
+    with _spinner(f"loading {data_path}"):
+        bars = load_bars(data_path)
+    if len(bars) < 2:
+        raise UserInputError(f"{data_path}: only {len(bars)} bar(s); a backtest needs at least 2")
+
+    policy_run, notes = None, []
+    if setup is not None:
+        from rl.backtest_policy import backtest_policy, overlaps_training
+
+        with _spinner(f"policy: acting on {data_path.name}"):
+            policy_run = backtest_policy(setup.policy, bars, setup.env_config, start, end)
+        period = _Period(policy_run.run.history, policy_run.run.first)
+        if setup.train_config is not None:
+            note = overlaps_training(setup.train_config, period.bars.index[0], period.bars.index[-1])
+            if note:
+                notes.append(note)
+        if setup.config_location is None:
+            notes.append("the model has no saved training config: the env's default features were used")
+    else:
+        history, first = evaluation_history(bars, start, end)
+        period = _Period(history, first or 0)
+
+    if compare:
+        _compare(data_path, bars, period, config, seed, out_dir, setup, policy_run, notes)
+        return
+
+    run_config = config
+    if setup is not None:
+        assert policy_run is not None
+        result, name, params, source = policy_run.result, "policy", None, None
+    elif baseline is not None:
+        with _spinner(f"{baseline.name}: computing signals"):
+            result, run_config = _baseline_result(baseline, period, config, seed)
+        name, params, source = baseline.name, dict(baseline.params), None
+    else:
+        assert actions_path is not None
+        result = _actions_result(actions_path, bars, period, config)
+        name, params, source = f"actions:{actions_path.name}", None, actions_path
+
+    eval_bars = period.bars
+    with _spinner(f"{name}: metrics over {len(eval_bars):,} bars"):
+        metrics = metrics_from_result(result, eval_bars.timeframe)
+    info = _run_info(data_path, eval_bars, name, run_config, seed, params, source)
+    if setup is not None:
+        info["policy"] = _policy_info(setup, period, notes)
+    elif period.first:
+        info["warmup_bars"] = period.first
+    title = f"{name} on {eval_bars.symbol or data_path.name} ({eval_bars.timeframe})"
+    if setup is not None:
+        title = f"policy {setup.source} on {eval_bars.symbol or data_path.name} ({eval_bars.timeframe})"
+
+    assert out_dir is not None
+    _write_run(out_dir, result, eval_bars, metrics, info, title)
     console = _stdout()
     console.print(_summary_table(title, metrics))
-    for note in metrics.notes:
+    for note in (*metrics.notes, *notes):
         console.print(f"note: {note}")
     console.print(f"wrote {out_dir}/metrics.json, equity.csv, trades.csv, report.html")
 
 
-def _compare(data_path: Path, bars: Bars, config: EngineConfig, seed: int, out_dir: Path | None) -> None:
-    from envs.backtest import run_backtest
+def _compare(data_path: Path, bars: Bars, period: _Period, config: EngineConfig, seed: int, out_dir: Path | None,
+             setup: _PolicySetup | None, policy_run: Any, notes: list[str]) -> None:
     from envs.baselines import BASELINES
     from envs.metrics import M, metrics_from_result
     from envs.report import write_text_atomic
 
+    eval_bars = period.bars
     rows: dict[str, Metrics] = {}
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("baselines", total=len(BASELINES))
         for name, baseline in BASELINES.items():
             progress.update(task, description=f"backtesting {name}")
-            run_config = baseline.engine_config(config)
-            actions = baseline(bars, run_config, seed=seed)
-            rows[name] = metrics_from_result(run_backtest(bars, actions, run_config), bars.timeframe)
+            result, _ = _baseline_result(baseline, period, config, seed)
+            rows[name] = metrics_from_result(result, eval_bars.timeframe)
             progress.advance(task)
+    params: dict[str, dict[str, Any]] = {name: dict(b.params) for name, b in BASELINES.items()}
+    if setup is not None:
+        rows["policy"] = metrics_from_result(policy_run.result, eval_bars.timeframe)
+        params["policy"] = {"model": setup.source}
 
-    title = f"Baselines on {bars.symbol or data_path.name} ({bars.timeframe}, {len(bars):,} bars), after costs"
+    what = "Baselines and the policy" if setup is not None else "Baselines"
+    span = (f"{len(eval_bars):,} bars" if period.first == 0 and len(eval_bars) == len(bars)
+            else f"{len(eval_bars):,} bars, {eval_bars.index[0].date()} to {eval_bars.index[-1].date()}")
+    title = f"{what} on {eval_bars.symbol or data_path.name} ({eval_bars.timeframe}, {span}), after costs"
     console = _stdout()
     console.print(_compare_table(rows, title))
+    if setup is not None:
+        console.print(f"policy: {setup.source} (training config: {setup.config_location or 'none saved'})")
+    for note in notes:
+        console.print(f"note: {note}")
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         table = pd.DataFrame([m.values for m in rows.values()], index=pd.Index(list(rows), name="strategy"))
         write_text_atomic(out_dir / "compare.csv", table.loc[:, list(M.ALL)].to_csv(float_format="%.10g"))
+        run = _run_info(data_path, eval_bars, "compare", config, seed)
+        if period.first:
+            run["warmup_bars"] = period.first
         payload = {
-            "strategies": {name: {**m.to_dict(), "params": dict(BASELINES[name].params)} for name, m in rows.items()},
-            "run": _run_info(data_path, bars, "compare", config, seed),
+            "strategies": {name: {**m.to_dict(), "params": params[name]} for name, m in rows.items()},
+            "run": run,
         }
+        if setup is not None:
+            payload["policy"] = _policy_info(setup, period, notes)
         write_text_atomic(out_dir / "compare.json", _json_text(payload))
-        console.print(f"wrote {out_dir}/compare.csv, compare.json")
+        written = "compare.csv, compare.json"
+        if setup is not None:
+            info = {**_run_info(data_path, eval_bars, "policy", config, seed), "policy": _policy_info(setup, period, notes)}
+            _write_run(out_dir, policy_run.result, eval_bars, rows["policy"], info,
+                       f"policy {setup.source} on {eval_bars.symbol or data_path.name} ({eval_bars.timeframe})")
+            written += ", metrics.json, equity.csv, trades.csv, report.html (the policy)"
+        console.print(f"wrote {out_dir}/{written}")
 
 
 if __name__ == "__main__":  # pragma: no cover
