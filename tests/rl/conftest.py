@@ -8,21 +8,10 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def local_ray(tmp_path_factory):
-    """One private local Ray instance for the session (1 CPU, no dashboard, token auth off for tests)."""
-    import ray
-
-    tmp = tmp_path_factory.mktemp("ray")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_TMPDIR", str(tmp))
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        mp.setenv("OMP_NUM_THREADS", "1")
-        mp.delenv("RAY_ADDRESS", raising=False)
-        if not ray.is_initialized():
-            ray.init(address="local", num_cpus=1, include_dashboard=False, _temp_dir=str(tmp),
-                     logging_level="ERROR")
+def local_ray(tmp_path_factory, ray_factory):
+    """One private local Ray instance for the session (1 CPU)."""
+    with ray_factory(tmp_path_factory, num_cpus=1) as ray:
         yield ray
-        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

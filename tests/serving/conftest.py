@@ -26,21 +26,10 @@ def tiny_config(out: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def serve_ray(tmp_path_factory):
-    """One private local Ray for the session (2 CPUs, no dashboard, token auth off for tests)."""
-    import ray
-
-    tmp = tmp_path_factory.mktemp("ray")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_TMPDIR", str(tmp))
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        mp.setenv("OMP_NUM_THREADS", "1")
-        mp.delenv("RAY_ADDRESS", raising=False)
-        if not ray.is_initialized():
-            ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(tmp),
-                     logging_level="ERROR", log_to_driver=False)
+def serve_ray(tmp_path_factory, ray_factory):
+    """One private local Ray for the session (2 CPUs, replica logs kept out of the test output)."""
+    with ray_factory(tmp_path_factory, num_cpus=2, log_to_driver=False) as ray:
         yield ray
-        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

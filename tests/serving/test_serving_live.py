@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -11,7 +13,7 @@ from live.session import LiveConfig, build_replay_loop
 from rl.policy import Policy
 from serving.client import HandlePolicy, HttpPolicy, check_obs_dim, model_features
 
-from conftest import SAMPLE_5M
+SAMPLE_5M = Path(__file__).resolve().parents[2] / "data" / "sample" / "NSE_NIFTY50-INDEX_5m.csv.gz"
 
 pytestmark = [pytest.mark.integration]
 
