@@ -52,10 +52,9 @@ def _pct(xs: list[float]) -> str:
 
 
 def _train_tiny(out: Path) -> Path:
-    from ray.tune.registry import register_env
 
     from rl.config import TrainConfig
-    from rl.train import RLLIB_ENV_NAME, build_algo_config, make_env
+    from rl.train import train_and_save
     from tradebot.config import parse_config
 
     raw = {
@@ -67,16 +66,7 @@ def _train_tiny(out: Path) -> Path:
         "run": {"seed": 7, "iterations": 1, "output_dir": str(out / "run"), "mlflow_experiment": "bench"},
     }
     cfg = parse_config(TrainConfig, raw)
-    register_env(RLLIB_ENV_NAME, make_env)
-    algo = build_algo_config(cfg).build_algo()
-    try:
-        algo.train()
-        path = out / "checkpoint"
-        algo.save_to_path(str(path))
-    finally:
-        algo.stop()
-    (path / "config.yaml").write_text(cfg.to_yaml())
-    return path
+    return train_and_save(cfg, out / "checkpoint")
 
 
 def _free_port() -> int:

@@ -257,6 +257,21 @@ def build_algorithm(cfg: TrainConfig, checkpoint: str | Path | None = None, **re
     return algo
 
 
+def train_and_save(cfg: TrainConfig, path: str | Path, iterations: int = 1) -> Path:
+    """Train ``iterations`` PPO iterations and save the algorithm checkpoint, with its ``config.yaml``,
+    to ``path`` (no validation, no MLflow): a quick model for tests and benchmarks. Needs Ray initialised."""
+    path = Path(path)
+    algo = build_algorithm(cfg)
+    try:
+        for _ in range(iterations):
+            algo.train()
+        algo.save_to_path(str(path.resolve()))
+    finally:
+        algo.stop()
+    (path / CONFIG_FILE).write_text(cfg.to_yaml())
+    return path
+
+
 def policy_from_algorithm(algo) -> Policy:
     """The algorithm's current module and normaliser as a ``Policy`` (in memory, no checkpoint)."""
     from ray.rllib.core import DEFAULT_MODULE_ID

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 
 @contextlib.contextmanager
-def private_ray(tmp_path_factory, num_cpus: int, **init_kwargs):
+def private_ray(num_cpus: int, **init_kwargs):
     """A private local Ray instance (no dashboard, token auth off for tests, torch on one thread),
     shut down on exit; an instance already running in this process is reused."""
     import ray
 
-    tmp = tmp_path_factory.mktemp("ray")
+    # Ray's socket paths (<tmp>/ray/session_<time>_<pid>/sockets/plasma_store) must stay under the
+    # 107-byte AF_UNIX limit, which pytest's deep tmp paths can exceed: use a short folder in /tmp.
+    tmp = Path(tempfile.mkdtemp(prefix="tbray-", dir="/tmp"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_TMPDIR", str(tmp))
         mp.setenv("RAY_AUTH_MODE", "disabled")
@@ -22,8 +27,11 @@ def private_ray(tmp_path_factory, num_cpus: int, **init_kwargs):
         if not ray.is_initialized():
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=str(tmp),
                      logging_level="ERROR", **init_kwargs)
-        yield ray
-        ray.shutdown()
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

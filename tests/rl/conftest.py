@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def local_ray(tmp_path_factory, ray_factory):
     """One private local Ray instance for the session (1 CPU)."""
-    with ray_factory(tmp_path_factory, num_cpus=1) as ray:
+    with ray_factory(num_cpus=1) as ray:
         yield ray
 
 

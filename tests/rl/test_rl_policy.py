@@ -14,7 +14,7 @@ import torch
 
 from rl.config import TrainConfig
 from rl.policy import MODULE_SUBDIR, NORMALISER_SUBDIR, Policy
-from rl.train import RLLIB_ENV_NAME, build_algo_config, make_env
+from rl.train import make_env, train_and_save
 from rl_helpers import tiny_config
 from tradebot.config import parse_config
 
@@ -26,19 +26,10 @@ BARS = 220  # steps per stream, so the recurrent state is carried well past max_
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, local_ray):
     """One PPO-LSTM iteration (weights moved, normaliser statistics collected), saved to disk."""
-    from ray.tune.registry import register_env
 
     tmp = tmp_path_factory.mktemp("policy")
     cfg = parse_config(TrainConfig, tiny_config(tmp / "out", iterations=1))
-    register_env(RLLIB_ENV_NAME, make_env)
-    algo = build_algo_config(cfg).build_algo()
-    try:
-        algo.train()
-        path = tmp / "checkpoint"
-        algo.save_to_path(str(path))
-    finally:
-        algo.stop()
-    return {"path": path, "cfg": cfg}
+    return {"path": train_and_save(cfg, tmp / "checkpoint"), "cfg": cfg}
 
 
 def _episode_env(cfg: TrainConfig):

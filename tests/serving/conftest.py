@@ -28,31 +28,21 @@ def tiny_config(out: Path) -> dict:
 @pytest.fixture(scope="session")
 def serve_ray(tmp_path_factory, ray_factory):
     """One private local Ray for the session (2 CPUs, replica logs kept out of the test output)."""
-    with ray_factory(tmp_path_factory, num_cpus=2, log_to_driver=False) as ray:
+    with ray_factory(num_cpus=2, log_to_driver=False) as ray:
         yield ray
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, serve_ray):
     """A PPO-LSTM checkpoint after one tiny iteration, with its training config.yaml inside (as `tradebot train`)."""
-    from ray.tune.registry import register_env
 
     from rl.config import TrainConfig
-    from rl.train import RLLIB_ENV_NAME, build_algo_config, make_env
+    from rl.train import train_and_save
     from tradebot.config import parse_config
 
     tmp = tmp_path_factory.mktemp("policy")
     cfg = parse_config(TrainConfig, tiny_config(tmp / "out"))
-    register_env(RLLIB_ENV_NAME, make_env)
-    algo = build_algo_config(cfg).build_algo()
-    try:
-        algo.train()
-        path = tmp / "checkpoint"
-        algo.save_to_path(str(path))
-    finally:
-        algo.stop()
-    (path / "config.yaml").write_text(cfg.to_yaml())
-    return {"path": path, "cfg": cfg}
+    return {"path": train_and_save(cfg, tmp / "checkpoint"), "cfg": cfg}
 
 
 def _free_port() -> int:
