@@ -436,6 +436,45 @@ def _initial_capital(result: Any) -> float | None:
     return None
 
 
+def equity_frame(result: Any) -> pd.DataFrame:
+    """Equity, cash, signed position and drawdown per bar (``equity.csv``)."""
+    equity = result.equity
+    return pd.DataFrame({
+        "equity": equity.to_numpy(),
+        "cash": result.cash.to_numpy(),
+        "position": result.positions.to_numpy(),
+        "drawdown": drawdown_series(equity, result.config.initial_cash).to_numpy(),
+    }, index=equity.index.rename("timestamp"))
+
+
+def csv_text(frame: pd.DataFrame, index: bool) -> str:
+    """CSV with ISO 8601 timestamps (offset kept) and full float precision."""
+    out = frame.copy()
+    for col in out.columns:
+        if isinstance(out[col].dtype, pd.DatetimeTZDtype):
+            out[col] = [t.isoformat() if pd.notna(t) else "" for t in out[col]]
+    if index and isinstance(out.index, pd.DatetimeIndex):
+        out.index = pd.Index([t.isoformat() for t in out.index], name=out.index.name or "timestamp")
+    return out.to_csv(index=index, float_format="%.10g")
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, allow_nan=False, default=str, ensure_ascii=False) + "\n"
+
+
+def write_run_files(out_dir: str | Path, result: Any, bars: Bars, metrics: Metrics, info: Mapping[str, Any],
+                    title: str) -> None:
+    """The four files of a run, each written atomically: ``equity.csv``, ``trades.csv``, ``metrics.json``
+    (metrics plus ``run``: what produced it) and ``report.html``. Used by backtests and paper sessions."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "equity.csv", csv_text(equity_frame(result), index=True))
+    write_text_atomic(out_dir / "trades.csv", csv_text(result.trades, index=False))
+    write_text_atomic(out_dir / "metrics.json", json_text({**metrics.to_dict(), "run": dict(info)}))
+    write_report(result, bars, metrics, out_dir / "report.html", title, config=info,
+                 initial_capital=result.config.initial_cash)
+
+
 def write_report(result: Any, bars: Bars, metrics: Mapping[str, float] | Metrics, path: str | Path, title: str,
                  config: Mapping[str, Any] | None = None, initial_capital: float | None = None) -> Path:
     """Write the self-contained HTML report of ``result`` (a ``BacktestResult``) to ``path`` atomically.

@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from envs.engine import EngineConfig
 from features.bars import Bars, load_bars
@@ -31,6 +33,9 @@ from live.policies import baseline_policy
 from live.risk import RiskConfig
 from tradebot.config import FrozenConfig, load_config
 from tradebot.errors import UserInputError
+
+if TYPE_CHECKING:
+    from envs.backtest import BacktestResult
 
 FYERS_RATE_LIMITS = (10, 200)  # orders per second, per minute (the paper broker enforces them like the API)
 
@@ -85,6 +90,48 @@ def build_replay_loop(data: str | Path | Bars, *, journal: str | Path, paper_sta
                        features={bars.symbol: StreamFeatures(pipeline, history)}, engine=config.engine,
                        risk=config.risk, config=config.loop, timeframe=bars.timeframe, metrics=metrics, logger=logger,
                        on_stage=on_stage)
+
+
+def replay_split(bars: Bars, start: str | None) -> int:
+    """Index of the first replayed bar (``start`` and later; earlier bars only warm the features up)."""
+    return int(bars.index.searchsorted(bars.between(start, None).index[0])) if start else 0
+
+
+def reference_backtest(bars: Bars, *, config: LiveConfig, start: str | None = None, strategy: str = "sma_crossover",
+                       seed: int = 0, strategy_params: dict[str, Any] | None = None,
+                       model: str | None = None) -> tuple["BacktestResult", str]:
+    """A backtest of the bars a replay session trades, with its policy: what the session must equal.
+
+    The decisions match the loop's: nothing before the first replayed bar, nor during the feature
+    warm-up (the loop holds until its feature stream is ready); the ATR is the pipeline's, as the
+    stream's; the engine is the session's. A ``model`` is backtested in-process through
+    ``rl.backtest_policy`` (recurrent state fresh at the first bar it decides on, as the served one is).
+    Returns the result and a line saying what was backtested.
+    """
+    from envs.backtest import run_backtest
+    from envs.engine import Action
+    from envs.baselines import get_baseline
+
+    first = replay_split(bars, start)
+    pipeline = FeaturePipeline.for_bars(bars, config.features)
+    decide_from = max(first, pipeline.warmup_bars)
+    if decide_from >= len(bars) - 1:
+        raise UserInputError(f"the replay ends inside the features' warm-up ({pipeline.warmup_bars} bars); "
+                             "replay more bars or start later")
+    if model is not None:
+        from rl.backtest_policy import backtest_policy, policy_env_config, saved_train_config
+        from rl.policy import Policy
+
+        saved = saved_train_config(model)
+        env_config = policy_env_config(saved.config if saved else None, engine=config.engine)
+        run = backtest_policy(Policy.load(model), bars, env_config, start=bars.index[decide_from])
+        return run.result, f"model {model} from {bars.index[decide_from].isoformat()}"
+    actions = np.asarray(get_baseline(strategy)(bars, config.engine, seed=seed, **(strategy_params or {})),
+                         dtype=np.int8).copy()
+    actions[:decide_from] = int(Action.HOLD)
+    atr = pipeline.atr(bars).to_numpy()
+    result = run_backtest(bars.slice(first, len(bars)), actions[first:], config.engine, atr=atr[first:])
+    return result, f"strategy {strategy} (seed {seed}) from {bars.index[first].isoformat()}"
 
 
 def run_replay_session(data: str | Path | Bars, **kwargs: Any) -> LoopSummary:

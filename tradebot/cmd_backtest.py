@@ -10,7 +10,6 @@ so ``tradebot --help`` stays fast.
 from __future__ import annotations
 
 import difflib
-import json
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -148,33 +147,6 @@ def _spinner(text: str) -> Iterator[None]:
                   console=Console(stderr=True), transient=True) as progress:
         progress.add_task(text, total=None)
         yield
-
-
-def _equity_frame(result: BacktestResult) -> pd.DataFrame:
-    from envs.metrics import drawdown_series
-
-    equity = result.equity
-    return pd.DataFrame({
-        "equity": equity.to_numpy(),
-        "cash": result.cash.to_numpy(),
-        "position": result.positions.to_numpy(),
-        "drawdown": drawdown_series(equity, result.config.initial_cash).to_numpy(),
-    }, index=equity.index.rename("timestamp"))
-
-
-def _csv_text(frame: pd.DataFrame, index: bool) -> str:
-    """CSV with ISO 8601 timestamps (offset kept) and full float precision."""
-    out = frame.copy()
-    for col in out.columns:
-        if isinstance(out[col].dtype, pd.DatetimeTZDtype):
-            out[col] = [t.isoformat() if pd.notna(t) else "" for t in out[col]]
-    if index and isinstance(out.index, pd.DatetimeIndex):
-        out.index = pd.Index([t.isoformat() for t in out.index], name=out.index.name or "timestamp")
-    return out.to_csv(index=index, float_format="%.10g")
-
-
-def _json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, allow_nan=False, default=str, ensure_ascii=False) + "\n"
 
 
 def _summary_table(title: str, metrics: Metrics) -> Table:
@@ -385,15 +357,10 @@ def _actions_result(actions_path: Path, bars: Bars, period: _Period, config: Eng
 
 def _write_run(out_dir: Path, result: BacktestResult, bars: Bars, metrics: Metrics, info: dict[str, Any],
                title: str) -> None:
-    from envs.report import write_report, write_text_atomic
+    from envs.report import write_run_files
 
     with _spinner(f"writing {out_dir}"):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out_dir / "equity.csv", _csv_text(_equity_frame(result), index=True))
-        write_text_atomic(out_dir / "trades.csv", _csv_text(result.trades, index=False))
-        write_text_atomic(out_dir / "metrics.json", _json_text({**metrics.to_dict(), "run": info}))
-        write_report(result, bars, metrics, out_dir / "report.html", title, config=info,
-                     initial_capital=result.config.initial_cash)
+        write_run_files(out_dir, result, bars, metrics, info, title)
 
 
 def _policy_info(setup: _PolicySetup, period: _Period, notes: list[str]) -> dict[str, Any]:
@@ -526,7 +493,7 @@ def _compare(data_path: Path, bars: Bars, period: _Period, config: EngineConfig,
              setup: _PolicySetup | None, policy_run: Any, notes: list[str]) -> None:
     from envs.baselines import BASELINES
     from envs.metrics import M, metrics_from_result
-    from envs.report import write_text_atomic
+    from envs.report import json_text, write_text_atomic
 
     eval_bars = period.bars
     rows: dict[str, Metrics] = {}
@@ -566,7 +533,7 @@ def _compare(data_path: Path, bars: Bars, period: _Period, config: EngineConfig,
         }
         if setup is not None:
             payload["policy"] = _policy_info(setup, period, notes)
-        write_text_atomic(out_dir / "compare.json", _json_text(payload))
+        write_text_atomic(out_dir / "compare.json", json_text(payload))
         written = "compare.csv, compare.json"
         if setup is not None:
             info = {**_run_info(data_path, eval_bars, "policy", config, seed), "policy": _policy_info(setup, period, notes)}

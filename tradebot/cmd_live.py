@@ -1,14 +1,16 @@
-"""``tradebot live``: paper sessions over a bar file, and the operator's controls of a running loop.
+"""``tradebot live``: paper sessions (a replayed bar file as the feed), and the operator's controls.
 
 \b
-  tradebot live run DATA --journal J.db [--strategy NAME] [--config live.yaml] [--start DATE] [--speed X]
+  tradebot live --paper --replay DATA [--speed N|max] [--model URI | --strategy NAME] [--start DATE] --out DIR
   tradebot live status --journal J.db [--json]
   tradebot live halt --journal J.db [--reason TEXT] [--reduce-only]
   tradebot live resume --journal J.db [--reason TEXT]
 
-``halt`` / ``resume`` write a command into the journal; the running loop (another process) applies it at
-its next bar or heartbeat. Exit codes: 0 success; 2 bad input (one ``error:`` line naming the file or
-key and the fix).
+A paper session writes its journal to ``DIR/journal.db`` (``--journal`` elsewhere); running it again
+with the same journal resumes where it stopped. ``halt`` / ``resume`` write a command into the
+journal; the running loop (another process) applies it at its next bar or heartbeat. Exit codes: 0
+success; 1 the session's trades differ from the backtest of the same bars before the risk engine
+changed any outcome (a parity failure, listed in DIR/parity.json); 2 bad input (one ``error:`` line naming the file or key and the fix).
 """
 
 from __future__ import annotations
@@ -20,51 +22,100 @@ from pathlib import Path
 import click
 
 from tradebot.clibase import TradebotGroup
+from tradebot.errors import UserInputError
 
-_JOURNAL_HELP = "the session's journal (SQLite); `live run` creates it, the other commands need it to exist"
-
-
-@click.group("live", cls=TradebotGroup, context_settings={"help_option_names": ["-h", "--help"]})
-def live() -> None:
-    """Paper trading through the live loop (feed -> features -> policy -> risk engine -> broker)."""
+_JOURNAL_HELP = "the session's journal (SQLite); a paper session creates it, the other commands need it to exist"
+_OUT_FILES = "metrics.json, equity.csv, trades.csv, report.html, parity.json"
 
 
-@live.command("run")
-@click.argument("data", type=click.Path(path_type=Path))
-@click.option("--journal", type=click.Path(dir_okay=False, path_type=Path), required=True, help=_JOURNAL_HELP)
-@click.option("--paper-state", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="the paper broker's own state (default: JOURNAL.paper.db)")
-@click.option("--strategy", default="sma_crossover", show_default=True,
-              help="baseline whose actions are the policy (see `tradebot backtest --help`)")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of seeded baselines (random)")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="YAML with a `live:` section (engine, risk, loop, features)")
-@click.option("--symbol", default=None, help="symbol of DATA when its file name does not say (e.g. NSE:SBIN-EQ)")
-@click.option("--start", default=None, help="replay from this date (IST); earlier bars only warm the features up")
-@click.option("--speed", type=float, default=None,
-              help="market seconds per wall second (e.g. 60); default: as fast as possible")
-@click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on 127.0.0.1:PORT")
-@click.option("--log-json/--no-log-json", default=True, show_default=True, help="JSON log lines on stderr")
+def _speed(value: str | None) -> float | None:
+    if value is None or value.strip().lower() in ("max", "inf", ""):
+        return None
+    try:
+        speed = float(value)
+    except ValueError:
+        raise UserInputError(f"--speed {value!r}: give market seconds per wall second (e.g. 100) or 'max'") from None
+    if not speed > 0:
+        raise UserInputError(f"--speed {value!r}: must be above 0 (or 'max')")
+    return speed
+
+
+@click.group("live", cls=TradebotGroup, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--paper", is_flag=True, help="paper trading: fills by the paper broker (the backtester's engine)")
+@click.option("--replay", "data", type=click.Path(path_type=Path), default=None,
+              help="the feed: replay this bar file as a live feed (CSV/Parquet, e.g. data/sample/...5m.csv.gz)")
+@click.option("--speed", default="max", show_default=True,
+              help="market seconds per wall second (e.g. 100), or 'max' for as fast as possible")
 @click.option("--model", default=None, help="act with this trained policy through Ray Serve (checkpoint folder or "
-              "MLflow model URI) instead of --strategy; features from the model's saved training config")
+              "MLflow model URI, e.g. models:/tradebot-ppo-lstm-demo/1); features from its saved training config")
 @click.option("--serve-url", default=None, help="with --model: a running `tradebot serve` (e.g. http://127.0.0.1:8000) "
               "called over HTTP; default: Serve started in this process, called through a handle")
-def run(data: Path, journal: Path, paper_state: Path | None, strategy: str, seed: int, config_path: Path | None,
-        symbol: str | None, start: str | None, speed: float | None, metrics_port: int | None, log_json: bool,
-        model: str | None, serve_url: str | None) -> None:
-    """Replay DATA as a live feed through the paper broker; re-running with the same journal resumes.
+@click.option("--strategy", default="sma_crossover", show_default=True,
+              help="without --model: the baseline whose actions are the policy (see `tradebot backtest --help`)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of seeded baselines (random)")
+@click.option("--start", default=None, help="replay from this date (IST); earlier bars only warm the features up")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"folder for the session: journal.db and, at the end, {_OUT_FILES}")
+@click.option("--journal", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="the session's journal (default: OUT/journal.db); an existing one is resumed")
+@click.option("--paper-state", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="the paper broker's own state (default: JOURNAL.paper.db)")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="YAML with a `live:` section (engine, risk, loop, features)")
+@click.option("--symbol", default=None, help="symbol of the replayed file when its name does not say (e.g. NSE:SBIN-EQ)")
+@click.option("--parity/--no-parity", default=True, show_default=True,
+              help="at the end, backtest the same bars with the same policy and compare the trades")
+@click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on 127.0.0.1:PORT")
+@click.option("--log-json/--no-log-json", default=True, show_default=True, help="JSON log lines on stderr")
+@click.pass_context
+def live(ctx: click.Context, paper: bool, data: Path | None, speed: str, model: str | None, serve_url: str | None,
+         strategy: str, seed: int, start: str | None, out_dir: Path | None, journal: Path | None,
+         paper_state: Path | None, config_path: Path | None, symbol: str | None, parity: bool,
+         metrics_port: int | None, log_json: bool) -> None:
+    """Paper trading through the live loop (feed -> features -> policy -> risk engine -> broker).
 
     \b
-    Example:
-      tradebot live run data/sample/NSE_NIFTY50-INDEX_5m.csv.gz --journal out/paper.db --start 2021-02-01
+    Examples:
+      tradebot live --paper --replay data/sample/NSE_NIFTY50-INDEX_5m.csv.gz --start 2021-06-01 --out out/paper
+      tradebot live --paper --replay data/sample/NSE_NIFTY50-INDEX_5m.csv.gz --model models:/tradebot-ppo-lstm-demo/1 \\
+          --start 2021-06-01 --speed 100 --out out/paper-model
+      tradebot live status --journal out/paper/journal.db
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not paper:
+        if data is None:
+            click.echo(ctx.get_help())
+            return
+        raise UserInputError("say --paper: this build trades on paper only (fills by the paper broker)")
+    if data is None:
+        raise UserInputError("--paper needs a feed: --replay DATA (a bar file replayed as a live feed)")
+    if out_dir is None and journal is None:
+        raise UserInputError(f"give --out DIR (the journal and, at the end, {_OUT_FILES} go there)")
+    if serve_url and not model:
+        raise click.UsageError("--serve-url needs --model (the model the server serves)")
+    _paper_replay(data=data, speed=_speed(speed), model=model, serve_url=serve_url, strategy=strategy, seed=seed,
+                  start=start, out_dir=out_dir, journal=journal or out_dir / "journal.db", paper_state=paper_state,
+                  config_path=config_path, symbol=symbol, parity=parity, metrics_port=metrics_port,
+                  log_json=log_json)
+
+
+def _paper_replay(*, data: Path, speed: float | None, model: str | None, serve_url: str | None, strategy: str,
+                  seed: int, start: str | None, out_dir: Path | None, journal: Path, paper_state: Path | None,
+                  config_path: Path | None, symbol: str | None, parity: bool, metrics_port: int | None,
+                  log_json: bool) -> None:
+    from features.bars import load_bars
     from live.logs import configure_json_logging
     from live.metrics import LiveMetrics, serve_metrics
     from live.session import LiveConfig, build_replay_loop
 
     config = LiveConfig.from_yaml(config_path)
-    if serve_url and not model:
-        raise click.UsageError("--serve-url needs --model (the model the server serves)")
+    bars = load_bars(data, symbol=symbol)
+    if not bars.symbol:
+        raise UserInputError(f"{data}: no symbol; pass --symbol (e.g. NSE:SBIN-EQ) or name the file "
+                             "like NSE_SBIN-EQ_5m.csv.gz")
+    journal.parent.mkdir(parents=True, exist_ok=True)
     policy, stop_serve = None, None
     if model:
         from serving.client import model_features, serve_policy
@@ -78,15 +129,22 @@ def run(data: Path, journal: Path, paper_state: Path | None, strategy: str, seed
     if server is not None:
         click.echo(f"metrics: http://127.0.0.1:{server.server_port}/metrics", err=True)
     try:
-        loop = build_replay_loop(data, journal=journal, paper_state=paper_state, strategy=strategy, seed=seed,
-                                 config=config, start=start, speed=speed, symbol=symbol, metrics=metrics,
-                                 policy=policy)
+        loop = build_replay_loop(bars, journal=journal, paper_state=paper_state, strategy=strategy, seed=seed,
+                                 config=config, start=start, speed=speed, metrics=metrics, policy=policy)
         try:
             if model:
                 from serving.client import check_obs_dim
 
                 check_obs_dim(policy, loop, model)
             summary = loop.run()
+            click.echo(f"{summary.bars:,} bar(s), {summary.decisions:,} decision(s), {summary.orders:,} order(s), "
+                       f"{summary.fills:,} fill(s); equity {summary.equity:,.2f}; risk state {summary.risk_state}"
+                       + (f"; finished {summary.resumed_bars} half-done bar(s) after a restart"
+                          if summary.resumed_bars else ""))
+            click.echo(f"journal: {journal}")
+            differs = out_dir is not None and _write_outputs(out_dir, loop.journal, bars, config, start=start,
+                                                             strategy=strategy, seed=seed, model=model,
+                                                             data=data, parity=parity)
         finally:
             loop.journal.close()
     finally:
@@ -94,10 +152,29 @@ def run(data: Path, journal: Path, paper_state: Path | None, strategy: str, seed
             server.shutdown()
         if stop_serve is not None:
             stop_serve()
-    click.echo(f"{summary.bars:,} bar(s), {summary.decisions:,} decision(s), {summary.orders:,} order(s), "
-               f"{summary.fills:,} fill(s); equity {summary.equity:,.2f}; risk state {summary.risk_state}"
-               + (f"; finished {summary.resumed_bars} half-done bar(s) after a restart" if summary.resumed_bars else ""))
-    click.echo(f"journal: {journal}")
+    if differs:
+        raise SystemExit(1)
+
+
+def _write_outputs(out_dir: Path, journal, bars, config, *, start: str | None, strategy: str, seed: int,
+                   model: str | None, data: Path, parity: bool) -> bool:
+    """The session's files; True when the parity check found differences."""
+    from live.report import write_session_files
+    from live.session import reference_backtest
+
+    backtest, reference = (reference_backtest(bars, config=config, start=start, strategy=strategy, seed=seed,
+                                              model=model) if parity else (None, ""))
+    info = {"mode": "paper", "feed": f"replay {data}", "policy": f"model {model}" if model else f"strategy {strategy}",
+            "seed": seed, "start": start, "journal": journal.path,
+            "session": journal.session, "engine": config.engine.model_dump(mode="json"),
+            "risk": config.risk.model_dump(mode="json")}
+    _, check = write_session_files(out_dir, journal, bars.symbol, config.engine, info, backtest=backtest,
+                                   reference=reference)
+    click.echo(f"wrote {out_dir}/" + (_OUT_FILES if check is not None else _OUT_FILES.replace(", parity.json", "")))
+    if check is None:
+        return False
+    click.echo(check.summary())
+    return not check.consistent
 
 
 @live.command("status")

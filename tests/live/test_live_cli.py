@@ -29,15 +29,16 @@ def _data(tmp_path):
     return path
 
 
-def test_run_status_halt_resume(tmp_path):
+def test_paper_replay_status_halt_resume(tmp_path):
     runner = CliRunner()
     journal = tmp_path / "paper.db"
-    args = ["run", str(_data(tmp_path)), "--journal", str(journal), "--config", str(_config(tmp_path)),
+    args = ["--paper", "--replay", str(_data(tmp_path)), "--journal", str(journal), "--config", str(_config(tmp_path)),
             "--strategy", "random", "--seed", "4", "--start", "2021-03-02", "--no-log-json"]
     res = runner.invoke(live, args)
     assert res.exit_code == 0, res.output
     assert "150 bar(s)" in res.output and "risk state ACTIVE" in res.output
     assert (tmp_path / "paper.db.paper.db").is_file()
+    assert not (tmp_path / "metrics.json").exists()  # no --out: the journal only
 
     res = runner.invoke(live, ["status", "--journal", str(journal), "--json"])
     st = json.loads(res.output)
@@ -67,11 +68,20 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     assert res.exit_code == 2 and res.output.startswith("error: ") and "journal not found" in res.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("live:\n  risk:\n    max_dayly_loss: 0.1\n")
-    res = runner.invoke(live, ["run", str(_data(tmp_path)), "--journal", str(tmp_path / "j.db"),
+    res = runner.invoke(live, ["--paper", "--replay", str(_data(tmp_path)), "--journal", str(tmp_path / "j.db"),
                                "--config", str(bad), "--no-log-json"])
     assert res.exit_code == 2 and "did you mean 'max_daily_loss'" in res.output
     res = runner.invoke(live, ["halt", "--journal", str(tmp_path / "missing.db")])
     assert res.exit_code == 2
+    for args, says in ([["--paper", "--out", str(tmp_path / "o")], "--paper needs a feed: --replay DATA"],
+                       [["--replay", str(_data(tmp_path)), "--out", str(tmp_path / "o")], "say --paper"],
+                       [["--paper", "--replay", str(_data(tmp_path))], "give --out DIR"],
+                       [["--paper", "--replay", str(_data(tmp_path)), "--out", str(tmp_path / "o"), "--speed", "fast"],
+                        "--speed 'fast'"],
+                       [["--paper", "--replay", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")], "nope.csv"]):
+        res = runner.invoke(live, args)
+        assert res.exit_code == 2 and res.output.startswith("error: ") and says in res.output, (args, res.output)
+        assert len(res.output.strip().splitlines()) == 1
 
 
 def test_live_group_plugs_into_the_tradebot_cli():
@@ -80,4 +90,5 @@ def test_live_group_plugs_into_the_tradebot_cli():
     if "live" not in main.commands:  # tradebot/commands.py registers it; the same group either way
         main.add_command(live)
     res = CliRunner().invoke(main, ["live", "--help"])
-    assert res.exit_code == 0 and "halt" in res.output and "status" in res.output and "run" in res.output
+    assert res.exit_code == 0 and "halt" in res.output and "status" in res.output and "--replay" in res.output
+    assert CliRunner().invoke(main, ["live"]).output == res.output  # no flags: the help

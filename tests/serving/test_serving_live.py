@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +71,19 @@ def test_serving_live_cli_run_with_model_over_http(served, trained, tmp_path, mo
 
     monkeypatch.setenv("TRADEBOT_SERVE_TOKEN", served["token"])
     journal = tmp_path / "cli.db"
-    result = CliRunner().invoke(main, ["live", "run", str(SAMPLE_5M), "--journal", str(journal), "--start",
+    out = tmp_path / "session"
+    result = CliRunner().invoke(main, ["live", "--paper", "--replay", str(SAMPLE_5M), "--journal", str(journal), "--start",
                                        "2021-06-29", "--model", str(trained["path"]), "--serve-url", served["url"],
-                                       "--no-log-json"])
+                                       "--out", str(out), "--no-log-json"])
     assert result.exit_code == 0, result.output
     assert "decision(s)" in result.output
+    assert {p.name for p in out.iterdir()} >= {"metrics.json", "equity.csv", "trades.csv", "report.html", "parity.json"}
+    parity = json.loads((out / "parity.json").read_text())
+    # the served policy's trades against an in-process policy backtest of the same bars
+    assert parity["consistent"] and parity["unexplained"] == [], parity
+    assert "model" in parity["reference"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["run"]["policy"] == f"model {trained['path']}"
     st = journal_status(journal)
     assert st["decisions"] > 100
     kinds = {e["kind"] for e in st["risk_events"]}
@@ -84,6 +93,6 @@ def test_serving_live_cli_run_with_model_over_http(served, trained, tmp_path, mo
 def test_serving_live_cli_serve_url_without_model_is_usage_error(tmp_path):
     from tradebot.cli import main
 
-    result = CliRunner().invoke(main, ["live", "run", str(SAMPLE_5M), "--journal", str(tmp_path / "j.db"),
+    result = CliRunner().invoke(main, ["live", "--paper", "--replay", str(SAMPLE_5M), "--journal", str(tmp_path / "j.db"),
                                        "--serve-url", "http://127.0.0.1:9"])
     assert result.exit_code == 2 and "--serve-url needs --model" in result.output
