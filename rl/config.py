@@ -96,11 +96,21 @@ class RunSection(FrozenConfig):
     validate_every: int = Field(1, ge=1, description="score the policy on the validation dates every N iterations")
     patience: int | None = Field(10, ge=1, description="stop after N validations without improvement; null: never")
     num_env_runners: int = Field(0, ge=0, description="remote sampling workers (0: sample in the driver)")
+    num_cpus_per_env_runner: float = Field(1.0, gt=0, description="CPUs each env runner reserves on the cluster")
+    num_gpus_per_learner: float | Literal["auto"] = Field(
+        0.0, description="GPU share of the learner (0: CPU; 1: a whole GPU); auto: one GPU when the cluster has any")
     output_dir: str = Field("runs/demo", description="checkpoints, state and logs; re-running resumes from here")
     env_id: str = Field(DEFAULT_ENV_ID, description="gymnasium id ('module:id' imports the module first); "
                         "the env must take data= and config= like TradingEnv")
     mlflow_experiment: str = Field("tradebot-train", description="MLflow experiment name")
     registered_model: str = Field("tradebot-ppo-lstm", description="MLflow registered-model name for the final policy")
+
+
+    @model_validator(mode="after")
+    def _gpu_share(self) -> "RunSection":
+        if self.num_gpus_per_learner != "auto" and not 0 <= float(self.num_gpus_per_learner) <= 1:
+            raise ValueError("num_gpus_per_learner must be in [0, 1] or 'auto'")
+        return self
 
 
 class TrainConfig(FrozenConfig):

@@ -2,10 +2,15 @@
 
 How to run
 ----------
-``tradebot train --config experiments/demo.yaml [--output DIR] [--address ray://... | RAY_ADDRESS]``
-or ``rl.train.train(load_train_config(path))``. Re-running the same command continues from the
-latest checkpoint in the output folder (same MLflow run); raising ``run.iterations`` extends a
-finished run. Without ``--address`` / ``RAY_ADDRESS`` a private local Ray instance is started.
+``tradebot train --config experiments/demo.yaml [--output DIR] [--address ray://... | RAY_ADDRESS]
+[--tracking-uri URI | MLFLOW_TRACKING_URI]`` or ``rl.train.train(load_train_config(path))``.
+Re-running the same command continues from the latest checkpoint in the output folder (same MLflow
+run); raising ``run.iterations`` extends a finished run. Without ``--address`` / ``RAY_ADDRESS`` a
+private local Ray instance is started, sized to the job; with one (``auto`` on a cluster node,
+``HOST:6379``, ``ray://HOST:10001``) the run joins that cluster: env runners
+(``run.num_env_runners`` x ``run.num_cpus_per_env_runner`` CPUs) and the learner
+(``run.num_gpus_per_learner``: a GPU share, or ``auto``: one GPU when the cluster has any) are
+placed by Ray on any node; the driver, its checkpoints and the validation stay where it runs.
 
 What a run does
 ---------------
@@ -64,7 +69,8 @@ VALIDATION_STREAM = "validation"
 _CKPT_RE = re.compile(r"^iter_(\d{6})$")
 # Keys of the config that may change between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = ("run.iterations", "run.output_dir", "run.patience", "run.checkpoint_every",
-                      "run.keep_checkpoints", "run.num_env_runners")
+                      "run.keep_checkpoints", "run.num_env_runners", "run.num_cpus_per_env_runner",
+                      "run.num_gpus_per_learner")
 
 
 @dataclass(frozen=True)
@@ -209,17 +215,22 @@ def _obs_filter(env, spaces, device):
     return MeanStdFilter()
 
 
-def build_algo_config(cfg: TrainConfig, *, num_cpus_per_env_runner: float = 1.0,
-                      num_gpus_per_learner: float = 0.0):
+def build_algo_config(cfg: TrainConfig, *, num_cpus_per_env_runner: float | None = None,
+                      num_gpus_per_learner: float | None = None):
     """The RLlib ``PPOConfig`` for ``cfg`` (env registered as ``RLLIB_ENV_NAME``).
 
-    ``num_cpus_per_env_runner`` / ``num_gpus_per_learner``: resources (RLlib's defaults); the
+    ``num_cpus_per_env_runner`` / ``num_gpus_per_learner``: resources (default: the ``run`` section's;
+    ``auto`` GPUs count as none here, ``resolve_gpus_per_learner`` turns them into a number); the
     learner runs in the algorithm's own process, on a GPU when ``num_gpus_per_learner`` > 0.
     """
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
     p, m, r = cfg.ppo, cfg.model, cfg.run
+    if num_cpus_per_env_runner is None:
+        num_cpus_per_env_runner = r.num_cpus_per_env_runner
+    if num_gpus_per_learner is None:
+        num_gpus_per_learner = 0.0 if r.num_gpus_per_learner == "auto" else float(r.num_gpus_per_learner)
     return (
         PPOConfig()
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
@@ -407,8 +418,13 @@ def _experiment_id(name: str, tracking_uri: str) -> str:
 # ---- the entry point --------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, *, output_dir: str | Path | None = None, address: str | None = None,
+          tracking_uri: str | None = None,
           on_iteration: Callable[[IterationReport], None] | None = None) -> TrainResult:
-    """Train (or continue training) ``cfg`` into ``output_dir`` (default ``cfg.run.output_dir``)."""
+    """Train (or continue training) ``cfg`` into ``output_dir`` (default ``cfg.run.output_dir``).
+
+    ``address``: a Ray cluster to join (default ``RAY_ADDRESS``, else a private local instance);
+    ``tracking_uri``: the MLflow server or store (default ``default_tracking_uri()``).
+    """
     if output_dir is not None:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"output_dir": str(output_dir)})})
     out = Path(cfg.run.output_dir)
@@ -428,41 +444,66 @@ def train(cfg: TrainConfig, *, output_dir: str | Path | None = None, address: st
         if state is None:
             _atomic_write_text(out / CONFIG_FILE, cfg.to_yaml())
             state = _State()
-        return _run(cfg, out, state, val_env, val_start, address, on_iteration, resumed)
+        return _run(cfg, out, state, val_env, val_start, address, tracking_uri, on_iteration, resumed)
     finally:
         if val_env is not None:
             val_env.close()
 
 
+def resolve_gpus_per_learner(value: float | str, share: int = 1) -> float:
+    """``num_gpus_per_learner`` as a number: ``auto`` is ``1/share`` of a GPU when the connected Ray
+    cluster has GPUs (at most one each), else 0. Needs Ray initialised for ``auto``."""
+    if value != "auto":
+        return float(value)
+    import ray
+
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    return min(1.0, gpus / max(1, share)) if gpus > 0 else 0.0
+
+
+def init_ray(address: str | None, *, num_cpus: float, **kwargs: Any) -> None:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``) or start a private local instance of
+    ``num_cpus`` CPUs. A cluster keeps its own resources: nothing but the address is passed to it."""
+    import ray
+
+    addr = address or os.environ.get("RAY_ADDRESS")
+    if addr:
+        ray.init(address=addr, **{k: v for k, v in kwargs.items() if k == "logging_level"})
+    else:
+        ray.init(address="local", num_cpus=int(math.ceil(num_cpus)), include_dashboard=False, **kwargs)
+
+
 def _run(cfg: TrainConfig, out: Path, state: _State, val_env, val_start, address: str | None,
-         on_iteration: Callable[[IterationReport], None] | None, resumed: bool) -> TrainResult:
+         tracking_uri: str | None, on_iteration: Callable[[IterationReport], None] | None,
+         resumed: bool) -> TrainResult:
     import mlflow
     import ray
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    tracking_uri = default_tracking_uri()
+    tracking_uri = tracking_uri or default_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = _experiment_id(cfg.run.mlflow_experiment, tracking_uri)
 
     started_ray = False
     if not ray.is_initialized():
-        addr = address or os.environ.get("RAY_ADDRESS")
-        if addr:
-            ray.init(address=addr, logging_level=logging.WARNING)
-        else:  # a private instance, sized to the job: the driver plus one CPU per EnvRunner
-            ray.init(address="local", num_cpus=cfg.run.num_env_runners + 1, include_dashboard=False,
-                     logging_level=logging.WARNING)
+        # a private instance is sized to the job: the driver plus the EnvRunners' CPUs
+        init_ray(address, num_cpus=1 + cfg.run.num_env_runners * cfg.run.num_cpus_per_env_runner,
+                 logging_level=logging.WARNING)
         started_ray = True
     algo = None
     try:
-        algo = build_algorithm(cfg, out / state.checkpoint if state.checkpoint else None)
+        resources = {"num_cpus_per_env_runner": cfg.run.num_cpus_per_env_runner,
+                     "num_gpus_per_learner": resolve_gpus_per_learner(cfg.run.num_gpus_per_learner)}
+        algo = build_algorithm(cfg, out / state.checkpoint if state.checkpoint else None, **resources)
         run_kwargs = ({"run_id": state.mlflow_run_id} if state.mlflow_run_id
                       else {"experiment_id": experiment_id, "run_name": out.resolve().name})
         with mlflow.start_run(**run_kwargs) as run:
             if not state.mlflow_run_id:
                 state.mlflow_run_id = run.info.run_id
                 mlflow.log_params(cfg.flat_params())
-                mlflow.set_tags({"output_dir": str(out.resolve()), "env_id": cfg.run.env_id})
+                mlflow.set_tags({"output_dir": str(out.resolve()), "env_id": cfg.run.env_id,
+                                 "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
+                                 "num_gpus_per_learner": str(resources["num_gpus_per_learner"])})
                 mlflow.log_artifact(str(out / CONFIG_FILE))
                 state.write(out / STATE_FILE)
             else:

@@ -2,9 +2,21 @@
 
 How to run
 ----------
-``tradebot tune --config experiments/tune.yaml [--samples N] [--address ray://... | RAY_ADDRESS]``
-or ``rl.tune.tune_search(load_tune_config(path))``. Without ``--address`` / ``RAY_ADDRESS`` a private
-local Ray instance is started, sized to ``max_concurrent_trials`` trials.
+``tradebot tune --config experiments/tune.yaml [--samples N] [--address ray://... | RAY_ADDRESS]
+[--output DIR-or-URI] [--tracking-uri URI | MLFLOW_TRACKING_URI]`` or
+``rl.tune.tune_search(load_tune_config(path))``. Without ``--address`` / ``RAY_ADDRESS`` a private
+local Ray instance is started, sized to ``max_concurrent_trials`` trials; with one (``auto`` on a
+cluster node, ``HOST:6379``, ``ray://HOST:10001``) the trials are spread over that cluster's nodes.
+
+On a cluster
+------------
+Tune's storage (``tune.output_dir`` / ``--output``, passed to ``RunConfig(storage_path=...)``) must
+be reachable from every node: an ``s3://bucket/prefix`` (or ``gs://``) URI, or a shared file system
+mounted at the same path everywhere. Each trial trains in a local scratch folder on its node and
+Tune persists its reported (best) checkpoints to the storage. Data paths are made absolute on the
+driver, so the bar files must sit at the same path on every node (the cluster configs in
+``ray_cluster.yaml`` and ``deploy/kuberay/`` do that). Every trial's MLflow run is tagged with the
+Ray node id and IP it ran on (``ray_node_id``, ``ray_node_ip``).
 
 What a search does
 ------------------
@@ -63,6 +75,8 @@ from tradebot.errors import TradebotError, UserInputError
 TRIAL_SCORE = "trial_score"  # tune.metric at the trial's best checkpoint (what ranks the trials)
 PARENT_RUN_TAG = "mlflow.parentRunId"
 TRIAL_ID_TAG = "trial_id"
+NODE_ID_KEY = "ray_node_id"  # in every trial result, and a tag of the trial's MLflow run (with ray_node_ip)
+NODE_IP_TAG = "ray_node_ip"
 SEARCH_TAG = "tune_search"
 _TRIAL_METRICS = (*M.TRAINING_METRICS, M.VALIDATION_RETURN, M.VALIDATION_EQUITY_CHANGE, M.VALIDATION_STEPS,
                   M.BEST_VALIDATION_RETURN, TRIAL_SCORE)
@@ -130,13 +144,15 @@ class ResourcesSection(FrozenConfig):
     """What one trial takes."""
 
     num_env_runners: int | None = Field(None, ge=0, description="remote sampling workers per trial; null: run.num_env_runners")
-    cpus_per_env_runner: float = Field(1.0, gt=0, description="CPUs per env runner")
-    num_gpus_per_learner: float | Literal["auto"] = Field(0.0, description="GPU share of the learner (0: CPU); "
-                                                          "auto: the cluster's GPUs shared by the concurrent trials")
+    cpus_per_env_runner: float | None = Field(None, gt=0, description="CPUs per env runner; "
+                                              "null: run.num_cpus_per_env_runner of the base config (1)")
+    num_gpus_per_learner: float | Literal["auto"] | None = Field(
+        None, description="GPU share of the learner (0: CPU); auto: the cluster's GPUs shared by the "
+        "concurrent trials; null: run.num_gpus_per_learner of the base config (0)")
 
     @model_validator(mode="after")
     def _gpu_share(self) -> "ResourcesSection":
-        if self.num_gpus_per_learner != "auto" and not 0 <= float(self.num_gpus_per_learner) <= 1:
+        if self.num_gpus_per_learner not in ("auto", None) and not 0 <= float(self.num_gpus_per_learner) <= 1:
             raise ValueError("num_gpus_per_learner must be in [0, 1] or 'auto'")
         return self
 
@@ -152,7 +168,8 @@ class TuneSection(FrozenConfig):
         "trials only when they share one reward")
     max_concurrent_trials: int = Field(2, ge=1, description="trials running at once")
     seed: int | None = Field(0, description="seed of the search's random draws; null: unseeded")
-    output_dir: str = Field("runs/tune", description="Tune's storage: <output_dir>/<name>/<trial>/")
+    output_dir: str = Field("runs/tune", description="Tune's storage (RunConfig.storage_path): a folder or a "
+                            "URI such as s3://bucket/prefix; results go to <output_dir>/<name>/<trial>/")
     name: str | None = Field(None, description="search name; null: tune-<date>-<time>")
     mlflow_experiment: str = Field("tradebot-tune", description="MLflow experiment of the search and its trials")
     registered_model: str = Field("tradebot-ppo-lstm-tuned", description="registered model for the best trial's policy")
@@ -215,6 +232,10 @@ def base_train_config(cfg: TuneFileConfig, config_path: str | Path | None = None
     data["run"]["iterations"] = cfg.tune.iterations
     if cfg.resources.num_env_runners is not None:
         data["run"]["num_env_runners"] = cfg.resources.num_env_runners
+    if cfg.resources.cpus_per_env_runner is not None:
+        data["run"]["num_cpus_per_env_runner"] = cfg.resources.cpus_per_env_runner
+    if cfg.resources.num_gpus_per_learner is not None:
+        data["run"]["num_gpus_per_learner"] = cfg.resources.num_gpus_per_learner
     return data
 
 
@@ -270,6 +291,9 @@ def _trainable(overrides: dict[str, Any], *, base: dict[str, Any], resources: di
     state = _State()
     latest: dict[str, float] = {}
     score: list[float] = []
+    import ray
+
+    where = {NODE_ID_KEY: ray.get_runtime_context().get_node_id()}
 
     def report(r: IterationReport) -> None:
         values = dict(r.metrics)
@@ -287,7 +311,7 @@ def _trainable(overrides: dict[str, Any], *, base: dict[str, Any], resources: di
         if score:
             values[TRIAL_SCORE] = score[0]
         checkpoint = tune.Checkpoint.from_directory(str(out / r.checkpoint)) if best_now else None
-        tune.report(values, checkpoint=checkpoint)
+        tune.report({**values, **where}, checkpoint=checkpoint)
 
     algo = build_algorithm(cfg, **resources)
     try:
@@ -352,6 +376,10 @@ class _MlflowTrials(LoggerCallback):
         if run_id is None:
             return
         step = int(result.get("training_iteration") or 0)
+        if trial.trial_id not in self.last_iteration and result.get(NODE_ID_KEY):
+            client = self._client()
+            client.set_tag(run_id, NODE_ID_KEY, str(result[NODE_ID_KEY]))
+            client.set_tag(run_id, NODE_IP_TAG, str(result.get("node_ip", "")))
         self.last_iteration[trial.trial_id] = step
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(result[k]), now, step) for k in (*_TRIAL_METRICS, "time_total_s")
@@ -435,7 +463,7 @@ class TrialSummary:
 @dataclass(frozen=True)
 class TuneResult:
     name: str
-    storage_dir: Path
+    storage_dir: str  # a folder or a URI (s3://...)
     trials: list[TrialSummary]
     best_trial_id: str
     best_params: dict[str, Any]
@@ -449,19 +477,40 @@ class TuneResult:
     model_version: int
 
 
-def _resolve_gpus(res: ResourcesSection, concurrent: int) -> float:
-    if res.num_gpus_per_learner != "auto":
-        return float(res.num_gpus_per_learner)
-    import ray
+def storage_location(value: str | Path) -> str:
+    """Tune's ``storage_path``: a URI (``s3://bucket/prefix``) as given, a folder made absolute."""
+    text = str(value)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        return text.rstrip("/")
+    return str(Path(text).expanduser().resolve())
 
-    gpus = float(ray.cluster_resources().get("GPU", 0.0))
-    return min(1.0, gpus / concurrent) if gpus > 0 else 0.0
+
+def _join(storage: str, name: str) -> str:
+    return f"{storage}/{name}" if "://" in storage else str(Path(storage) / name)
+
+
+def _storage_exists(location: str) -> bool:
+    if "://" not in location:
+        return Path(location).exists()
+    try:  # a bucket we cannot read yet: Tune reports the real error when it writes there
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(location)
+        return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+    except Exception:
+        return False
 
 
 def tune_search(cfg: TuneFileConfig, *, config_path: str | Path | None = None, address: str | None = None,
                 num_samples: int | None = None, output_dir: str | Path | None = None,
+                tracking_uri: str | None = None,
                 on_update: Callable[[TrialUpdate], None] | None = None) -> TuneResult:
-    """Run the search, track every trial in MLflow and register the best trial's best checkpoint."""
+    """Run the search, track every trial in MLflow and register the best trial's best checkpoint.
+
+    ``address``: a Ray cluster to run the trials on (default ``RAY_ADDRESS``, else a private local
+    instance); ``output_dir``: Tune's storage, a folder or URI (default ``tune.output_dir``);
+    ``tracking_uri``: the MLflow server or store (default ``rl.train.default_tracking_uri()``).
+    """
     import mlflow
     import ray
     from mlflow.entities import Param
@@ -469,7 +518,15 @@ def tune_search(cfg: TuneFileConfig, *, config_path: str | Path | None = None, a
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from rl.train import _experiment_id, _train_env_config, build_algo_config, default_tracking_uri, make_env
+    from rl.train import (
+        _experiment_id,
+        _train_env_config,
+        build_algo_config,
+        default_tracking_uri,
+        init_ray,
+        make_env,
+        resolve_gpus_per_learner,
+    )
 
     t = cfg.tune
     samples = num_samples if num_samples is not None else t.num_samples
@@ -480,44 +537,40 @@ def tune_search(cfg: TuneFileConfig, *, config_path: str | Path | None = None, a
     base_cfg = parse_config(TrainConfig, base, "base training config")
     make_env(_train_env_config(base_cfg)).close()  # fail fast on data and env config, before Ray starts
     name = t.name or f"tune-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    storage = Path(output_dir or t.output_dir).resolve()
-    if (storage / name).exists():
-        raise UserInputError(f"{storage / name} exists already; set tune.name to a new name or leave it null")
+    storage = storage_location(output_dir or t.output_dir)
+    if _storage_exists(_join(storage, name)):
+        raise UserInputError(f"{_join(storage, name)} exists already; set tune.name to a new name or leave it null")
     searched = tuple(cfg.search)
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    tracking_uri = default_tracking_uri()
+    tracking_uri = tracking_uri or default_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = _experiment_id(t.mlflow_experiment, tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
 
     started_ray = False
     concurrent = t.max_concurrent_trials
-    runners = int(base["run"]["num_env_runners"])
-    cpus_per_trial = 1.0 + runners * cfg.resources.cpus_per_env_runner
+    runners = int(base_cfg.run.num_env_runners)
+    cpus_per_trial = 1.0 + runners * base_cfg.run.num_cpus_per_env_runner
     if not ray.is_initialized():
-        addr = address or os.environ.get("RAY_ADDRESS")
-        if addr:
-            ray.init(address=addr, logging_level=logging.ERROR)
-        else:
-            cpus = max(cpus_per_trial, min(float(os.cpu_count() or 1), cpus_per_trial * concurrent))
-            # Trial output stays in Ray's session logs; failures show in the summary and in each
-            # trial folder's error.txt.
-            ray.init(address="local", num_cpus=int(math.ceil(cpus)), include_dashboard=False,
-                     logging_level=logging.ERROR, log_to_driver=False)
+        cpus = max(cpus_per_trial, min(float(os.cpu_count() or 1), cpus_per_trial * concurrent))
+        # Trial output stays in Ray's session logs; failures show in the summary and in each
+        # trial folder's error.txt.
+        init_ray(address, num_cpus=cpus, logging_level=logging.ERROR, log_to_driver=False)
         started_ray = True
     parent = None
     try:
-        resources = {"num_cpus_per_env_runner": cfg.resources.cpus_per_env_runner,
-                     "num_gpus_per_learner": _resolve_gpus(cfg.resources, concurrent)}
+        resources = {"num_cpus_per_env_runner": base_cfg.run.num_cpus_per_env_runner,
+                     "num_gpus_per_learner": resolve_gpus_per_learner(base_cfg.run.num_gpus_per_learner, concurrent)}
         algo_config = build_algo_config(base_cfg, **resources)
         placement = algo_config.algo_class.default_resource_request(algo_config)
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, base=base, resources=resources, metric=t.metric), placement)
 
         parent = client.create_run(experiment_id, run_name=name,
-                                   tags={SEARCH_TAG: name, "storage_dir": str(storage / name)})
+                                   tags={SEARCH_TAG: name, "storage_dir": _join(storage, name),
+                                         "ray_address": address or os.environ.get("RAY_ADDRESS") or "local"})
         parent_id = parent.info.run_id
         summary = {"tune.num_samples": str(samples), "tune.iterations": str(t.iterations), "tune.metric": t.metric,
                    "scheduler": f"ASHA grace_period={cfg.scheduler.grace_period} "
@@ -543,7 +596,7 @@ def tune_search(cfg: TuneFileConfig, *, config_path: str | Path | None = None, a
                 trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
                 trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
             run_config=tune.RunConfig(
-                name=name, storage_path=str(storage), callbacks=callbacks, verbose=0,
+                name=name, storage_path=storage, callbacks=callbacks, verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # only new bests are reported
                 failure_config=tune.FailureConfig(max_failures=0)),
         )
@@ -560,7 +613,7 @@ def tune_search(cfg: TuneFileConfig, *, config_path: str | Path | None = None, a
             ray.shutdown()
 
 
-def _finish(grid, cfg: TuneFileConfig, name: str, storage: Path, tracker: _MlflowTrials, parent_id: str,
+def _finish(grid, cfg: TuneFileConfig, name: str, storage: str, tracker: _MlflowTrials, parent_id: str,
             client, tracking_uri: str) -> TuneResult:
     import mlflow
 
@@ -600,7 +653,7 @@ def _finish(grid, cfg: TuneFileConfig, name: str, storage: Path, tracker: _Mlflo
     client.set_tag(parent_id, "best_run_id", summary.mlflow_run_id)
     client.set_tag(parent_id, "registered_model_uri", model_uri)
     client.log_metric(parent_id, TRIAL_SCORE, float(summary.score))
-    return TuneResult(name=name, storage_dir=storage / name, trials=trials, best_trial_id=summary.trial_id,
+    return TuneResult(name=name, storage_dir=_join(storage, name), trials=trials, best_trial_id=summary.trial_id,
                       best_params=summary.params, best_score=float(summary.score), metric=cfg.tune.metric,
                       best_checkpoint=str(checkpoint.path), mlflow_experiment=cfg.tune.mlflow_experiment,
                       parent_run_id=parent_id, best_run_id=summary.mlflow_run_id, model_uri=model_uri,

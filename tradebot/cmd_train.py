@@ -24,11 +24,16 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="output folder (default: run.output_dir); re-running with it resumes from its latest checkpoint")
 @click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
-              help="Ray cluster address (default: start a private local Ray instance)")
-def train(config_path: Path, output: Path | None, address: str | None) -> None:
+              help="Ray cluster to run on: auto (on a cluster node), HOST:6379 or ray://HOST:10001 "
+                   "(default: start a private local Ray instance)")
+@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+              help="MLflow tracking server or store, e.g. http://HOST:5000 (default: sqlite:///mlflow.db here)")
+def train(config_path: Path, output: Path | None, address: str | None, tracking_uri: str | None) -> None:
     """Train a PPO-LSTM policy, checkpoint it, log it to MLflow and register the final policy.
 
-    MLflow goes to MLFLOW_TRACKING_URI, or sqlite:///mlflow.db in the working directory.
+    MLflow goes to --tracking-uri / MLFLOW_TRACKING_URI, or sqlite:///mlflow.db in the working directory.
+    On a cluster, run.num_env_runners env runners (run.num_cpus_per_env_runner CPUs each) and the
+    learner (run.num_gpus_per_learner) are placed by Ray; checkpoints stay in the output folder here.
     """
     from rl.config import load_train_config
     from rl.metrics import EPISODE_RETURN_MEAN, ENV_STEPS_PER_S
@@ -50,7 +55,8 @@ def train(config_path: Path, output: Path | None, address: str | None) -> None:
                       f"best {_fmt(report.best_validation_return)}  {_fmt(m.get(ENV_STEPS_PER_S), 0)} steps/s")
             progress.update(task, completed=report.iteration, status=status)
 
-        result = run_training(cfg, output_dir=out, address=address, on_iteration=on_iteration)
+        result = run_training(cfg, output_dir=out, address=address, tracking_uri=tracking_uri,
+                              on_iteration=on_iteration)
         progress.update(task, completed=result.iterations if not result.stopped_early else cfg.run.iterations)
     if result.already_complete:
         click.echo(f"{out}: already complete ({result.iterations} iterations); nothing to do")

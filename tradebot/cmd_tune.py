@@ -28,17 +28,22 @@ def _fmt(value, digits: int = 4) -> str:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), required=True,
               help="search YAML (sections train, search, scheduler, resources, tune), e.g. experiments/tune.yaml")
 @click.option("--samples", type=int, default=None, help="trials to draw (default: tune.num_samples)")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Tune storage folder (default: tune.output_dir); the search goes to OUTPUT/<name>/")
+@click.option("--output", "--storage-path", "output", default=None,
+              help="Tune storage (default: tune.output_dir): a folder, or on a cluster a URI every node "
+                   "can write (s3://bucket/prefix); the search goes to OUTPUT/<name>/")
 @click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
-              help="Ray cluster address (default: start a private local Ray instance)")
-def tune(config_path: Path, samples: int | None, output: Path | None, address: str | None) -> None:
+              help="Ray cluster to run the trials on: auto (on a cluster node), HOST:6379 or ray://HOST:10001 "
+                   "(default: start a private local Ray instance)")
+@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+              help="MLflow tracking server or store, e.g. http://HOST:5000 (default: sqlite:///mlflow.db here)")
+def tune(config_path: Path, samples: int | None, output: str | None, address: str | None,
+         tracking_uri: str | None) -> None:
     """Search PPO-LSTM hyper-parameters with Ray Tune's ASHA scheduler.
 
     Every trial is `tradebot train` on the base config with the searched values, scored on the
     validation dates; every trial is an MLflow run (child of one run per search), and the best
     trial's best checkpoint is registered as a new version of tune.registered_model.
-    MLflow goes to MLFLOW_TRACKING_URI, or sqlite:///mlflow.db in the working directory.
+    MLflow goes to --tracking-uri / MLFLOW_TRACKING_URI, or sqlite:///mlflow.db in the working directory.
     """
     from rl.tune import TrialUpdate, base_train_config, check_search_space, load_tune_config, tune_search
 
@@ -63,7 +68,7 @@ def tune(config_path: Path, samples: int | None, output: Path | None, address: s
             progress.update(task, completed=u.trials_finished, status=status)
 
         result = tune_search(cfg, config_path=config_path, address=address, num_samples=samples,
-                             output_dir=output, on_update=on_update)
+                             output_dir=output, tracking_uri=tracking_uri, on_update=on_update)
         progress.update(task, completed=len(result.trials), status="done")
 
     table = Table(title=f"{result.name}: {len(result.trials)} trials, ranked by {result.metric} at each "
