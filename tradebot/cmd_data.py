@@ -254,6 +254,43 @@ def import_(path: Path, symbol: str | None, timeframe: str | None, store_dir: Pa
                f"store file now holds {done.rows:,} bar(s)")
 
 
+# --------------------------------------------------------------------------- fetch
+@data.command("fetch")
+@click.option("--broker", type=click.Choice(["fyers"]), default="fyers", show_default=True,
+              help="where the history comes from")
+@click.option("--symbol", required=True, help="Fyers symbol, e.g. NSE:SBIN-EQ")
+@click.option("--timeframe", default="5m", show_default=True, help="bar size: 1m, 5m, 15m, 1h, 1d, ...")
+@click.option("--start", required=True, help="first day (IST), YYYY-MM-DD")
+@click.option("--end", required=True, help="last day (IST, included), YYYY-MM-DD")
+@click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path), help=_STORE_HELP)
+@click.option("--api-base", default=None, envvar="TRADEBOT_FYERS_API_BASE",
+              help="a Fyers simulator, e.g. http://127.0.0.1:8765 (default: the token's, else real Fyers)")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="the token `tradebot fyers login` wrote (default: $TRADEBOT_FYERS_TOKEN_FILE or ~/.config/...)")
+def fetch(broker: str, symbol: str, timeframe: str, start: str, end: str, store_dir: Path | None,
+          api_base: str | None, token_file: Path | None) -> None:
+    """Download history from the broker into the Parquet store (chunked, rate limited, resumable).
+
+    \b
+    Fyers allows 100 days per request for minute bars and 366 for daily; longer ranges are split.
+    Days the store already has are skipped, and each chunk is stored as it arrives, so running
+    the same command again after an interruption continues where it stopped.
+
+    \b
+    Example:
+      tradebot data fetch --broker fyers --symbol NSE:SBIN-EQ --timeframe 5m --start 2024-01-01 --end 2024-06-30
+    """
+    from live.adapters.fyers.cli import run_fetch
+
+    validate_symbol(symbol)
+    with click.progressbar(length=1, label=f"fetching {symbol} {timeframe}", file=None) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(done - bar.pos)
+        run_fetch(symbol=symbol, timeframe=timeframe, start=start, end=end, store_dir=store_dir, api_base=api_base,
+                  token_file=token_file, echo=click.echo, progress=progress)
+
+
 # --------------------------------------------------------------------------- list
 @data.command("list")
 @click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path), help=_STORE_HELP)

@@ -2,6 +2,8 @@
 
 \b
   tradebot live --paper --replay DATA [--speed N|max] [--model URI | --strategy NAME] [--start DATE] --out DIR
+  tradebot live --paper --feed fyers --symbols NSE:SBIN-EQ[,...] --model URI --out DIR
+  tradebot live --broker fyers --live --risk-config risk.yaml --i-understand-real-money --symbols ... --model URI --out DIR
   tradebot live status --journal J.db [--json]
   tradebot live halt --journal J.db [--reason TEXT] [--reduce-only]
   tradebot live resume --journal J.db [--reason TEXT]
@@ -43,8 +45,25 @@ def _speed(value: str | None) -> float | None:
 @click.group("live", cls=TradebotGroup, invoke_without_command=True,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--paper", is_flag=True, help="paper trading: fills by the paper broker (the backtester's engine)")
+@click.option("--live", "live_mode", is_flag=True,
+              help="real orders (with --broker fyers, --risk-config and --i-understand-real-money)")
 @click.option("--replay", "data", type=click.Path(path_type=Path), default=None,
               help="the feed: replay this bar file as a live feed (CSV/Parquet, e.g. data/sample/...5m.csv.gz)")
+@click.option("--feed", type=click.Choice(["replay", "fyers"]), default=None,
+              help="where bars come from: a replayed file (--replay) or the Fyers data socket (tradebot fyers login)")
+@click.option("--broker", type=click.Choice(["paper", "fyers"]), default="paper", show_default=True,
+              help="who fills orders: the paper broker, or Fyers (real orders; needs --live)")
+@click.option("--symbols", default=None, help="with --feed fyers: comma-separated Fyers symbols, e.g. NSE:SBIN-EQ,NSE:TCS-EQ")
+@click.option("--timeframe", default="5m", show_default=True, help="with --feed fyers: the bar size the policy trades")
+@click.option("--clock", type=click.Choice(["wall", "exchange"]), default="wall", show_default=True,
+              help="with --feed fyers: time from this machine, or from the ticks' exchange times (for the "
+              "simulator's replays of past days)")
+@click.option("--until", default=None, help="with --feed fyers: end the session once the feed's clock reaches this "
+              "IST time (HH:MM, e.g. 15:30); default: run until Ctrl-C")
+@click.option("--risk-config", type=click.Path(path_type=Path), default=None,
+              help="with --live: YAML with a `risk:` section, required for real orders")
+@click.option("--i-understand-real-money", "real_money", is_flag=True,
+              help="with --live: confirm that orders go to the broker with real money")
 @click.option("--speed", default="max", show_default=True,
               help="market seconds per wall second (e.g. 100), or 'max' for as fast as possible")
 @click.option("--model", default=None, help="act with this trained policy through Ray Serve (checkpoint folder or "
@@ -69,9 +88,11 @@ def _speed(value: str | None) -> float | None:
 @click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on 127.0.0.1:PORT")
 @click.option("--log-json/--no-log-json", default=True, show_default=True, help="JSON log lines on stderr")
 @click.pass_context
-def live(ctx: click.Context, paper: bool, data: Path | None, speed: str, model: str | None, serve_url: str | None,
-         strategy: str, seed: int, start: str | None, out_dir: Path | None, journal: Path | None,
-         paper_state: Path | None, config_path: Path | None, symbol: str | None, parity: bool,
+def live(ctx: click.Context, paper: bool, live_mode: bool, data: Path | None, feed: str | None, broker: str,
+         symbols: str | None, timeframe: str, clock: str, until: str | None, risk_config: Path | None,
+         real_money: bool, speed: str,
+         model: str | None, serve_url: str | None, strategy: str, seed: int, start: str | None, out_dir: Path | None,
+         journal: Path | None, paper_state: Path | None, config_path: Path | None, symbol: str | None, parity: bool,
          metrics_port: int | None, log_json: bool) -> None:
     """Paper trading through the live loop (feed -> features -> policy -> risk engine -> broker).
 
@@ -84,21 +105,155 @@ def live(ctx: click.Context, paper: bool, data: Path | None, speed: str, model: 
     """
     if ctx.invoked_subcommand is not None:
         return
-    if not paper:
-        if data is None:
+    feed = feed or ("replay" if data is not None else None)
+    if not (paper or live_mode):
+        if feed is None:
             click.echo(ctx.get_help())
             return
-        raise UserInputError("say --paper: this build trades on paper only (fills by the paper broker)")
-    if data is None:
-        raise UserInputError("--paper needs a feed: --replay DATA (a bar file replayed as a live feed)")
+        raise UserInputError("say --paper (paper fills) or --live (real orders through --broker fyers)")
+    if paper and live_mode:
+        raise UserInputError("choose --paper or --live, not both")
+    if feed is None:
+        raise UserInputError(f"--{'paper' if paper else 'live'} needs a feed: --replay DATA (a bar file replayed as a "
+                             "live feed) or --feed fyers --symbols ...")
     if out_dir is None and journal is None:
         raise UserInputError(f"give --out DIR (the journal and, at the end, {_OUT_FILES} go there)")
     if serve_url and not model:
         raise click.UsageError("--serve-url needs --model (the model the server serves)")
-    _paper_replay(data=data, speed=_speed(speed), model=model, serve_url=serve_url, strategy=strategy, seed=seed,
-                  start=start, out_dir=out_dir, journal=journal or out_dir / "journal.db", paper_state=paper_state,
-                  config_path=config_path, symbol=symbol, parity=parity, metrics_port=metrics_port,
-                  log_json=log_json)
+    journal = journal or out_dir / "journal.db"
+    if feed == "replay":
+        if live_mode or broker != "paper":
+            raise UserInputError("a replayed file trades on paper only: drop --live / --broker fyers")
+        if data is None:
+            raise UserInputError("--feed replay needs --replay DATA")
+        _paper_replay(data=data, speed=_speed(speed), model=model, serve_url=serve_url, strategy=strategy, seed=seed,
+                      start=start, out_dir=out_dir, journal=journal, paper_state=paper_state,
+                      config_path=config_path, symbol=symbol, parity=parity, metrics_port=metrics_port,
+                      log_json=log_json)
+        return
+    if data is not None:
+        raise UserInputError("--replay and --feed fyers are two different feeds: give one")
+    if live_mode and broker != "fyers":
+        raise UserInputError("--live sends real orders to a broker: add --broker fyers")
+    if paper and broker != "paper":
+        raise UserInputError("--paper fills on the paper broker: drop --broker fyers (or say --live for real orders)")
+    if live_mode and (risk_config is None or not real_money):
+        from live.adapters.fyers.session import LIVE_FLAGS
+
+        raise UserInputError(f"real orders need an explicit risk config and your confirmation: {LIVE_FLAGS} "
+                             "(try --paper --feed fyers first: the same data, paper fills)")
+    if not model:
+        raise UserInputError("a live feed needs a trained policy: --model URI (baseline schedules replay files only)")
+    names = [s.strip() for s in (symbols or "").split(",") if s.strip()]
+    if not names:
+        raise UserInputError("--feed fyers needs --symbols, e.g. --symbols NSE:SBIN-EQ,NSE:NIFTY50-INDEX")
+    _fyers_session(symbols=names, live_mode=live_mode, timeframe=timeframe, clock=clock, until=_hhmm(until),
+                   risk_config=risk_config,
+                   real_money=real_money, model=model, serve_url=serve_url, out_dir=out_dir, journal=journal,
+                   paper_state=paper_state, config_path=config_path, metrics_port=metrics_port, log_json=log_json)
+
+
+def _hhmm(value: str | None) -> int | None:
+    """Minutes after midnight of an ``HH:MM`` time."""
+    if value is None:
+        return None
+    parts = value.split(":")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[0]) > 23 or int(parts[1]) > 59:
+        raise UserInputError(f"--until {value!r}: give an IST time as HH:MM, e.g. 15:30")
+    return int(parts[0]) * 60 + int(parts[1])
+
+
+def _stop_at(loop, minute: int) -> "threading.Event":
+    """Close the loop's feed once market data has arrived and the feed's clock reads ``minute`` (IST) or
+    later; set the returned event to stop watching."""
+    import threading
+
+    from live.ports import to_ist
+
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.2):
+            if getattr(loop.feed, "ticks", 1) == 0:  # an exchange clock reads wall time until the first print
+                continue
+            now = to_ist(loop.feed.clock.now_ns())
+            if now.hour * 60 + now.minute >= minute:
+                loop.feed.close()
+                return
+
+    threading.Thread(target=watch, name="live-until", daemon=True).start()
+    return done
+
+
+def _fyers_session(*, symbols: list[str], live_mode: bool, timeframe: str, clock: str, until: int | None,
+                   risk_config: Path | None,
+                   real_money: bool, model: str, serve_url: str | None, out_dir: Path | None, journal: Path,
+                   paper_state: Path | None, config_path: Path | None, metrics_port: int | None,
+                   log_json: bool) -> None:
+    """A session on the Fyers data socket: paper fills, or real orders; runs until the feed ends or Ctrl-C."""
+    from features.bars import validate_symbol
+    from live.adapters.fyers.data import TickClock
+    from live.adapters.fyers.session import build_fyers_live_loop, build_fyers_paper_loop
+    from live.logs import configure_json_logging
+    from live.metrics import LiveMetrics, serve_metrics
+    from live.session import LiveConfig
+    from serving.client import check_obs_dim, model_features, serve_policy
+
+    for name in symbols:
+        validate_symbol(name)
+    config = LiveConfig.from_yaml(config_path)
+    config = config.model_copy(update={"features": model_features(model)})
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    if log_json:
+        configure_json_logging()
+    metrics = LiveMetrics()
+    server = serve_metrics(metrics, metrics_port) if metrics_port is not None else None
+    if server is not None:
+        click.echo(f"metrics: http://127.0.0.1:{server.server_port}/metrics", err=True)
+    policy, stop_serve = serve_policy(model, serve_url)
+    tick_clock = TickClock() if clock == "exchange" else None
+    try:
+        common = dict(journal=journal, policy=policy, config=config, timeframe=timeframe, clock=tick_clock,
+                      metrics=metrics)
+        if live_mode:
+            loop = build_fyers_live_loop(symbols, risk_config=risk_config, i_understand_real_money=real_money, **common)
+        else:
+            loop = build_fyers_paper_loop(symbols, paper_state=paper_state, **common)
+        try:
+            check_obs_dim(policy, loop, model)
+            click.echo(f"{'LIVE (real orders)' if live_mode else 'paper'} session on the Fyers feed: "
+                       f"{', '.join(symbols)} {timeframe}; Ctrl-C stops it", err=True)
+            watcher = _stop_at(loop, until) if until is not None else None
+            try:
+                summary = loop.run()
+            except KeyboardInterrupt:
+                summary = loop.summary()
+                click.echo("stopped", err=True)
+            finally:
+                if watcher is not None:
+                    watcher.set()
+                loop.feed.close()  # the SDK's socket threads would keep the process alive
+            click.echo(f"{summary.bars:,} bar(s), {summary.decisions:,} decision(s), {summary.orders:,} order(s), "
+                       f"{summary.fills:,} fill(s); equity {summary.equity:,.2f}; risk state {summary.risk_state}")
+            click.echo(f"journal: {journal}")
+            if out_dir is not None and summary.bars:
+                from live.report import write_session_files
+
+                info = {"mode": "live" if live_mode else "paper", "feed": "fyers", "policy": f"model {model}",
+                        "symbols": symbols, "journal": loop.journal.path, "session": loop.journal.session,
+                        "engine": config.engine.model_dump(mode="json"), "risk": loop.risk.config.model_dump(mode="json")}
+                for name in symbols:
+                    if not loop.journal.bars(name, done=True):
+                        continue
+                    folder = out_dir if len(symbols) == 1 else out_dir / name.replace(":", "_")
+                    write_session_files(folder, loop.journal, name, config.engine, info)
+                    click.echo(f"wrote {folder}/" + _OUT_FILES.replace(", parity.json", ""))
+        finally:
+            loop.journal.close()
+    finally:
+        if server is not None:
+            server.shutdown()
+        stop_serve()
 
 
 def _paper_replay(*, data: Path, speed: float | None, model: str | None, serve_url: str | None, strategy: str,

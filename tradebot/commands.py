@@ -16,6 +16,7 @@ _COMMANDS = [
     ("tradebot.cmd_tune", "tune"),
     ("tradebot.cmd_evaluate", "evaluate"),
     ("tradebot.cmd_serve", "serve"),
+    ("tradebot.cmd_fyers", "fyers"),
 ]
 
 for module_name, attr in _COMMANDS:

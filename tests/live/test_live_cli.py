@@ -78,7 +78,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
                        [["--paper", "--replay", str(_data(tmp_path))], "give --out DIR"],
                        [["--paper", "--replay", str(_data(tmp_path)), "--out", str(tmp_path / "o"), "--speed", "fast"],
                         "--speed 'fast'"],
-                       [["--paper", "--replay", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")], "nope.csv"]):
+                       [["--paper", "--replay", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")], "nope.csv"],
+                       [["--paper", "--feed", "fyers", "--symbols", "NSE:SBIN-EQ", "--out", str(tmp_path / "o")],
+                        "needs a trained policy"],
+                       [["--paper", "--feed", "fyers", "--model", "m", "--out", str(tmp_path / "o")], "needs --symbols"],
+                       [["--live", "--replay", str(_data(tmp_path)), "--out", str(tmp_path / "o")], "paper only"],
+                       [["--paper", "--live", "--replay", str(_data(tmp_path)), "--out", str(tmp_path / "o")],
+                        "not both"],
+                       [["--live", "--feed", "fyers", "--symbols", "NSE:SBIN-EQ", "--model", "m", "--out",
+                         str(tmp_path / "o")], "add --broker fyers"],
+                       [["--live", "--broker", "fyers", "--feed", "fyers", "--symbols", "NSE:SBIN-EQ", "--model", "m",
+                         "--out", str(tmp_path / "o")], "--i-understand-real-money"],
+                       [["--paper", "--broker", "fyers", "--feed", "fyers", "--symbols", "NSE:SBIN-EQ", "--model", "m",
+                         "--out", str(tmp_path / "o")], "drop --broker fyers"]):
         res = runner.invoke(live, args)
         assert res.exit_code == 2 and res.output.startswith("error: ") and says in res.output, (args, res.output)
         assert len(res.output.strip().splitlines()) == 1

@@ -1,0 +1,1 @@
+"""Broker adapters: one folder per broker; only that folder imports its SDK."""

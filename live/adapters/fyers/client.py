@@ -1,0 +1,686 @@
+"""``FyersExecutionClient``: the broker port (``live.ports.ExecutionClient``) on the fyers-apiv3 SDK.
+
+```python
+client = FyersExecutionClient.from_token(token)          # auth.FyersToken (tradebot fyers login)
+client.connect()                                         # profile check, orderbook/trades/positions/funds, order socket
+update = client.submit(order)                            # OrderRequest -> POST /orders/sync
+events = client.poll_events()                            # order/trade updates pushed by the order socket
+```
+
+Orders. ``OrderRequest`` is a market order with bracket distances; ``FyersOrder`` (a subclass) adds
+``limit_price`` / ``stop_price`` / ``validity`` for ``order_type`` LIMIT, STOP (SL-M) and STOP_LIMIT (SL-L),
+so the port stays as it is. Products: ``equity_intraday`` -> INTRADAY, ``equity_delivery``/``delivery``
+-> CNC, ``index_futures``/``futures`` -> MARGIN. The bracket distances of an entry go out as Fyers'
+TP/SL overlay (``stopLoss``/``takeProfit`` in points, ``legType`` 1) unless ``bracket=False``.
+
+Idempotency. Our client order id (20 chars ``[0-9A-Z]``) travels as ``orderTag`` (Fyers allows 1-30
+alphanumerics; the orderbook echoes it as ``1:<tag>``), so every order can be found by our id. A known
+id is never sent again: ``submit`` answers from local state; after a temporary failure it looks the id
+up in the orderbook before each retry (bounded by the retry policy), and code 201 ("sent, not
+acknowledged") is looked up too.
+
+State. ``connect`` loads the orderbook, tradebook, positions and funds once (REST), then the order
+socket keeps it current: order updates, trades (-> ``Fill``) and positions arrive on SDK threads and go
+into a locked state plus an event queue that ``poll_events`` drains. ``position_reports`` /
+``account_report`` answer from that state (no REST per bar); funds are re-read at most every
+``funds_refresh_s`` and only after a trade. Without a working order socket, ``poll_events`` falls back
+to polling the orderbook and tradebook every ``poll_interval_s``.
+
+Fyers status codes: 1 cancelled, 2 traded, 4 transit, 5 rejected, 6 pending, 7 expired (3 unused).
+Fills carry no charges from Fyers (``costs`` 0); ``kind`` is ``entry`` for an order that opened a
+position, else the exit reason of our intent (``signal`` for EXIT, ``square_off`` for FLATTEN) or, for an
+order that is not ours (a triggered TP/SL leg), ``stop``/``take_profit`` by the price it filled at.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from live.adapters.fyers.errors import FyersRejected, ReauthRequired, RetryPolicy, retry
+from live.adapters.fyers.rest import FyersRest, payload_of
+from live.market import bar_start_for
+from live.ports import (
+    AccountReport,
+    Clock,
+    ExecutionClient,
+    Fill,
+    Intent,
+    OrderRequest,
+    OrderStatus,
+    OrderUpdate,
+    PositionReport,
+    Side,
+    WallClock,
+)
+from tradebot.errors import RejectedError, RetryableError
+
+log = logging.getLogger("tradebot.fyers")
+
+STATUS_MAP = {1: OrderStatus.CANCELED, 2: OrderStatus.FILLED, 3: OrderStatus.ACCEPTED, 4: OrderStatus.ACCEPTED,
+              5: OrderStatus.REJECTED, 6: OrderStatus.ACCEPTED, 7: OrderStatus.EXPIRED}
+ORDER_TYPES = {"LIMIT": 1, "MARKET": 2, "STOP": 3, "SL-M": 3, "STOP_LIMIT": 4, "SL-L": 4}
+PRODUCTS = {"equity_intraday": "INTRADAY", "intraday": "INTRADAY", "equity_delivery": "CNC", "delivery": "CNC",
+            "index_futures": "MARGIN", "futures": "MARGIN", "margin": "MARGIN"}
+TAG_RE = re.compile(r"^[A-Za-z0-9]{1,30}$")
+EXIT_KIND = {Intent.EXIT: "signal", Intent.FLATTEN: "square_off"}
+
+
+@dataclass(frozen=True, slots=True)
+class FyersOrder(OrderRequest):
+    """An ``OrderRequest`` with the prices of a limit / stop order (``order_type`` LIMIT, STOP, STOP_LIMIT)."""
+
+    limit_price: float = math.nan
+    stop_price: float = math.nan
+    validity: str = "DAY"
+
+
+def fyers_status(code: Any) -> OrderStatus:
+    try:
+        return STATUS_MAP[int(code)]
+    except (KeyError, TypeError, ValueError):
+        return OrderStatus.ACCEPTED
+
+
+def tag_of(raw: Any) -> str:
+    """``"1:TB..."`` -> ``"TB..."``; Fyers' own tags (``2:Untagged``) -> ""."""
+    s = str(raw or "")
+    if ":" in s:
+        prefix, s = s.split(":", 1)
+        if prefix == "2":
+            return ""
+    return "" if s in ("", "Untagged") else s
+
+
+def parse_time_ns(value: Any, default: int) -> int:
+    """Fyers times: epoch seconds (int/str) or ``09-Mar-2023 09:34:38`` (IST)."""
+    if value is None or value == "":
+        return default
+    try:
+        v = float(value)
+        return int(v * 1e9) if v < 1e11 else int(v * 1e6) if v < 1e14 else int(v)
+    except (TypeError, ValueError):
+        pass
+    for fmt in ("%d-%b-%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y %H:%M:%S"):
+        try:
+            ts = pd.Timestamp(datetime.strptime(str(value), fmt)).tz_localize("Asia/Kolkata")
+            return int(ts.value)
+        except ValueError:
+            continue
+    return default
+
+
+def _f(d: Mapping[str, Any], *keys: str, default: float = 0.0) -> float:
+    for k in keys:
+        v = d.get(k)
+        if v is not None and v != "":
+            try:
+                return float(v)
+            except (TypeError, ValueError):
+                continue
+    return default
+
+
+def round_tick(price: float, tick: float) -> float:
+    return round(round(price / tick) * tick, 4)
+
+
+@dataclass
+class _Rec:
+    client_order_id: str
+    symbol: str
+    status: OrderStatus
+    ts: int
+    side: Side | None = None
+    qty: float = 0.0
+    filled_qty: float = 0.0
+    avg_price: float = math.nan
+    reason: str = ""
+    broker_id: str | None = None
+    request: OrderRequest | None = None
+
+    def update(self) -> OrderUpdate:
+        return OrderUpdate(client_order_id=self.client_order_id, symbol=self.symbol, status=self.status, ts=self.ts,
+                           filled_qty=self.filled_qty, avg_price=self.avg_price, reason=self.reason,
+                           broker_order_id=self.broker_id)
+
+
+@dataclass
+class _Book:
+    """A symbol's position as our fills built it (ids, stops; the socket's netQty is the truth for size)."""
+
+    qty: float = 0.0
+    avg: float = math.nan
+    position_id: str = ""
+    opened_ts: int = 0
+    stop: float = math.nan
+    take_profit: float = math.nan
+
+
+class FyersExecutionClient(ExecutionClient):
+    """See the module docstring."""
+
+    name = "fyers"
+
+    def __init__(self, rest: FyersRest, *, access_token: str | None = None, order_socket: bool = True,
+                 socket_factory: Callable[..., Any] | None = None, clock: Clock | None = None,
+                 submit_retry: RetryPolicy = RetryPolicy(retries=2, backoff_s=0.5),
+                 timeframe: str | None = None, bracket: bool = True, tick_size: float = 0.05,
+                 funds_refresh_s: float = 5.0, poll_interval_s: float = 2.0, socket_wait_s: float = 8.0,
+                 sleep: Callable[[float], None] = time.sleep, verify_profile: bool = True):
+        """``rest``: the paced REST wrapper; ``access_token``: ``APPID:TOKEN`` for the order socket (None:
+        no socket, poll instead); ``timeframe``: label fills with the bar they fell in (as the paper broker does)."""
+        self.rest = rest
+        self._socket_token = access_token
+        self.use_order_socket = order_socket and access_token is not None
+        self._socket_factory = socket_factory
+        self.clock = clock or WallClock()
+        self.submit_retry = submit_retry
+        self.timeframe = timeframe
+        self.bracket = bracket
+        self.tick_size = tick_size
+        self.funds_refresh_s = funds_refresh_s
+        self.poll_interval_s = poll_interval_s
+        self.socket_wait_s = socket_wait_s
+        self.verify_profile = verify_profile
+        self._sleep = sleep
+        self._lock = threading.RLock()
+        self._orders: dict[str, _Rec] = {}
+        self._by_broker: dict[str, str] = {}
+        self._fills: dict[str, Fill] = {}
+        self._books: dict[str, _Book] = {}
+        self._net: dict[str, dict[str, float]] = {}  # position id (SYMBOL-PRODUCT) -> netQty, netAvg, pnl
+        self._marks: dict[str, float] = {}
+        self._events: deque[OrderUpdate | Fill] = deque()
+        self._funds: dict[str, float] = {}
+        self._funds_at = -math.inf
+        self._funds_dirty = False
+        self._last_poll = -math.inf
+        self._socket: Any = None
+        self._connected = False
+        self.profile: dict[str, Any] = {}
+        self.send_counts: dict[str, int] = {}  # place_order calls per client order id (tests: never twice)
+
+    def __repr__(self) -> str:  # never the token
+        return f"FyersExecutionClient(connected={self._connected}, orders={len(self._orders)})"
+
+    @classmethod
+    def from_token(cls, token: Any, *, endpoints: Any = None, log_path: Any = None, limiter: Any = None,
+                   **kwargs: Any) -> "FyersExecutionClient":
+        """A client for an ``auth.FyersToken`` on the real SDK (REST + order socket)."""
+        from live.adapters.fyers.rest import Endpoints, make_model
+        from live.adapters.fyers.sockets import OrderSocket
+
+        endpoints = endpoints or Endpoints.resolve()
+        model = make_model(token.app_id, token.secret(), endpoints=endpoints, log_path=log_path)
+        rest = FyersRest(model, limiter=limiter)
+
+        def factory(**kw: Any) -> OrderSocket:
+            return OrderSocket(token.socket_token(), endpoints=endpoints, log_path=log_path, **kw)
+
+        kwargs.setdefault("socket_factory", factory)
+        return cls(rest, access_token=token.socket_token(), **kwargs)
+
+    # ------------------------------------------------------------------------ lifecycle
+    @property
+    def socket_live(self) -> bool:
+        s = self._socket
+        return s is not None and s.subscribed.is_set()
+
+    def connect(self) -> None:
+        if self._connected:
+            return
+        if self.verify_profile:
+            try:
+                self.profile = self.rest.call("get_profile").get("data") or {}
+            except ReauthRequired:
+                raise
+            except RejectedError as err:
+                raise ReauthRequired(f"{err}; cannot use the Fyers session: log in again with: tradebot fyers login") \
+                    from err
+        self.refresh()
+        self._read_funds()
+        if self.use_order_socket and self._socket_factory is not None:
+            self._socket = self._socket_factory(on_order=self._on_socket_order, on_trade=self._on_socket_trade,
+                                                on_position=self._on_socket_position)
+            self._socket.start()
+            if not self._socket.subscribed.wait(self.socket_wait_s):
+                log.warning("fyers order socket not subscribed after %.0f s; polling the orderbook instead",
+                            self.socket_wait_s)
+            else:
+                self.refresh()  # anything that happened between the REST load and the subscription
+        self._connected = True
+
+    def disconnect(self) -> None:
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.stop(wait=False)
+        self._connected = False
+
+    # --------------------------------------------------------------------------- orders
+    def _payload(self, order: OrderRequest) -> dict[str, Any]:
+        coid = order.client_order_id
+        if not TAG_RE.match(coid):
+            raise FyersRejected(f"fyers: client order id {coid!r} cannot be an orderTag (1-30 letters/digits)")
+        product = PRODUCTS.get(order.product)
+        if product is None:
+            raise FyersRejected(f"fyers: product {order.product!r} unknown; use one of {', '.join(sorted(PRODUCTS))}")
+        otype = ORDER_TYPES.get(order.order_type.upper())
+        if otype is None:
+            raise FyersRejected(f"fyers: order type {order.order_type!r} unknown; use MARKET, LIMIT, STOP or STOP_LIMIT")
+        if not (order.qty > 0 and float(order.qty).is_integer()):
+            raise FyersRejected(f"fyers: quantity {order.qty} must be a positive whole number")
+        limit = getattr(order, "limit_price", math.nan)
+        stop = getattr(order, "stop_price", math.nan)
+        if otype in (1, 4) and not (limit > 0):
+            raise FyersRejected(f"fyers: a {order.order_type} order needs limit_price > 0")
+        if otype in (3, 4) and not (stop > 0):
+            raise FyersRejected(f"fyers: a {order.order_type} order needs stop_price > 0")
+        body: dict[str, Any] = {
+            "symbol": order.symbol, "qty": int(order.qty), "type": otype, "side": order.side.sign,
+            "productType": product, "limitPrice": round_tick(limit, self.tick_size) if otype in (1, 4) else 0,
+            "stopPrice": round_tick(stop, self.tick_size) if otype in (3, 4) else 0,
+            "validity": getattr(order, "validity", "DAY"), "disclosedQty": 0, "offlineOrder": False,
+            "orderTag": coid,
+        }
+        if self.bracket and not order.reduce_only:
+            legs = {"stopLoss": order.stop_loss, "takeProfit": order.take_profit}
+            legs = {k: round_tick(v, self.tick_size) for k, v in legs.items() if v is not None and v > 0}
+            if legs:
+                body.update(legs)
+                body["legType"] = 1
+        return body
+
+    def submit(self, order: OrderRequest) -> OrderUpdate:
+        coid = order.client_order_id
+        with self._lock:
+            known = self._orders.get(coid)
+            if known is not None:
+                if known.request is None:
+                    known.request = order
+                return known.update()
+        body = self._payload(order)
+        now = self.clock.now_ns()
+
+        def send() -> Any:
+            self.send_counts[coid] = self.send_counts.get(coid, 0) + 1
+            return self.rest.once("place_order", body)
+
+        def look_up(_attempt: int, _err: Exception) -> Any:
+            try:
+                return self._lookup(coid, order)
+            except RetryableError:
+                return None  # not known either way; the retry sends (bounded)
+
+        try:
+            resp = retry(send, self.submit_retry, sleep=self._sleep, before_retry=look_up)
+        except FyersRejected as err:
+            with self._lock:
+                rec = self._orders.get(coid)
+                if rec is None:
+                    rec = self._orders[coid] = _Rec(coid, order.symbol, OrderStatus.REJECTED, now, order.side,
+                                                    order.qty, reason=err.fyers_message or str(err), request=order)
+            raise
+        if isinstance(resp, OrderUpdate):
+            return resp
+        broker_id = str(resp.get("id") or "") or None
+        if resp.get("code") == 201 or broker_id is None:  # sent, not acknowledged: ask the orderbook
+            found = self._lookup(coid, order)
+            if found is not None:
+                return found
+        with self._lock:
+            rec = self._orders.get(coid)
+            if rec is None:
+                rec = self._orders[coid] = _Rec(coid, order.symbol, OrderStatus.ACCEPTED, now, order.side, order.qty,
+                                                reason="" if broker_id else "sent; not acknowledged yet",
+                                                broker_id=broker_id, request=order)
+            else:  # the socket was faster than the REST reply
+                rec.request = rec.request or order
+                rec.broker_id = rec.broker_id or broker_id
+            if broker_id:
+                self._by_broker[broker_id] = coid
+            return rec.update()
+
+    def _lookup(self, coid: str, order: OrderRequest | None = None) -> OrderUpdate | None:
+        """Ask the orderbook for our id (the ``order_tag`` filter, checked here as well)."""
+        resp = self.rest.call("orderbook", {"order_tag": f"1:{coid}"})
+        found = None
+        with self._lock:
+            for item in payload_of(resp, "orderBook"):
+                if tag_of(item.get("orderTag")) == coid:
+                    found = self._apply_order(item, emit=True)
+            if found is not None and order is not None and found.request is None:
+                found.request = order
+            return found.update() if found is not None else None
+
+    def cancel(self, client_order_id: str) -> OrderUpdate:
+        with self._lock:
+            rec = self._orders.get(client_order_id)
+        if rec is None or rec.broker_id is None:
+            found = self._lookup(client_order_id)
+            with self._lock:
+                rec = self._orders.get(client_order_id)
+            if found is None or rec is None or rec.broker_id is None:
+                raise FyersRejected(f"fyers: unknown order {client_order_id}")
+        if rec.status.terminal:
+            return rec.update()
+        try:
+            self.rest.call("cancel_order", {"id": rec.broker_id})
+        except FyersRejected:
+            found = self._lookup(client_order_id)  # already traded / cancelled?
+            if found is not None and found.status.terminal:
+                return found
+            raise
+        with self._lock:
+            if not rec.status.terminal:
+                rec.status, rec.ts, rec.reason = OrderStatus.CANCELED, self.clock.now_ns(), "canceled by request"
+                self._events.append(rec.update())
+            return rec.update()
+
+    def modify(self, client_order_id: str, *, qty: float | None = None, limit_price: float | None = None,
+               stop_price: float | None = None, order_type: str | None = None) -> OrderUpdate:
+        """Change a working order (PATCH /orders/sync); the socket reports the result."""
+        with self._lock:
+            rec = self._orders.get(client_order_id)
+        if rec is None or rec.broker_id is None:
+            raise FyersRejected(f"fyers: unknown order {client_order_id}")
+        if rec.status.terminal:
+            raise FyersRejected(f"fyers: order {client_order_id} is {rec.status.value}; nothing to modify")
+        otype = ORDER_TYPES.get((order_type or (rec.request.order_type if rec.request else "MARKET")).upper(), 2)
+        body: dict[str, Any] = {"id": rec.broker_id, "type": otype}
+        if qty is not None:
+            body["qty"] = int(qty)
+        if limit_price is not None:
+            body["limitPrice"] = round_tick(limit_price, self.tick_size)
+        if stop_price is not None:
+            body["stopPrice"] = round_tick(stop_price, self.tick_size)
+        self.rest.call("modify_order", body)
+        with self._lock:
+            if qty is not None:
+                rec.qty = float(qty)
+            rec.ts = self.clock.now_ns()
+            return rec.update()
+
+    def cancel_all(self, symbol: str | None = None) -> list[OrderUpdate]:
+        with self._lock:
+            working = [r.client_order_id for r in self._orders.values()
+                       if not r.status.terminal and r.broker_id and (symbol is None or r.symbol == symbol)]
+        out = []
+        for coid in working:
+            try:
+                out.append(self.cancel(coid))
+            except RejectedError as err:
+                log.warning("fyers cancel_all: %s", err)
+        return out
+
+    # -------------------------------------------------------------------------- reports
+    def order_status(self, client_order_id: str) -> OrderUpdate | None:
+        with self._lock:
+            rec = self._orders.get(client_order_id)
+            if rec is not None and (rec.status.terminal or self.socket_live):
+                return rec.update()
+        return self._lookup(client_order_id)
+
+    def order_status_reports(self) -> list[OrderUpdate]:
+        self._refresh_orders(emit=False)
+        with self._lock:
+            return [r.update() for r in self._orders.values()]
+
+    def fill_reports(self, since_ns: int | None = None) -> list[Fill]:
+        with self._lock:
+            return [f for f in self._fills.values() if since_ns is None or f.ts >= since_ns]
+
+    def position_reports(self) -> list[PositionReport]:
+        with self._lock:
+            out = []
+            for sym in sorted(self._symbols_held()):
+                qty, avg = self._net_position(sym)
+                if qty == 0.0:
+                    continue
+                b = self._books.get(sym, _Book())
+                out.append(PositionReport(symbol=sym, qty=qty, avg_price=avg, stop_price=b.stop,
+                                          take_profit_price=b.take_profit, opened_ts=b.opened_ts,
+                                          position_id=b.position_id))
+            return out
+
+    def account_report(self) -> AccountReport:
+        if self._funds_dirty and time.monotonic() - self._funds_at >= self.funds_refresh_s:
+            try:
+                self._read_funds()
+            except RetryableError as err:  # stale funds are better than no answer
+                log.warning("fyers funds refresh failed: %s", err)
+        with self._lock:
+            total = self._funds.get("total", 0.0)
+            cash = self._funds.get("available", total)
+            unreal = realized = 0.0
+            for sym in self._symbols_held() | set(self._net_symbols()):
+                u, r = self._pnl(sym)
+                unreal += u
+                realized += r
+            return AccountReport(ts=self.clock.now_ns(), equity=total + unreal, cash=cash, realized_pnl=realized,
+                                 costs=0.0)
+
+    def poll_events(self) -> list[OrderUpdate | Fill]:
+        if self._connected and not self.socket_live and time.monotonic() - self._last_poll >= self.poll_interval_s:
+            try:
+                self.refresh(emit=True)
+            except RetryableError as err:
+                log.warning("fyers poll failed: %s", err)
+        with self._lock:
+            out = list(self._events)
+            self._events.clear()
+            return out
+
+    def mark(self, symbol: str, price: float) -> None:
+        """The last traded price of ``symbol`` (the data feed calls it): equity is marked at it."""
+        if price > 0:
+            self._marks[symbol] = float(price)
+
+    # --------------------------------------------------------------------------- state
+    def refresh(self, emit: bool = False) -> None:
+        """Re-read orderbook, tradebook and positions over REST (start-up; polling without the socket)."""
+        self._last_poll = time.monotonic()
+        self._refresh_orders(emit)
+        trades = payload_of(self.rest.call("tradebook"), "tradeBook")
+        trades.sort(key=lambda t: (parse_time_ns(t.get("orderDateTime"), 0), str(t.get("tradeNumber"))))
+        with self._lock:
+            for t in trades:
+                self._apply_trade(t, emit)
+        positions = payload_of(self.rest.call("positions"), "netPositions")
+        with self._lock:
+            for p in positions:
+                self._apply_position(p)
+
+    def _refresh_orders(self, emit: bool) -> None:
+        items = payload_of(self.rest.call("orderbook"), "orderBook")
+        with self._lock:
+            for item in items:
+                self._apply_order(item, emit)
+
+    def _read_funds(self) -> None:
+        resp = self.rest.call("funds")
+        funds: dict[str, float] = {}
+        for row in payload_of(resp, "fund_limit"):
+            title = str(row.get("title", "")).lower()
+            rid = row.get("id")
+            amount = _f(row, "equityAmount")
+            if rid == 1 or title == "total balance":
+                funds["total"] = amount
+            elif rid == 10 or title == "available balance":
+                funds["available"] = amount
+        with self._lock:
+            self._funds = funds
+            self._funds_at = time.monotonic()
+            self._funds_dirty = False
+
+    def _coid_for(self, item: Mapping[str, Any], broker_id: str | None) -> str:
+        tag = tag_of(item.get("orderTag"))
+        if tag:
+            return tag
+        if broker_id and broker_id in self._by_broker:
+            return self._by_broker[broker_id]
+        return f"FY{broker_id}" if broker_id else ""
+
+    def _apply_order(self, item: Mapping[str, Any], emit: bool) -> _Rec | None:
+        broker_id = str(item.get("id") or "") or None
+        coid = self._coid_for(item, broker_id)
+        if not coid:
+            return None
+        status = fyers_status(item.get("status"))
+        now = self.clock.now_ns()
+        ts = parse_time_ns(item.get("orderDateTime"), now)
+        filled = _f(item, "filledQty")
+        avg = _f(item, "tradedPrice", default=math.nan)
+        rec = self._orders.get(coid)
+        if rec is None:
+            side = Side.BUY if int(_f(item, "side", default=1)) > 0 else Side.SELL
+            rec = self._orders[coid] = _Rec(coid, str(item.get("symbol", "")), status, ts, side, _f(item, "qty"))
+            changed = True
+        else:
+            # never step back: a terminal status stays; a working one only moves forward
+            if rec.status.terminal and status != rec.status:
+                changed = False
+            else:
+                changed = status != rec.status or filled != rec.filled_qty
+            if changed:
+                rec.status, rec.ts = status, max(ts, rec.ts)
+        if changed or rec.broker_id is None:
+            rec.filled_qty = filled if filled or not rec.filled_qty else rec.filled_qty
+            if avg and avg > 0:
+                rec.avg_price = avg
+            msg = str(item.get("message") or "")
+            if status in (OrderStatus.REJECTED, OrderStatus.CANCELED, OrderStatus.EXPIRED) and msg:
+                rec.reason = msg
+        if broker_id:
+            rec.broker_id = rec.broker_id or broker_id
+            self._by_broker[broker_id] = coid
+        if changed and emit:
+            self._events.append(rec.update())
+        return rec
+
+    def _apply_trade(self, t: Mapping[str, Any], emit: bool) -> Fill | None:
+        fill_id = str(t.get("tradeNumber") or "")
+        if not fill_id or fill_id in self._fills:
+            return None
+        broker_id = str(t.get("orderNumber") or "") or None
+        coid = self._coid_for(t, broker_id)
+        symbol = str(t.get("symbol", ""))
+        side = Side.BUY if int(_f(t, "side", default=1)) > 0 else Side.SELL
+        qty = abs(_f(t, "tradedQty"))
+        price = _f(t, "tradePrice")
+        ts = parse_time_ns(t.get("orderDateTime"), self.clock.now_ns())
+        if self.timeframe:
+            ts = bar_start_for(ts, self.timeframe) or ts
+        rec = self._orders.get(coid)
+        req = rec.request if rec is not None else None
+        book = self._books.setdefault(symbol, _Book())
+        signed = qty * side.sign
+        if book.qty == 0.0 or (book.qty > 0) == (signed > 0):  # opens or adds
+            new_qty = book.qty + signed
+            book.avg = price if book.qty == 0.0 else (book.avg * abs(book.qty) + price * qty) / abs(new_qty)
+            if book.qty == 0.0:
+                book.position_id, book.opened_ts = coid, ts
+                if req is not None:
+                    book.stop = price - side.sign * req.stop_loss if req.stop_loss else math.nan
+                    book.take_profit = price + side.sign * req.take_profit if req.take_profit else math.nan
+                else:
+                    book.stop = book.take_profit = math.nan
+            book.qty = new_qty
+            fill = Fill(fill_id=fill_id, client_order_id=coid, position_id=book.position_id, symbol=symbol, side=side,
+                        qty=qty, price=price, costs=0.0, ts=ts, kind="entry", stop_price=book.stop,
+                        take_profit_price=book.take_profit)
+        else:  # reduces (or flips)
+            closed = min(qty, abs(book.qty))
+            pnl = (price - book.avg) * closed * (1 if book.qty > 0 else -1)
+            if req is not None:
+                kind = EXIT_KIND.get(req.intent, "signal")
+            elif math.isfinite(book.stop) and math.isfinite(book.take_profit):
+                kind = "stop" if abs(price - book.stop) <= abs(price - book.take_profit) else "take_profit"
+            else:
+                kind = "signal"
+            fill = Fill(fill_id=fill_id, client_order_id=coid, position_id=book.position_id, symbol=symbol, side=side,
+                        qty=qty, price=price, costs=0.0, ts=ts, kind=kind, realized_pnl=pnl)
+            book.qty += signed
+            if abs(book.qty) < 1e-9:
+                self._books[symbol] = _Book()
+            elif (book.qty > 0) == (signed > 0):  # flipped through zero: the rest opens a new position
+                book.avg, book.position_id, book.opened_ts = price, coid, ts
+                book.stop = book.take_profit = math.nan
+        self._fills[fill_id] = fill
+        self._funds_dirty = True
+        if rec is not None and rec.status is not OrderStatus.FILLED:  # the trade implies progress
+            rec.filled_qty = max(rec.filled_qty, qty)
+        if emit:
+            self._events.append(fill)
+        return fill
+
+    def _apply_position(self, p: Mapping[str, Any]) -> None:
+        pid = str(p.get("id") or f"{p.get('symbol')}-{p.get('productType')}")
+        self._net[pid] = {"symbol": str(p.get("symbol", "")), "qty": _f(p, "netQty"),
+                          "avg": _f(p, "netAvg", "avgPrice", default=math.nan),
+                          "realized": _f(p, "realized_profit"), "unrealized": _f(p, "unrealized_profit")}
+
+    def _net_symbols(self) -> list[str]:
+        return [str(v["symbol"]) for v in self._net.values()]
+
+    def _symbols_held(self) -> set[str]:
+        return {s for s in self._net_symbols() if s} | {s for s, b in self._books.items() if b.qty != 0.0}
+
+    def _net_position(self, symbol: str) -> tuple[float, float]:
+        rows = [v for v in self._net.values() if v["symbol"] == symbol]
+        book = self._books.get(symbol)
+        if rows:
+            qty = sum(float(v["qty"]) for v in rows)
+            open_rows = [v for v in rows if v["qty"]]
+            avg = open_rows[0]["avg"] if len(open_rows) == 1 else (book.avg if book else math.nan)
+            if book is not None and book.qty == qty and math.isfinite(book.avg):
+                avg = book.avg if not math.isfinite(avg) else avg
+            return qty, float(avg)
+        return (book.qty, book.avg) if book is not None else (0.0, math.nan)
+
+    def _pnl(self, symbol: str) -> tuple[float, float]:
+        rows = [v for v in self._net.values() if v["symbol"] == symbol]
+        realized = sum(float(v["realized"]) for v in rows)
+        qty, avg = self._net_position(symbol)
+        mark = self._marks.get(symbol)
+        if mark is not None and qty and math.isfinite(avg):
+            unreal = (mark - avg) * qty
+        else:
+            unreal = sum(float(v["unrealized"]) for v in rows)
+        if not rows:  # no position rows yet: realized from our fills
+            realized = sum(f.realized_pnl for f in self._fills.values()
+                           if f.symbol == symbol and math.isfinite(f.realized_pnl))
+        return unreal, realized
+
+    # -------------------------------------------------------------- socket callbacks
+    def _on_socket_order(self, item: dict) -> None:
+        with self._lock:
+            self._apply_order(item, emit=True)
+
+    def _on_socket_trade(self, item: dict) -> None:
+        with self._lock:
+            self._apply_trade(item, emit=True)
+
+    def _on_socket_position(self, item: dict) -> None:
+        with self._lock:
+            self._apply_position(item)
+
+
+def describe(client: FyersExecutionClient) -> dict[str, Any]:
+    """Loggable facts about a client (what may go into logs and MLflow params: never the token)."""
+    return {"broker": client.name, "bracket": client.bracket, "tick_size": client.tick_size,
+            "order_socket": client.use_order_socket, "timeframe": client.timeframe,
+            "rate_limits": repr(client.rest.limiter.limits)}
+
+
+__all__ = ["FyersExecutionClient", "FyersOrder", "STATUS_MAP", "fyers_status", "describe"]

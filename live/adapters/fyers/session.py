@@ -1,0 +1,163 @@
+"""Trading loops on Fyers: paper on live data, and live (real orders). Mirrors ``live.session.build_replay_loop``.
+
+```python
+token = load_token()                                         # tradebot fyers login wrote it
+loop = build_fyers_paper_loop(["NSE:SBIN-EQ"], journal="out/fy/journal.db", policy=my_policy, token=token)
+loop.run()                                                   # ticks -> bars -> policy -> PaperBroker
+
+loop = build_fyers_live_loop(["NSE:SBIN-EQ"], journal=..., policy=..., token=token,
+                             risk_config="risk.yaml", i_understand_real_money=True)
+```
+
+Both take the market data from the Fyers data socket (``FyersDataFeed``; the loop's ``BarBuilder`` turns
+ticks into bars) and warm the feature streams up with ``warmup_days`` of history over REST. The paper
+loop fills with ``live.paper.PaperBroker`` (the backtester's engine) and never sends an order to Fyers:
+it does not even build an order client. The live loop sends real orders through
+``FyersExecutionClient`` and refuses to be built without an explicit risk config file and the
+confirmation flag (the CLI's ``--broker fyers --live --risk-config FILE --i-understand-real-money``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.bars import Bars
+from features.pipeline import FeaturePipeline
+from features.sessions import IST
+from live.adapters.fyers.auth import FyersToken, install_redaction, load_token
+from live.adapters.fyers.client import FyersExecutionClient
+from live.adapters.fyers.data import FyersDataFeed, TickClock, default_socket_factory, fetch_history
+from live.adapters.fyers.ratelimit import RateLimiter
+from live.adapters.fyers.rest import Endpoints, FyersRest, make_model, state_dir
+from live.journal import Journal
+from live.loop import StreamFeatures, TradingLoop
+from live.metrics import LiveMetrics
+from live.paper import PaperBroker
+from live.ports import Clock, ExecutionClient
+from live.risk import RiskConfig
+from live.session import FYERS_RATE_LIMITS, LiveConfig, default_paper_state
+from tradebot.config import load_config
+from tradebot.errors import UserInputError
+
+LIVE_FLAGS = "--broker fyers --live --risk-config FILE --i-understand-real-money"
+
+
+def _history(rest: FyersRest, symbols: Sequence[str], timeframe: str, warmup_days: int,
+             now: pd.Timestamp) -> dict[str, Bars | None]:
+    end = now.tz_convert(IST).date()
+    start = end - timedelta(days=warmup_days)
+    return {s: fetch_history(rest, s, timeframe, start, end, now_ns=int(now.value)) for s in symbols}
+
+
+def _features(symbols: Sequence[str], history: Mapping[str, Bars | None], config: LiveConfig,
+              timeframe: str) -> dict[str, StreamFeatures]:
+    out = {}
+    for s in symbols:
+        h = history.get(s)
+        if h is not None and len(h):
+            pipeline = FeaturePipeline.for_bars(h, config.features)
+        else:
+            pipeline = FeaturePipeline(config.features, timeframe=timeframe, has_volume=not s.endswith("-INDEX"))
+            h = None
+        out[s] = StreamFeatures(pipeline, h)
+    return out
+
+
+def _parts(symbols: Sequence[str], *, token: FyersToken | None, timeframe: str, endpoints: Endpoints | None,
+           rest: FyersRest | None, feed: FyersDataFeed | None, litemode: bool, stall_s: float, log_path: Any,
+           clock: Clock | None, limiter: RateLimiter | None) -> tuple[FyersToken | None, Endpoints, FyersRest,
+                                                                      FyersDataFeed]:
+    if not symbols:
+        raise UserInputError("give at least one symbol (--symbols NSE:SBIN-EQ,...)")
+    if token is None and (rest is None or feed is None):
+        token = load_token()
+    if token is not None:
+        install_redaction(token.secret())
+    endpoints = endpoints or Endpoints.resolve(token.api_base if token is not None else None)
+    log_path = log_path or state_dir() / "logs"
+    if rest is None:
+        rest = FyersRest(make_model(token.app_id, token.secret(), endpoints=endpoints, log_path=log_path),
+                         limiter=limiter)
+    if feed is None:
+        feed = FyersDataFeed(default_socket_factory(token, litemode=litemode, endpoints=endpoints, log_path=log_path),
+                             timeframe=timeframe, rest=rest, clock=clock, stall_s=stall_s)
+    return token, endpoints, rest, feed
+
+
+def build_fyers_paper_loop(symbols: Sequence[str], *, journal: str | Path, policy: Callable[[str, Any], Any],
+                           config: LiveConfig | None = None, timeframe: str = "5m", token: FyersToken | None = None,
+                           paper_state: str | Path | None = None, warmup_days: int = 30, litemode: bool = False,
+                           stall_s: float = 30.0, endpoints: Endpoints | None = None, rest: FyersRest | None = None,
+                           feed: FyersDataFeed | None = None, clock: Clock | None = None,
+                           history: Mapping[str, Bars | None] | None = None, log_path: str | Path | None = None,
+                           metrics: LiveMetrics | None = None, logger: logging.Logger | None = None,
+                           on_stage: Callable[[str, str, int], None] | None = None) -> TradingLoop:
+    """A paper loop on live Fyers data: ``FyersDataFeed`` -> ``TradingLoop`` -> ``PaperBroker`` (no order
+    ever goes to Fyers). ``token``: default ``load_token()``; ``history``: warm-up bars per symbol
+    (default: ``warmup_days`` fetched over REST); ``clock``: the feed's clock (``TickClock()`` to follow
+    the exchange's print times, e.g. against the simulator's replay)."""
+    config = config or LiveConfig()
+    _, _, rest, feed = _parts(symbols, token=token, timeframe=timeframe, endpoints=endpoints, rest=rest, feed=feed,
+                              litemode=litemode, stall_s=stall_s, log_path=log_path, clock=clock, limiter=None)
+    if history is None:
+        history = _history(rest, symbols, timeframe, warmup_days, pd.Timestamp(feed.clock.now_ns(), tz="UTC"))
+    broker = PaperBroker(config.engine, list(symbols), paper_state or default_paper_state(journal), clock=feed.clock,
+                         rate_limits=FYERS_RATE_LIMITS)
+    return TradingLoop(feed=feed, broker=broker, policy=policy, journal=Journal(journal, session=config.loop.session),
+                       features=_features(symbols, history, config, timeframe), engine=config.engine,
+                       risk=config.risk, config=config.loop, timeframe=timeframe, metrics=metrics, logger=logger,
+                       on_stage=on_stage)
+
+
+def build_fyers_live_loop(symbols: Sequence[str], *, journal: str | Path, policy: Callable[[str, Any], Any],
+                          risk_config: str | Path | RiskConfig | None = None, i_understand_real_money: bool = False,
+                          config: LiveConfig | None = None, timeframe: str = "5m", token: FyersToken | None = None,
+                          warmup_days: int = 30, litemode: bool = False, stall_s: float = 30.0,
+                          endpoints: Endpoints | None = None, rest: FyersRest | None = None,
+                          feed: FyersDataFeed | None = None, client: ExecutionClient | None = None,
+                          clock: Clock | None = None, history: Mapping[str, Bars | None] | None = None,
+                          log_path: str | Path | None = None, metrics: LiveMetrics | None = None,
+                          logger: logging.Logger | None = None,
+                          on_stage: Callable[[str, str, int], None] | None = None) -> TradingLoop:
+    """A live loop: real orders through ``FyersExecutionClient``. Refuses (``UserInputError``) unless
+    ``risk_config`` (a YAML file with a ``risk`` section, or a ``RiskConfig``) is given explicitly and
+    ``i_understand_real_money`` is True. The risk config replaces ``config.risk``."""
+    if risk_config is None or not i_understand_real_money:
+        missing = [n for n, ok in (("--risk-config FILE", risk_config is not None),
+                                   ("--i-understand-real-money", i_understand_real_money)) if not ok]
+        raise UserInputError(f"live trading with real money needs {' and '.join(missing)}: run with {LIVE_FLAGS} "
+                             "(try --paper --feed fyers first: same data, paper fills)")
+    if isinstance(risk_config, RiskConfig):
+        risk = risk_config
+    else:
+        path = Path(risk_config)
+        if not path.is_file():
+            raise UserInputError(f"{path}: risk config file not found (a YAML file with a 'risk' section, e.g. "
+                                 "max_daily_loss: 0.01, max_position: 100)")
+        risk = load_config(RiskConfig, path, "risk")
+    config = (config or LiveConfig()).model_copy(update={"risk": risk})
+    token, endpoints, rest, feed = _parts(symbols, token=token, timeframe=timeframe, endpoints=endpoints, rest=rest,
+                                          feed=feed, litemode=litemode, stall_s=stall_s, log_path=log_path,
+                                          clock=clock, limiter=None)
+    if client is None:
+        if token is None:
+            raise UserInputError("the live loop needs a Fyers token (tradebot fyers login)")
+        client = FyersExecutionClient.from_token(token, endpoints=endpoints, log_path=log_path or state_dir() / "logs",
+                                                 clock=feed.clock, timeframe=timeframe)
+    if isinstance(client, FyersExecutionClient) and feed.on_tick is None:
+        feed.on_tick = lambda t: client.mark(t.symbol, t.price)  # equity marked at the last print
+    if history is None:
+        history = _history(rest, symbols, timeframe, warmup_days, pd.Timestamp(feed.clock.now_ns(), tz="UTC"))
+    return TradingLoop(feed=feed, broker=client, policy=policy, journal=Journal(journal, session=config.loop.session),
+                       features=_features(symbols, history, config, timeframe), engine=config.engine,
+                       risk=config.risk, config=config.loop, timeframe=timeframe, metrics=metrics, logger=logger,
+                       on_stage=on_stage)
+
+
+__all__ = ["build_fyers_paper_loop", "build_fyers_live_loop", "LIVE_FLAGS", "TickClock"]

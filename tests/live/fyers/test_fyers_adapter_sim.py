@@ -1,0 +1,345 @@
+"""The adapter with the REAL fyers-apiv3 SDK against the local simulator on 127.0.0.1.
+
+Login (auth-code flow), history across the 366-day chunk boundary (resumable into the store), orders
+placed and filled with the order socket's updates reaching ``poll_events``, a paper session on the data
+socket (FyersDataFeed -> TradingLoop -> PaperBroker) writing bars and decisions to a journal, and the
+recovery from each injected fault: 5xx, 429 + Retry-After, token expiry (ReauthRequired, no retries),
+socket drop (the SDK reconnects, we re-subscribe), tick stall (watchdog reconnect + backfill) and a
+slow answer (timeout -> retry, the order looked up, never sent twice).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import requests
+
+from live.adapters.fyers.auth import AuthSettings, FyersToken, exchange, load_token, login_url, save_token
+from live.adapters.fyers.client import FyersExecutionClient
+from live.adapters.fyers.data import FyersDataFeed, default_socket_factory, fetch_history
+from live.adapters.fyers.errors import ReauthRequired, RetryPolicy
+from live.adapters.fyers.ratelimit import RateLimiter, RateLimits
+from live.adapters.fyers.rest import Endpoints, FyersRest, make_model
+from live.adapters.fyers.sockets import OrderSocket, wait_for
+from live.ports import Bar, Heartbeat, Intent, OrderRequest, OrderStatus, Side, Tick
+
+pytest.importorskip("fyers_apiv3")
+sim_mod = pytest.importorskip("live.adapters.fyers.simulator")
+sdk_patch = pytest.importorskip("live.adapters.fyers.simulator.sdk_patch")
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[3]
+NIFTY_1M = str(ROOT / "data" / "sample" / "NSE_NIFTY50-INDEX_1m.csv.gz")
+SBIN_1D = str(ROOT / "data" / "sample" / "NSE_SBIN-EQ_1d.csv.gz")
+NIFTY = "NSE:NIFTY50-INDEX"
+APP = "SIMAPP-100"
+
+
+class SimClock:
+    """The exchange's clock as the simulator keeps it (its replay runs on the sample's historical time)."""
+
+    def __init__(self, sim) -> None:
+        self.sim = sim
+
+    def now_ns(self) -> int:
+        return int(self.sim.now()) * 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    s = sim_mod.FyersSimulator(data=[NIFTY_1M])
+    s.start()
+    undo = sdk_patch.point_sdk_at(s)
+    yield s
+    undo()
+    s.stop()
+
+
+@pytest.fixture
+def env(sim, tmp_path):
+    sim.reset()
+    token = FyersToken.from_access_token(APP, sim.login(APP))
+    ep = Endpoints.from_base(sim.base_url)
+    yield token, ep, tmp_path
+    sim.clear_faults()
+
+
+def _rest(token, ep, tmp_path, *, timeout=(2.0, 5.0), retries=2, sleeps=None) -> FyersRest:
+    model = make_model(token.app_id, token.secret(), endpoints=ep, log_path=tmp_path / "logs", timeout=timeout)
+    return FyersRest(model, limiter=RateLimiter(RateLimits(per_second=10, per_minute=200)),
+                     retry_policy=RetryPolicy(retries=retries, backoff_s=0.2),
+                     sleep=(lambda s: (sleeps.append(s), time.sleep(s))) if sleeps is not None else time.sleep)
+
+
+def _client(token, ep, tmp_path, *, socket=True, sleeps=None, **kw) -> FyersExecutionClient:
+    rest = _rest(token, ep, tmp_path, sleeps=sleeps, timeout=kw.pop("timeout", (2.0, 5.0)))
+    factory = (lambda **cb: OrderSocket(token.socket_token(), endpoints=ep, log_path=tmp_path / "logs", **cb)) \
+        if socket else None
+    return FyersExecutionClient(rest, access_token=token.socket_token() if socket else None, socket_factory=factory,
+                                sleep=(lambda s: (sleeps.append(s), time.sleep(s))) if sleeps is not None
+                                else time.sleep, **kw)
+
+
+def _order(n: int = 1, qty: float = 50, side: Side = Side.BUY, reduce_only: bool = False) -> OrderRequest:
+    return OrderRequest(client_order_id=f"TB{n:018d}", symbol=NIFTY, side=side, qty=qty,
+                        intent=Intent.EXIT if reduce_only else Intent.ENTRY, bar_ts=0, created_ns=0,
+                        reduce_only=reduce_only, stop_loss=None if reduce_only else 20.0,
+                        take_profit=None if reduce_only else 40.0)
+
+
+# ------------------------------------------------------------------------------------ login
+
+def test_login_flow_exchanges_the_auth_code_and_stores_a_0600_token(sim, tmp_path) -> None:
+    settings = AuthSettings(APP, "sim-secret", "https://127.0.0.1/cb", api_base=sim.base_url)
+    url = login_url(settings)
+    assert url.startswith(sim.base_url + "/api/v3/generate-authcode?") and "client_id=SIMAPP-100" in url
+    redirect = requests.get(url, allow_redirects=False, timeout=5).headers["Location"]  # the sim auto-approves
+    assert parse_qs(urlparse(redirect).query)["auth_code"]
+    token = exchange(settings, redirect)
+    path = save_token(token, tmp_path / "tok.json")
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    back = load_token(path)
+    assert back.expires_at > time.time() and back.api_base == sim.base_url
+    profile = FyersRest(make_model(APP, back.secret(), endpoints=Endpoints.from_base(sim.base_url),
+                                   log_path=tmp_path / "logs"), limiter=RateLimiter()).call("get_profile")
+    assert profile["data"]["fy_id"]
+
+
+# ---------------------------------------------------------------------------------- history
+
+def test_history_across_chunk_boundaries_and_resume_from_the_store(tmp_path) -> None:
+    from features.store import Store
+
+    with sim_mod.FyersSimulator(data=[SBIN_1D]) as daily:  # its clock: the sample's last session (2025-09-30)
+        token = FyersToken.from_access_token(APP, daily.login(APP))
+        _history_checks(_rest(token, Endpoints.from_base(daily.base_url), tmp_path), Store(tmp_path / "store"))
+
+
+def _history_checks(rest, store) -> None:
+    seen: list[tuple[int, int]] = []
+    bars = fetch_history(rest, "NSE:SBIN-EQ", "1d", "2021-01-01", "2023-12-31", store=store,
+                         progress=lambda d, t: seen.append((d, t)))
+    assert rest.calls["history"] == 3 and seen[-1] == (3, 3)  # 3 years -> three <=366-day requests
+    idx = bars.index
+    assert idx.is_unique and idx.is_monotonic_increasing
+    assert str(idx[0].date()) >= "2021-01-01" and str(idx[-1].date()) <= "2023-12-31"
+    assert any(d.year == 2022 for d in idx) and any(d.year == 2023 for d in idx)  # no hole at the boundaries
+    n = len(bars)
+    rest.calls.clear()
+    again = fetch_history(rest, "NSE:SBIN-EQ", "1d", "2021-01-01", "2024-06-30", store=store)
+    assert rest.calls["history"] == 1  # only the part the store lacks (from the last stored day)
+    assert len(again) > n and store.read("NSE:SBIN-EQ", "1d").index.is_unique
+
+
+# ----------------------------------------------------------------------------------- orders
+
+def test_orders_fill_and_socket_updates_reach_poll_events(sim, env) -> None:
+    token, ep, tmp_path = env
+    c = _client(token, ep, tmp_path, timeframe="1m")
+    c.connect()
+    try:
+        assert c.socket_live
+        u = c.submit(_order(1))
+        assert u.status is OrderStatus.ACCEPTED and u.broker_order_id
+        assert c.submit(_order(1)).broker_order_id == u.broker_order_id  # idempotent
+        sim.advance(4)
+        assert wait_for(lambda: any(isinstance(e, type(u)) and e.status is OrderStatus.FILLED
+                                    for e in c._events), 10.0)
+        events = c.poll_events()
+        fills = [e for e in events if not hasattr(e, "status")]
+        assert len(fills) == 1 and fills[0].kind == "entry" and fills[0].qty == 50
+        assert fills[0].client_order_id == "TB" + "1".zfill(18)
+        assert [p.qty for p in c.position_reports()] == [50.0]
+        assert wait_for(lambda: c._net, 10.0)  # the positions message arrived on the socket
+        # exit, then limit order modify + cancel
+        c.submit(_order(2, side=Side.SELL, reduce_only=True))
+        sim.advance(4)
+        assert wait_for(lambda: not c.position_reports(), 10.0)
+        exit_fill = [e for e in c.poll_events() if hasattr(e, "realized_pnl") and not hasattr(e, "status")]
+        assert exit_fill and exit_fill[-1].kind == "signal" and exit_fill[-1].position_id == fills[0].position_id
+        from live.adapters.fyers.client import FyersOrder
+        lim = FyersOrder(client_order_id="TB" + "3".zfill(18), symbol=NIFTY, side=Side.BUY, qty=50,
+                         intent=Intent.ENTRY, bar_ts=0, created_ns=0, order_type="LIMIT",
+                         limit_price=round(sim.ltp(NIFTY) * 0.9, 1))
+        assert c.submit(lim).status is OrderStatus.ACCEPTED
+        c.modify(lim.client_order_id, limit_price=round(sim.ltp(NIFTY) * 0.8, 1))
+        assert [x.status for x in c.cancel_all(NIFTY)] == [OrderStatus.CANCELED]
+        assert len(sim.orders()) == 3  # nothing was sent twice
+        assert {r.client_order_id for r in c.order_status_reports()} >= {"TB" + str(i).zfill(18) for i in (1, 2, 3)}
+    finally:
+        c.disconnect()
+
+
+# ----------------------------------------------------------------------------------- faults
+
+def test_fault_5xx_then_retry_sends_the_order_once(sim, env) -> None:
+    token, ep, tmp_path = env
+    c = _client(token, ep, tmp_path, socket=False)
+    c.connect()
+    sim.inject("http_error", status=503, body="html", count=1, route="/orders/sync")
+    u = c.submit(_order(5))
+    assert u.status is OrderStatus.ACCEPTED and c.send_counts[u.client_order_id] == 2
+    assert len(sim.orders()) == 1
+
+
+def test_fault_429_retry_after_is_honoured(sim, env) -> None:
+    token, ep, tmp_path = env
+    sleeps: list[float] = []
+    c = _client(token, ep, tmp_path, socket=False, sleeps=sleeps)
+    c.connect()
+    sim.inject("rate_limit", retry_after=1.0, count=1, route="/orders/sync")
+    t0 = time.monotonic()
+    c.submit(_order(6))
+    assert time.monotonic() - t0 >= 1.0 and 1.0 in sleeps
+    assert len(sim.orders()) == 1
+
+
+def test_fault_token_expiry_is_fatal_and_never_retried(sim, env) -> None:
+    token, ep, tmp_path = env
+    c = _client(token, ep, tmp_path, socket=False)
+    c.connect()
+    sim.inject("expire_tokens")
+    c.rest.calls.clear()
+    with pytest.raises(ReauthRequired, match="tradebot fyers login"):
+        c.submit(_order(7))
+    assert c.rest.calls == {"place_order": 1}
+    with pytest.raises(ReauthRequired):
+        _client(token, ep, tmp_path, socket=False).connect()
+
+
+def test_fault_slow_answer_times_out_and_is_retried(sim, env) -> None:
+    token, ep, tmp_path = env
+    c = _client(token, ep, tmp_path, socket=False, timeout=(1.0, 0.5),
+                submit_retry=RetryPolicy(retries=2, backoff_s=1.5))
+    c.connect()
+    sim.inject("delay", seconds=1.0, count=1, route="/api/v3/orders", method="GET")
+    c.rest.calls.clear()
+    assert c.order_status_reports() == [] and c.rest.calls["orderbook"] == 2
+    # a slow order: the attempt times out; before sending again the id is looked up in the orderbook
+    # (this simulator drops a request whose client went away, so the look-up finds nothing and it is resent)
+    sim.inject("delay", seconds=1.0, count=1, route="/orders/sync", method="POST")
+    c.rest.calls.clear()
+    u = c.submit(_order(8))
+    assert u.broker_order_id and c.rest.calls["orderbook"] >= 1
+    assert len(sim.orders()) == 1  # placed exactly once
+
+
+def _drain(feed, until, timeout: float) -> list:
+    got: list = []
+    end = time.monotonic() + timeout
+    for ev in feed:
+        if not isinstance(ev, Heartbeat):
+            got.append(ev)
+        if until(got) or time.monotonic() > end:
+            break
+    return got
+
+
+def test_fault_socket_drop_reconnects_and_resubscribes(sim, env) -> None:
+    token, ep, tmp_path = env
+    sockets: list = []
+
+    def factory(symbols, **kw):
+        s = default_socket_factory(token, endpoints=ep, log_path=tmp_path / "logs")(symbols, **kw)
+        sockets.append(s)
+        return s
+
+    feed = FyersDataFeed(factory, timeframe="1m", clock=SimClock(sim), heartbeat_s=0.1, stall_s=60)
+    feed.subscribe([NIFTY])
+    try:
+        sim.advance(2)
+        assert _drain(feed, lambda g: len(g) >= 2, 10)
+        assert sim.inject("drop_sockets", which="data") == 1
+        assert wait_for(lambda: sockets[0].subscribes >= 2, 15)  # the SDK reconnected; on_connect subscribed again
+        sim.advance(2)
+        after = _drain(feed, lambda g: any(isinstance(e, Tick) for e in g), 10)
+        assert any(isinstance(e, Tick) for e in after)
+        assert feed.reconnects == 0  # the SDK's own reconnect did it, not the watchdog
+    finally:
+        feed.close()
+
+
+def test_fault_tick_stall_watchdog_reconnects_and_backfills(sim, env) -> None:
+    token, ep, tmp_path = env
+    rest = _rest(token, ep, tmp_path)
+    feed = FyersDataFeed(default_socket_factory(token, endpoints=ep, log_path=tmp_path / "logs"), timeframe="1m",
+                         rest=rest, clock=SimClock(sim), heartbeat_s=0.1, stall_s=1.0, watchdog_s=0.2,
+                         market_open=lambda ns: True)
+    feed.subscribe([NIFTY])
+    try:
+        sim.advance(4)
+        first = _drain(feed, lambda g: len(g) >= 4, 10)
+        last_tick = max(e.ts for e in first if isinstance(e, Tick))
+        sim.inject("stall_ticks")
+        sim.advance(4 * 3)  # three bars pass with no prints on the socket
+        assert wait_for(lambda: feed.reconnects >= 1 and feed.backfilled >= 2, 20), \
+            (feed.reconnects, feed.backfilled, rest.calls, last_tick, sim.now(), feed.backfills[-2:])
+        sim.inject("resume_ticks")
+        got = _drain(feed, lambda g: sum(isinstance(e, Bar) for e in g) >= 2, 10)
+        bars = [e for e in got if isinstance(e, Bar)]
+        assert len(bars) >= 2 and all(b.symbol == NIFTY and b.timeframe == "1m" for b in bars)
+        assert bars[0].ts <= last_tick < bars[0].end or bars[0].ts > last_tick  # from the stalled bar on
+        assert [b.ts for b in bars] == sorted(b.ts for b in bars)
+    finally:
+        feed.close()
+
+
+# ---------------------------------------------------------------------------- paper session
+
+def test_paper_session_on_the_data_socket_writes_bars_and_decisions(sim, env) -> None:
+    from envs.engine import Action
+    from features.pipeline import FeatureConfig
+    from live.adapters.fyers.session import build_fyers_paper_loop
+    from live.session import LiveConfig
+
+    token, ep, tmp_path = env
+    features = FeatureConfig.model_validate({
+        "returns": {"horizons": [1]}, "trend": {"enabled": False}, "momentum": {"enabled": False},
+        "volatility": {"enabled": False}, "volume": {"enabled": False}, "regime": {"enabled": False},
+        "calendar": {"enabled": False}, "candles": {"enabled": False}, "normalisation": {"method": "none"}})
+    config = LiveConfig.model_validate({"features": features.model_dump(), "loop": {"session": "fy-paper"},
+                                        "risk": {"square_off": None, "stale_entry_s": 600, "stale_flatten_s": 1200}})
+    calls = {"n": 0}
+
+    def policy(symbol, obs):
+        calls["n"] += 1
+        return int(Action.BUY_LONG) if calls["n"] == 2 else int(Action.HOLD)
+
+    feed = FyersDataFeed(default_socket_factory(token, endpoints=ep, log_path=tmp_path / "logs"), timeframe="1m",
+                         rest=_rest(token, ep, tmp_path), clock=SimClock(sim), heartbeat_s=0.1, stall_s=60)
+    loop = build_fyers_paper_loop([NIFTY], journal=tmp_path / "journal.db", policy=policy, config=config,
+                                  timeframe="1m", token=token, endpoints=ep, feed=feed, rest=feed.rest,
+                                  warmup_days=5, log_path=tmp_path / "logs")
+    stop = threading.Event()
+
+    def drive() -> None:
+        wait_for(lambda: feed.ticks > 0 or stop.is_set(), 15)
+        for _ in range(6 * 4):  # six 1-minute bars
+            if stop.is_set():
+                return
+            sim.advance(1)
+            time.sleep(0.05)
+        time.sleep(0.5)
+        feed.close()
+
+    t = threading.Thread(target=drive, daemon=True)
+    loop.start()  # reconcile, then subscribe (the socket connects here)
+    t.start()
+    try:
+        for ev in feed:
+            loop.handle(ev)
+        loop.finish()
+    finally:
+        stop.set()
+        t.join(5)
+        loop.journal.close()
+    db = sqlite3.connect(tmp_path / "journal.db")
+    n_bars = db.execute("SELECT COUNT(*) FROM bars").fetchone()[0]
+    n_dec = db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    assert n_bars >= 4 and n_dec >= 4
+    assert sim.orders() == []  # paper: nothing ever went to Fyers
