@@ -153,6 +153,27 @@ def live(ctx: click.Context, paper: bool, live_mode: bool, data: Path | None, fe
                    paper_state=paper_state, config_path=config_path, metrics_port=metrics_port, log_json=log_json)
 
 
+def _monitoring(log_json: bool, metrics_port: int | None):
+    """JSON logs on stderr, and the session's metrics (served on 127.0.0.1:PORT when a port is given)."""
+    from live.logs import configure_json_logging
+    from live.metrics import LiveMetrics, serve_metrics
+
+    if log_json:
+        configure_json_logging()
+    metrics = LiveMetrics()
+    server = serve_metrics(metrics, metrics_port) if metrics_port is not None else None
+    if server is not None:
+        click.echo(f"metrics: http://127.0.0.1:{server.server_port}/metrics", err=True)
+    return metrics, server
+
+
+def _echo_summary(summary, journal: Path) -> None:
+    click.echo(f"{summary.bars:,} bar(s), {summary.decisions:,} decision(s), {summary.orders:,} order(s), "
+               f"{summary.fills:,} fill(s); equity {summary.equity:,.2f}; risk state {summary.risk_state}"
+               + (f"; finished {summary.resumed_bars} half-done bar(s) after a restart" if summary.resumed_bars else ""))
+    click.echo(f"journal: {journal}")
+
+
 def _hhmm(value: str | None) -> int | None:
     """Minutes after midnight of an ``HH:MM`` time."""
     if value is None:
@@ -194,8 +215,6 @@ def _fyers_session(*, symbols: list[str], live_mode: bool, timeframe: str, clock
     from features.bars import validate_symbol
     from live.adapters.fyers.data import TickClock
     from live.adapters.fyers.session import build_fyers_live_loop, build_fyers_paper_loop
-    from live.logs import configure_json_logging
-    from live.metrics import LiveMetrics, serve_metrics
     from live.session import LiveConfig
     from serving.client import check_obs_dim, model_features, serve_policy
 
@@ -204,12 +223,7 @@ def _fyers_session(*, symbols: list[str], live_mode: bool, timeframe: str, clock
     config = LiveConfig.from_yaml(config_path)
     config = config.model_copy(update={"features": model_features(model)})
     journal.parent.mkdir(parents=True, exist_ok=True)
-    if log_json:
-        configure_json_logging()
-    metrics = LiveMetrics()
-    server = serve_metrics(metrics, metrics_port) if metrics_port is not None else None
-    if server is not None:
-        click.echo(f"metrics: http://127.0.0.1:{server.server_port}/metrics", err=True)
+    metrics, server = _monitoring(log_json, metrics_port)
     policy, stop_serve = serve_policy(model, serve_url)
     tick_clock = TickClock() if clock == "exchange" else None
     try:
@@ -233,9 +247,7 @@ def _fyers_session(*, symbols: list[str], live_mode: bool, timeframe: str, clock
                 if watcher is not None:
                     watcher.set()
                 loop.feed.close()  # the SDK's socket threads would keep the process alive
-            click.echo(f"{summary.bars:,} bar(s), {summary.decisions:,} decision(s), {summary.orders:,} order(s), "
-                       f"{summary.fills:,} fill(s); equity {summary.equity:,.2f}; risk state {summary.risk_state}")
-            click.echo(f"journal: {journal}")
+            _echo_summary(summary, journal)
             if out_dir is not None and summary.bars:
                 from live.report import write_session_files
 
@@ -261,8 +273,6 @@ def _paper_replay(*, data: Path, speed: float | None, model: str | None, serve_u
                   config_path: Path | None, symbol: str | None, parity: bool, metrics_port: int | None,
                   log_json: bool) -> None:
     from features.bars import load_bars
-    from live.logs import configure_json_logging
-    from live.metrics import LiveMetrics, serve_metrics
     from live.session import LiveConfig, build_replay_loop
 
     config = LiveConfig.from_yaml(config_path)
@@ -277,12 +287,7 @@ def _paper_replay(*, data: Path, speed: float | None, model: str | None, serve_u
 
         config = config.model_copy(update={"features": model_features(model)})
         policy, stop_serve = serve_policy(model, serve_url)
-    if log_json:
-        configure_json_logging()
-    metrics = LiveMetrics()
-    server = serve_metrics(metrics, metrics_port) if metrics_port is not None else None
-    if server is not None:
-        click.echo(f"metrics: http://127.0.0.1:{server.server_port}/metrics", err=True)
+    metrics, server = _monitoring(log_json, metrics_port)
     try:
         loop = build_replay_loop(bars, journal=journal, paper_state=paper_state, strategy=strategy, seed=seed,
                                  config=config, start=start, speed=speed, metrics=metrics, policy=policy)
@@ -292,11 +297,7 @@ def _paper_replay(*, data: Path, speed: float | None, model: str | None, serve_u
 
                 check_obs_dim(policy, loop, model)
             summary = loop.run()
-            click.echo(f"{summary.bars:,} bar(s), {summary.decisions:,} decision(s), {summary.orders:,} order(s), "
-                       f"{summary.fills:,} fill(s); equity {summary.equity:,.2f}; risk state {summary.risk_state}"
-                       + (f"; finished {summary.resumed_bars} half-done bar(s) after a restart"
-                          if summary.resumed_bars else ""))
-            click.echo(f"journal: {journal}")
+            _echo_summary(summary, journal)
             differs = out_dir is not None and _write_outputs(out_dir, loop.journal, bars, config, start=start,
                                                              strategy=strategy, seed=seed, model=model,
                                                              data=data, parity=parity)
