@@ -299,6 +299,9 @@ class TradingLoop:
             elif stored != value:
                 raise UserInputError(f"{j.path}: journal was written for {key} {stored}, not {value}; "
                                      "use a new journal for another set-up")
+        restore = getattr(self.broker, "restore_requests", None)
+        if callable(restore):  # a broker without state of its own learns the brackets of what it will report
+            restore([r for row in j.orders() if (r := j.order_request(row["client_order_id"])) is not None])
         self.broker.connect()
         saved = j.load_state("risk")
         if saved is not None:
@@ -504,7 +507,9 @@ class TradingLoop:
             else:  # decided before a crash: the same decision, the same order id
                 self._record_events(events)
                 coid = existing["client_order_id"]
-                order = j.order_request(coid) if coid else None
+                row = j.order(coid) if coid else None
+                # an order that ended meanwhile (reconciliation found it filled / cancelled) is not working
+                order = j.order_request(coid) if row is not None and not OrderStatus(row["status"]).terminal else None
                 proposed_a, final_a = int(existing["action"]), int(existing["final_action"])
             if order is not None:
                 if existing is None:

@@ -28,6 +28,10 @@ hook                                 contract
 ``position_reports()``               one ``PositionReport`` per symbol with a non-zero position
 ``account_report()``                 an ``AccountReport`` (equity marked at the last price the broker knows)
 ``poll_events()``                    the ``OrderUpdate`` / ``Fill`` events since the last poll
+``restore_requests(requests)``       optional (default: nothing): the journal's ``OrderRequest``s, handed
+                                     over before ``connect`` on start, so that a broker that keeps no
+                                     state of its own (Fyers) knows the brackets and intents of the
+                                     orders it reports after a restart
 ===================================  =====================================================================
 
 The loop reconciles from the ``*_reports`` hooks on start (before trading) and consumes
@@ -381,6 +385,9 @@ class ExecutionClient(abc.ABC):
 
     @abc.abstractmethod
     def poll_events(self) -> list[OrderUpdate | Fill]: ...
+
+    def restore_requests(self, requests: Sequence[OrderRequest]) -> None:
+        """The journal's order requests, before ``connect`` (optional; see the module docstring)."""
 
 
 @runtime_checkable

@@ -23,8 +23,9 @@ State. ``connect`` loads the orderbook, tradebook, positions and funds once (RES
 socket keeps it current: order updates, trades (-> ``Fill``) and positions arrive on SDK threads and go
 into a locked state plus an event queue that ``poll_events`` drains. ``position_reports`` /
 ``account_report`` answer from that state (no REST per bar); funds are re-read at most every
-``funds_refresh_s`` and only after a trade. Without a working order socket, ``poll_events`` falls back
-to polling the orderbook and tradebook every ``poll_interval_s``.
+``funds_refresh_s`` and only after a trade, and the P&L realized since the last read (from the socket's
+positions) is added to them, so equity never lags a closed trade. Without a working order socket,
+``poll_events`` falls back to polling the orderbook and tradebook every ``poll_interval_s``.
 
 Fyers status codes: 1 cancelled, 2 traded, 4 transit, 5 rejected, 6 pending, 7 expired (3 unused).
 Fills carry no charges from Fyers (``costs`` 0); ``kind`` is ``entry`` for an order that opened a
@@ -40,7 +41,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -196,6 +197,7 @@ class FyersExecutionClient(ExecutionClient):
         self._sleep = sleep
         self._lock = threading.RLock()
         self._orders: dict[str, _Rec] = {}
+        self._restored: dict[str, OrderRequest] = {}  # the journal's requests (restore_requests), by our id
         self._by_broker: dict[str, str] = {}
         self._fills: dict[str, Fill] = {}
         self._books: dict[str, _Book] = {}
@@ -203,6 +205,7 @@ class FyersExecutionClient(ExecutionClient):
         self._marks: dict[str, float] = {}
         self._events: deque[OrderUpdate | Fill] = deque()
         self._funds: dict[str, float] = {}
+        self._funds_realized = 0.0  # our realized P&L when the funds were read (their total includes it)
         self._funds_at = -math.inf
         self._funds_dirty = False
         self._last_poll = -math.inf
@@ -260,6 +263,17 @@ class FyersExecutionClient(ExecutionClient):
             else:
                 self.refresh()  # anything that happened between the REST load and the subscription
         self._connected = True
+
+    def restore_requests(self, requests: Sequence[OrderRequest]) -> None:
+        """The loop's journaled requests, before ``connect``: the orderbook and tradebook read at connect then
+        rebuild each position's stop / take-profit and the exit kinds as the process that sent them knew them
+        (Fyers echoes our id, not our brackets), so a restart does not find the positions without a stop."""
+        with self._lock:
+            for r in requests:
+                self._restored[r.client_order_id] = r
+                rec = self._orders.get(r.client_order_id)
+                if rec is not None and rec.request is None:
+                    rec.request = r
 
     def disconnect(self) -> None:
         sock, self._socket = self._socket, None
@@ -462,13 +476,18 @@ class FyersExecutionClient(ExecutionClient):
         with self._lock:
             total = self._funds.get("total", 0.0)
             cash = self._funds.get("available", total)
-            unreal = realized = 0.0
-            for sym in self._symbols_held() | set(self._net_symbols()):
-                u, r = self._pnl(sym)
-                unreal += u
-                realized += r
-            return AccountReport(ts=self.clock.now_ns(), equity=total + unreal, cash=cash, realized_pnl=realized,
-                                 costs=0.0)
+            unreal, realized = self._pnl_total()
+            # the funds are re-read at most every funds_refresh_s: the P&L realized since (socket-kept) is added
+            equity = total + (realized - self._funds_realized) + unreal
+            return AccountReport(ts=self.clock.now_ns(), equity=equity, cash=cash, realized_pnl=realized, costs=0.0)
+
+    def _pnl_total(self) -> tuple[float, float]:
+        unreal = realized = 0.0
+        for sym in self._symbols_held() | set(self._net_symbols()):
+            u, r = self._pnl(sym)
+            unreal += u
+            realized += r
+        return unreal, realized
 
     def poll_events(self) -> list[OrderUpdate | Fill]:
         if self._connected and not self.socket_live and time.monotonic() - self._last_poll >= self.poll_interval_s:
@@ -520,6 +539,7 @@ class FyersExecutionClient(ExecutionClient):
                 funds["available"] = amount
         with self._lock:
             self._funds = funds
+            self._funds_realized = self._pnl_total()[1]
             self._funds_at = time.monotonic()
             self._funds_dirty = False
 
@@ -544,7 +564,8 @@ class FyersExecutionClient(ExecutionClient):
         rec = self._orders.get(coid)
         if rec is None:
             side = Side.BUY if int(_f(item, "side", default=1)) > 0 else Side.SELL
-            rec = self._orders[coid] = _Rec(coid, str(item.get("symbol", "")), status, ts, side, _f(item, "qty"))
+            rec = self._orders[coid] = _Rec(coid, str(item.get("symbol", "")), status, ts, side, _f(item, "qty"),
+                                            request=self._restored.get(coid))
             changed = True
         else:
             # never step back: a terminal status stays; a working one only moves forward
@@ -582,7 +603,7 @@ class FyersExecutionClient(ExecutionClient):
         if self.timeframe:
             ts = bar_start_for(ts, self.timeframe) or ts
         rec = self._orders.get(coid)
-        req = rec.request if rec is not None else None
+        req = rec.request if rec is not None and rec.request is not None else self._restored.get(coid)
         book = self._books.setdefault(symbol, _Book())
         signed = qty * side.sign
         if book.qty == 0.0 or (book.qty > 0) == (signed > 0):  # opens or adds
