@@ -75,6 +75,11 @@ class BarBuilder:
             cur.volume += float(tick.volume)
         return out
 
+    def mark_closed(self, symbol: str, start_ns: int) -> None:
+        """Bars of ``symbol`` starting at or before ``start_ns`` are closed already (the history or the
+        journal has them): their ticks, such as a subscription's snapshot of the last print, are late."""
+        self._last_closed[symbol] = max(self._last_closed.get(symbol, -1), int(start_ns))
+
     def on_time(self, now_ns: int) -> list[Bar]:
         """Close every bar whose end + grace is at or before ``now_ns`` (oldest first)."""
         due = sorted((p.end, sym) for sym, p in self._open.items() if p.end + self.grace_ns <= now_ns)

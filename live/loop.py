@@ -322,6 +322,9 @@ class TradingLoop:
             last = j.last_bar_ts(sym, done_only=True)
             if last is not None:
                 self._last_done[sym] = last
+            known = max((t for t in (src.last_ts, j.last_bar_ts(sym)) if t is not None), default=None)
+            if known is not None:  # ticks of bars the history or the journal already has do not make bars again
+                self.builder.mark_closed(sym, known)
         self._load_open_orders()
         self._started = True
         self._apply_pending_controls()  # a halt requested while the loop was down applies before trading

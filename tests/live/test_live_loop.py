@@ -107,6 +107,26 @@ def test_ticks_become_bars_and_trades_through_the_loop():
     assert loop.journal.fills()[0].ts == t0 + 300 * NS_PER_SECOND  # decided at bar 1's close, filled at bar 2's open
 
 
+def test_a_snapshot_print_of_a_bar_the_history_has_does_not_make_a_bar_again():
+    clock = SimClock()
+    feed = QueueFeed(clock=clock)
+    engine = EngineConfig()
+    features = _AtrOne()
+    t0 = int(np.datetime64("2024-01-02T03:45:00", "ns").astype(np.int64))  # 09:15 IST
+    yesterday_last = t0 - 86_400 * NS_PER_SECOND + 370 * 60 * NS_PER_SECOND  # 15:25 IST the day before
+    features.last_ts = yesterday_last  # the warm-up history ends with that bar
+    loop = TradingLoop(feed=feed, broker=PaperBroker(engine, [SYM], clock=clock), policy=lambda s, o: H,
+                       journal=Journal(), features={SYM: features}, engine=engine, risk=LOOSE_RISK, timeframe="5m")
+    loop.start()
+    # the data socket's snapshot on subscribe: yesterday's last print (15:29:59), then today's prints
+    loop.handle(Tick(SYM, yesterday_last + 299 * NS_PER_SECOND, 100.0, 0.0))
+    for k in range(301):
+        clock.set(t0 + k * NS_PER_SECOND)
+        loop.handle(Tick(SYM, t0 + k * NS_PER_SECOND, 101.0, 1.0))
+    assert [b.ts for b in loop.journal.bars(SYM)] == [t0]
+    assert loop.builder.late_ticks == 1
+
+
 class _AtrOne:
     feature_names = ()
     atr = 1.0
