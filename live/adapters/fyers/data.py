@@ -25,10 +25,9 @@ after ``after[symbol]``.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -42,7 +41,8 @@ from features.sessions import IST, is_intraday, timeframe_minutes
 from live.adapters.fyers.errors import FyersRejected
 from live.adapters.fyers.rest import FyersRest
 from live.market import DAY_NS, IST_OFFSET_NS, bar_end, bar_start_for, last_of_session_by_clock, session_bounds_ns
-from live.ports import NS_PER_SECOND, Bar, Clock, DataFeed, FeedEvent, Heartbeat, Tick, WallClock
+from live.feeds import QueueFeed
+from live.ports import NS_PER_SECOND, Bar, Clock, Tick
 from tradebot.errors import UserInputError
 
 log = logging.getLogger("tradebot.fyers")
@@ -263,7 +263,7 @@ def in_session(ns: int) -> bool:
     return open_ <= ns < close and pd.Timestamp(ns, tz="UTC").tz_convert(IST).weekday() < 5
 
 
-class FyersDataFeed(DataFeed):
+class FyersDataFeed(QueueFeed):
     """The Fyers data socket as a ``DataFeed`` of ``Tick``s (and backfilled ``Bar``s); see the module docstring.
 
     ``socket_factory(symbols, on_tick=, on_error=, on_connected=)`` builds the socket (default: the SDK's,
@@ -274,20 +274,16 @@ class FyersDataFeed(DataFeed):
                  clock: Clock | None = None, heartbeat_s: float = 1.0, stall_s: float = 30.0,
                  watchdog_s: float = 1.0, market_open: Callable[[int], bool] = in_session,
                  on_tick: Callable[[Tick], None] | None = None, backfill_on_start: bool = True):
+        super().__init__(clock=clock, heartbeat_s=heartbeat_s, maxsize=0)
         self._factory = socket_factory
         self.timeframe = canonical_timeframe(timeframe)
         self.rest = rest
-        self.clock = clock or WallClock()
-        self.heartbeat_s = float(heartbeat_s)
         self.stall_s = float(stall_s)
         self.watchdog_s = float(watchdog_s)
         self.market_open = market_open
         self.on_tick = on_tick
         self.backfill_on_start = backfill_on_start
-        self.symbols: tuple[str, ...] = ()
         self._after: dict[str, int] = {}
-        self._q: queue.Queue = queue.Queue()
-        self._closed = threading.Event()
         self._lock = threading.Lock()
         self._socket: Any = None
         self._watchdog: threading.Thread | None = None
@@ -322,22 +318,11 @@ class FyersDataFeed(DataFeed):
             self._watchdog.start()
 
     def close(self) -> None:
-        self._closed.set()
+        super().close()
         with self._lock:
             sock, self._socket = self._socket, None
         if sock is not None:
             sock.stop(wait=False)
-
-    def __iter__(self) -> Iterator[FeedEvent]:
-        while not (self._closed.is_set() and self._q.empty()):
-            try:
-                event = self._q.get(timeout=self.heartbeat_s)
-            except queue.Empty:
-                if self._closed.is_set():
-                    return
-                yield Heartbeat(self.clock.now_ns())
-                continue
-            yield event
 
     # ---------------------------------------------------------------------- internals
     def _start_socket(self) -> None:
