@@ -42,6 +42,15 @@ def sample_bars(path: str = SAMPLE_5M) -> Bars:
     return load_bars(path)
 
 
+def sample_csv(folder: Path, start: str, end: str) -> Path:
+    """The 5-minute sample's bars in ``[start, end)`` as a CSV named for its symbol (as a user's file)."""
+    frame = sample_bars().between(start, end).frame.reset_index()
+    frame["timestamp"] = frame["timestamp"].map(lambda t: t.isoformat())
+    path = Path(folder) / "NSE_NIFTY50-INDEX_5m.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
 class GivenFeatures:
     """A feature source with no features and a given ATR per bar (by bar start): fast, and the ATR is
     exactly the array a backtest is given."""

@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from live.journal import Journal
-from live_helpers import MINIMAL_FEATURES, sample_bars
+from live_helpers import MINIMAL_FEATURES, sample_csv
 from tradebot.cmd_live import live
 
 
@@ -21,12 +21,7 @@ def _config(tmp_path):
 
 
 def _data(tmp_path):
-    bars = sample_bars().between("2021-03-01", "2021-03-04")
-    frame = bars.frame.reset_index()
-    frame["timestamp"] = frame["timestamp"].map(lambda t: t.isoformat())
-    path = tmp_path / "NSE_NIFTY50-INDEX_5m.csv"
-    frame.to_csv(path, index=False)
-    return path
+    return sample_csv(tmp_path, "2021-03-01", "2021-03-04")
 
 
 def test_paper_replay_status_halt_resume(tmp_path):

@@ -14,19 +14,14 @@ from click.testing import CliRunner
 from envs.backtest import TRADE_COLUMNS
 from envs.metrics import M
 from live.report import compare_trades
-from live_helpers import LOOSE_RISK, MINIMAL_FEATURES, sample_bars
+from live_helpers import LOOSE_RISK, MINIMAL_FEATURES, sample_csv
 from tradebot.cmd_live import live
 
 OUT_FILES = {"metrics.json", "equity.csv", "trades.csv", "report.html", "parity.json", "journal.db"}
 
 
 def _data(tmp_path):
-    bars = sample_bars().between("2021-02-15", "2021-03-13")
-    frame = bars.frame.reset_index()
-    frame["timestamp"] = frame["timestamp"].map(lambda t: t.isoformat())
-    path = tmp_path / "NSE_NIFTY50-INDEX_5m.csv"
-    frame.to_csv(path, index=False)
-    return path
+    return sample_csv(tmp_path, "2021-02-15", "2021-03-13")
 
 
 def _config(tmp_path, risk: dict) -> str:
