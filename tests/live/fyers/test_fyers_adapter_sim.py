@@ -148,9 +148,15 @@ def test_orders_fill_and_socket_updates_reach_poll_events(sim, env) -> None:
         assert u.status is OrderStatus.ACCEPTED and u.broker_order_id
         assert c.submit(_order(1)).broker_order_id == u.broker_order_id  # idempotent
         sim.advance(4)
-        assert wait_for(lambda: any(isinstance(e, type(u)) and e.status is OrderStatus.FILLED
-                                    for e in c._events), 10.0)
-        events = c.poll_events()
+        # the order update and the trade are separate order-socket messages: either may come first
+        events: list = []
+
+        def filled_and_traded() -> bool:
+            events.extend(c.poll_events())
+            return (any(hasattr(e, "status") and e.status is OrderStatus.FILLED for e in events)
+                    and any(not hasattr(e, "status") for e in events))
+
+        assert wait_for(filled_and_traded, 10.0)
         fills = [e for e in events if not hasattr(e, "status")]
         assert len(fills) == 1 and fills[0].kind == "entry" and fills[0].qty == 50
         assert fills[0].client_order_id == "TB" + "1".zfill(18)
@@ -160,7 +166,9 @@ def test_orders_fill_and_socket_updates_reach_poll_events(sim, env) -> None:
         c.submit(_order(2, side=Side.SELL, reduce_only=True))
         sim.advance(4)
         assert wait_for(lambda: not c.position_reports(), 10.0)
-        exit_fill = [e for e in c.poll_events() if hasattr(e, "realized_pnl") and not hasattr(e, "status")]
+        later: list = []
+        assert wait_for(lambda: later.extend(c.poll_events()) or any(not hasattr(e, "status") for e in later), 10.0)
+        exit_fill = [e for e in later if hasattr(e, "realized_pnl") and not hasattr(e, "status")]
         assert exit_fill and exit_fill[-1].kind == "signal" and exit_fill[-1].position_id == fills[0].position_id
         from live.adapters.fyers.client import FyersOrder
         lim = FyersOrder(client_order_id="TB" + "3".zfill(18), symbol=NIFTY, side=Side.BUY, qty=50,
