@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from live.ports import (
+    NO_OP_VETO_CODES,
     AccountReport,
     Bar,
     Fill,
@@ -357,6 +358,15 @@ class Journal:
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, r)) for r in cur.fetchall()]
 
+    def notable_risk_events(self, limit: int) -> list[dict[str, Any]]:
+        """The latest ``limit`` risk events, without the vetoes of actions that would have done nothing
+        anyway (closing a position that is not there, entering on top of one)."""
+        rows = self.db.execute("SELECT id, ts, symbol, kind, state, reason, details FROM risk_events "
+                               "WHERE NOT (kind = 'veto' AND json_extract(details, '$.code') IN (?, ?)) "
+                               "ORDER BY id DESC LIMIT ?", (*NO_OP_VETO_CODES, int(limit))).fetchall()
+        cols = ("id", "ts", "symbol", "kind", "state", "reason", "details")
+        return [dict(zip(cols, r)) for r in reversed(rows)]
+
     # ---------------------------------------------------------------------- control
     def request(self, command: str, reason: str = "", source: str = "cli", now: int | None = None) -> int:
         """Queue a manual command for the running (or next) loop; returns its id."""
@@ -415,7 +425,7 @@ class Journal:
             "fills": self.db.execute("SELECT COUNT(*) FROM fills").fetchone()[0],
             "decisions": self.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0],
             "risk_events": [{"time": to_ist(e["ts"]).isoformat(), "symbol": e["symbol"], "kind": e["kind"],
-                             "state": e["state"], "reason": e["reason"]} for e in self.risk_events(limit=10)],
+                             "state": e["state"], "reason": e["reason"]} for e in self.notable_risk_events(10)],
             "control_applied": applied,
         }
 

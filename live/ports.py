@@ -290,6 +290,11 @@ class RiskDecision:
     code: str = ""  # a stable name for the veto / resize / override reason (metrics labels)
 
 
+# Veto codes of actions the fill engine would ignore as well (an exit with no position, an entry on top
+# of one): recorded, but they change nothing.
+NO_OP_VETO_CODES = ("no_position", "position_open")
+
+
 @dataclass(frozen=True, slots=True)
 class RiskEvent:
     """A risk veto, override, state change or reconciliation finding, recorded with its reason."""

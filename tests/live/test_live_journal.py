@@ -85,6 +85,20 @@ def test_fills_and_risk_events_are_recorded_once():
     assert j.record_risk_events([e, e]) == 1
 
 
+def test_status_lists_the_risk_events_that_changed_something_not_no_op_vetoes():
+    j = Journal()
+    j.record_risk_events([RiskEvent(1, "resize", "loss budget", RiskState.ACTIVE, SYM, {"code": "loss_budget"},
+                                    key="resize:1")])
+    j.record_risk_events([RiskEvent(2 + k, "veto", "no long position to close", RiskState.ACTIVE, SYM,
+                                    {"code": "no_position"}, key=f"veto:{k}") for k in range(20)])
+    j.record_risk_events([RiskEvent(30, "veto", "a position is already open", RiskState.ACTIVE, SYM,
+                                    {"code": "position_open"}, key="veto:open"),
+                          RiskEvent(31, "veto", "stale data", RiskState.ACTIVE, SYM, {"code": "stale"}, key="veto:s")])
+    shown = j.status()["risk_events"]
+    assert [e["reason"] for e in shown] == ["loss budget", "stale data"]
+    assert len(j.risk_events()) == 23  # every event stays in the journal
+
+
 def test_session_and_setup_are_checked(tmp_path):
     path = tmp_path / "j.db"
     Journal(path, session="a").close()
