@@ -52,7 +52,10 @@ def journal_bars(journal: Journal, symbol: str, timeframe: str | None = None) ->
 
 
 def session_result(journal: Journal, symbol: str, engine: EngineConfig) -> tuple[BacktestResult, Bars]:
-    """The session's result in the backtester's shape (equity, cash, position after each bar; trades)."""
+    """The session's result in the backtester's shape (equity, cash, position after each bar; trades).
+
+    Equity and cash are the account's: with several symbols in one session they cover all of them,
+    while the positions and trades are ``symbol``'s."""
     bars = journal_bars(journal, symbol)
     index = bars.index
     ns = index.as_unit("ns").asi8

@@ -94,7 +94,7 @@ def live(ctx: click.Context, paper: bool, live_mode: bool, data: Path | None, fe
          model: str | None, serve_url: str | None, strategy: str, seed: int, start: str | None, out_dir: Path | None,
          journal: Path | None, paper_state: Path | None, config_path: Path | None, symbol: str | None, parity: bool,
          metrics_port: int | None, log_json: bool) -> None:
-    """Paper trading through the live loop (feed -> features -> policy -> risk engine -> broker).
+    """Paper (and, through Fyers, live) trading: feed -> features -> policy -> risk engine -> broker.
 
     \b
     Examples:
@@ -254,6 +254,8 @@ def _fyers_session(*, symbols: list[str], live_mode: bool, timeframe: str, clock
                 info = {"mode": "live" if live_mode else "paper", "feed": "fyers", "policy": f"model {model}",
                         "symbols": symbols, "journal": loop.journal.path, "session": loop.journal.session,
                         "engine": config.engine.model_dump(mode="json"), "risk": loop.risk.config.model_dump(mode="json")}
+                if len(symbols) > 1:  # one account: each symbol's folder has its trades and the account's equity
+                    info["equity"] = f"the account's, over all of {', '.join(symbols)}"
                 for name in symbols:
                     if not loop.journal.bars(name, done=True):
                         continue
