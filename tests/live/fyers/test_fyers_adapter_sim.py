@@ -85,11 +85,12 @@ def _client(token, ep, tmp_path, *, socket=True, sleeps=None, **kw) -> FyersExec
                                 else time.sleep, **kw)
 
 
-def _order(n: int = 1, qty: float = 50, side: Side = Side.BUY, reduce_only: bool = False) -> OrderRequest:
+def _order(n: int = 1, qty: float = 50, side: Side = Side.BUY, reduce_only: bool = False, stop_loss: float = 500.0,
+           take_profit: float = 1000.0) -> OrderRequest:
     return OrderRequest(client_order_id=f"TB{n:018d}", symbol=NIFTY, side=side, qty=qty,
                         intent=Intent.EXIT if reduce_only else Intent.ENTRY, bar_ts=0, created_ns=0,
-                        reduce_only=reduce_only, stop_loss=None if reduce_only else 20.0,
-                        take_profit=None if reduce_only else 40.0)
+                        reduce_only=reduce_only, stop_loss=None if reduce_only else stop_loss,
+                        take_profit=None if reduce_only else take_profit)
 
 
 # ------------------------------------------------------------------------------------ login
@@ -295,6 +296,37 @@ def test_fault_tick_stall_watchdog_reconnects_and_backfills(sim, env) -> None:
         assert [b.ts for b in bars] == sorted(b.ts for b in bars)
     finally:
         feed.close()
+
+
+def test_an_entry_bracket_closes_the_position_at_the_broker_and_reaches_the_loop_as_its_exit(sim, env) -> None:
+    token, ep, tmp_path = env
+    c = _client(token, ep, tmp_path, timeframe="1m")
+    c.connect()
+    try:
+        entry = c.submit(_order(7, stop_loss=1.0, take_profit=1.0))  # a 1-point bracket: the next prints hit it
+        assert entry.status is OrderStatus.ACCEPTED
+        events: list = []
+
+        def exited() -> bool:
+            sim.advance(1)
+            events.extend(c.poll_events())
+            return any(not hasattr(e, "status") and e.kind != "entry" for e in events)
+
+        assert wait_for(exited, 15.0)
+        fills = [e for e in events if not hasattr(e, "status")]
+        entry_fill, exit_fill = fills[0], fills[-1]
+        assert entry_fill.kind == "entry" and entry_fill.stop_price == pytest.approx(entry_fill.price - 1.0)
+        assert exit_fill.kind in ("stop", "take_profit") and exit_fill.position_id == entry_fill.position_id
+        assert exit_fill.side is Side.SELL and exit_fill.qty == entry_fill.qty
+        moved = exit_fill.price - entry_fill.price
+        assert (moved <= -1.0 if exit_fill.kind == "stop" else moved >= 1.0)
+        assert exit_fill.realized_pnl == pytest.approx(moved * entry_fill.qty)
+        assert wait_for(lambda: not c.position_reports(), 10.0)
+        book = {o["id"]: o for o in sim.orders()}
+        legs = [o for o in book.values() if o.get("parentId")]
+        assert len(book) == 2 and len(legs) == 1 and legs[0]["orderTag"] == "2:Untagged"
+    finally:
+        c.disconnect()
 
 
 # ---------------------------------------------------------------------------- paper session

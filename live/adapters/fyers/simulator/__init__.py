@@ -60,6 +60,12 @@ Known deviations from Fyers: no 2FA page; one account; whole-quantity fills from
 (see ``market`` and ``orders``); a made-up book (bid/ask one tick from the last price); no charges in
 P&L; CO/BO/MTF, GTT, smart orders, option chains, TBT and alerts are not served; sockets already open
 keep streaming after ``expire_tokens``; history cannot be finer than the data's bars.
+
+The SDK 3.2.0 TP/SL overlay (``stopLoss`` / ``takeProfit`` on an order, ``legType`` 1 points or 2 percent)
+is modelled as the adapter assumes Fyers runs it: the entry's fill attaches a stop and a target to the
+position; the first print at or through either closes the whole position at that print with a system
+order (``orderTag`` ``2:Untagged``, ``parentId`` the entry); closing or flipping the position drops them.
+How real Fyers executes the overlay is not documented: check it on a small order.
 """
 
 from live.adapters.fyers.simulator.faults import HttpFault

@@ -70,6 +70,10 @@ class Order:
     triggered: bool = False
     update_ts: int = 0
     fresh: bool = True  # no tick of its symbol yet since it was placed or modified
+    stop_loss: float = 0.0  # the SDK 3.2.0 TP/SL overlay: distances (legType 1: points, 2: percent of the fill)
+    take_profit: float = 0.0
+    leg_type: int = 1
+    parent_id: str = ""  # the entry whose TP/SL leg this order is
 
     @property
     def working(self) -> bool:
@@ -90,15 +94,15 @@ class Order:
             "orderDateTime": fyers_time(self.placed_ts), "orderValidity": self.validity, "pan": "",
             "productType": self.product, "side": self.side, "status": self.status, "source": "ITS",
             "ex_sym": inst.name, "description": inst.name, "ch": 0.0, "chp": 0.0, "lp": ltp, "slNo": 0,
-            "orderNumStatus": f"{self.id}:{self.status}", "orderTag": self.tag, "takeProfit": 0.0,
-            "stopLoss": 0.0,
+            "orderNumStatus": f"{self.id}:{self.status}", "orderTag": self.tag, "takeProfit": self.take_profit,
+            "stopLoss": self.stop_loss, **({"parentId": self.parent_id} if self.parent_id else {}),
         }
 
     def socket_item(self) -> dict[str, Any]:
         """The raw snake_case shape the order socket pushes (the SDK renames these keys)."""
         inst = self.inst
         return {
-            "client_id": FY_ID, "id": self.id, "id_fyers": self.id, "id_parent": "",
+            "client_id": FY_ID, "id": self.id, "id_fyers": self.id, "id_parent": self.parent_id,
             "id_exchange": f"1100000{self.id[-8:]}", "qty": self.qty,
             "qty_remaining": self.qty - self.filled_qty if self.working else 0, "qty_filled": self.filled_qty,
             "price_limit": self.limit_price, "price_stop": self.stop_price, "price_traded": self.traded_price,
@@ -152,6 +156,7 @@ class Position:
     net_qty: int = 0
     avg: float = 0.0  # average cost of the open quantity
     realized: float = 0.0
+    legs: tuple[float, float, str] | None = None  # (stop price, target price, entry order id) of the TP/SL overlay
 
     @property
     def id(self) -> str:
@@ -321,11 +326,18 @@ class Broker:
         else:
             tag = "2:Untagged"
         disclosed = _int(body.get("disclosedQty", 0)) or 0
+        stop_loss, take_profit = _float(body.get("stopLoss", 0) or 0), _float(body.get("takeProfit", 0) or 0)
+        leg_type = _int(body.get("legType", 1) or 1)
+        if stop_loss is None or stop_loss < 0 or take_profit is None or take_profit < 0:
+            raise OrderError(-50, "Invalid stopLoss/takeProfit: give non-negative distances")
+        if leg_type not in (1, 2):
+            raise OrderError(-50, f"Invalid legType: {body.get('legType')!r} (1 points, 2 percent)")
         order = Order(id=self._next_id(), inst=inst, qty=qty, side=side, type=otype, product=product,
                       limit_price=limit if otype in (LIMIT, STOP_LIMIT) else 0.0,
                       stop_price=stop if otype in (STOP, STOP_LIMIT) else 0.0, validity=validity, tag=tag,
                       placed_ts=self.market.now, placed_tick=self.market.pos, disclosed_qty=disclosed,
-                      offline=bool(body.get("offlineOrder", False)), update_ts=self.market.now)
+                      offline=bool(body.get("offlineOrder", False)), update_ts=self.market.now,
+                      stop_loss=stop_loss, take_profit=take_profit, leg_type=leg_type)
         self.orders[order.id] = order
         need = self._extra_margin(order)
         if need > self.available() + 1e-6:
@@ -419,7 +431,7 @@ class Broker:
     # ------------------------------------------------------------------ matching
 
     def on_tick(self, tick: SimTick) -> list[Event]:
-        events: list[Event] = []
+        events: list[Event] = self._trigger_legs(tick)
         for order in list(self.orders.values()):
             if not order.working or order.inst.symbol != tick.symbol or order.placed_tick >= self.market.pos:
                 continue
@@ -431,6 +443,27 @@ class Broker:
                 order.status, order.message, order.update_ts = CANCELLED, "IOC order cancelled", tick.ts
                 events.append(("orders", order.socket_item()))
         self._emit(events)
+        return events
+
+    def _trigger_legs(self, tick: SimTick) -> list[Event]:
+        """The TP/SL overlay of open positions: a print at or through the stop or the target closes the
+        position at that print with a system order (tag ``2:Untagged``, ``parentId`` the entry)."""
+        events: list[Event] = []
+        for pos in list(self.positions.values()):
+            if pos.legs is None or pos.inst.symbol != tick.symbol or pos.net_qty == 0:
+                continue
+            stop, target, parent = pos.legs
+            long = pos.net_qty > 0
+            hit = (tick.price <= stop if long else tick.price >= stop) if stop > 0 else False
+            hit = hit or ((tick.price >= target if long else tick.price <= target) if target > 0 else False)
+            if not hit:
+                continue
+            leg = Order(id=self._next_id(), inst=pos.inst, qty=abs(pos.net_qty), side=-1 if long else 1, type=MARKET,
+                        product=pos.product, limit_price=0.0, stop_price=0.0, validity="DAY", tag="2:Untagged",
+                        placed_ts=tick.ts, placed_tick=self.market.pos, update_ts=tick.ts, parent_id=parent,
+                        message="TP/SL leg triggered")
+            self.orders[leg.id] = leg
+            events.extend(self._fill(leg, tick.price, tick.ts))
         return events
 
     def _fill_price(self, order: Order, price: float, first: bool) -> float | None:
@@ -458,7 +491,18 @@ class Broker:
         pos = self.positions.get(key)
         if pos is None:
             pos = self.positions[key] = Position(inst=order.inst, product=order.product)
+        before = pos.net_qty
         pos.apply(order.side, order.qty, price)
+        if pos.net_qty == 0 or (before != 0 and (pos.net_qty > 0) != (before > 0)):
+            pos.legs = None  # closed or flipped: the overlay goes with the position it protected
+        if before == 0 or (pos.net_qty != 0 and (pos.net_qty > 0) != (before > 0)):
+            if order.stop_loss > 0 or order.take_profit > 0:
+                def level(dist: float, sign: int) -> float:
+                    if dist <= 0:
+                        return 0.0
+                    move = dist if order.leg_type == 1 else price * dist / 100.0
+                    return order.inst.round_price(price + sign * move)
+                pos.legs = (level(order.stop_loss, -order.side), level(order.take_profit, order.side), order.id)
         ltp = self.ltp(order.inst.symbol)
         return [("orders", order.socket_item()), ("trades", trade.socket_item()),
                 ("positions", pos.socket_item(ltp))]
