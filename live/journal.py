@@ -257,6 +257,11 @@ class Journal:
         row = cur.fetchone()
         return dict(zip([c[0] for c in cur.description], row)) if row else None
 
+    def order_requests(self) -> list[OrderRequest]:
+        """Every order request of the session, oldest first."""
+        return [OrderRequest.from_dict(json.loads(r)) for (r,) in
+                self.db.execute("SELECT request FROM orders ORDER BY created_ns, client_order_id")]
+
     def order_request(self, client_order_id: str) -> OrderRequest | None:
         row = self.db.execute("SELECT request FROM orders WHERE client_order_id=?", (client_order_id,)).fetchone()
         return OrderRequest.from_dict(json.loads(row[0])) if row else None

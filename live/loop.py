@@ -299,9 +299,8 @@ class TradingLoop:
             elif stored != value:
                 raise UserInputError(f"{j.path}: journal was written for {key} {stored}, not {value}; "
                                      "use a new journal for another set-up")
-        restore = getattr(self.broker, "restore_requests", None)
-        if callable(restore):  # a broker without state of its own learns the brackets of what it will report
-            restore([r for row in j.orders() if (r := j.order_request(row["client_order_id"])) is not None])
+        # a broker without state of its own (Fyers) learns the brackets of the orders it will report
+        self.broker.restore_requests(j.order_requests())
         self.broker.connect()
         saved = j.load_state("risk")
         if saved is not None:

@@ -295,6 +295,11 @@ class RiskDecision:
 NO_OP_VETO_CODES = ("no_position", "position_open")
 
 
+def decision_event_key(verdict: "Verdict | str", symbol: str, bar_ts: int) -> str:
+    """The key of the risk event that records a veto, resize or override decided at bar ``bar_ts``."""
+    return f"{Verdict(verdict).value}:{symbol}:{int(bar_ts)}"
+
+
 @dataclass(frozen=True, slots=True)
 class RiskEvent:
     """A risk veto, override, state change or reconciliation finding, recorded with its reason."""

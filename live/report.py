@@ -32,6 +32,7 @@ from envs.backtest import TRADE_COLUMNS, BacktestResult
 from envs.engine import EngineConfig
 from features.bars import Bars
 from live.journal import Journal
+from live.ports import NO_OP_VETO_CODES, decision_event_key
 
 PARITY_FILE = "parity.json"
 _EXACT = ("exit_time", "qty", "exit_reason")
@@ -205,20 +206,20 @@ def compare_trades(paper: pd.DataFrame, backtest: pd.DataFrame,
                   risk_interventions=list(risk_interventions or []), reference=reference)
 
 
-# Vetoes of actions the fill engine ignores as well (an exit with no position, an entry on top of one):
-# they change nothing, so they are not interventions.
-_NO_OP_VETOES = ('["no long position to close"]', '["no short position to close"]', '["a position is already open"]')
-
-
 def risk_interventions(journal: Journal, symbol: str | None = None) -> list[dict[str, Any]]:
     """Decisions in which the risk engine changed what the policy's action does (a veto, a smaller entry,
-    a flatten), in time order: what a backtest, which has no risk engine, does not do."""
-    sql = ("SELECT symbol, bar_ts, action, final_action, verdict, reasons FROM decisions "
-           "WHERE verdict IN ('veto', 'resize', 'override')" + (" AND symbol=?" if symbol else "") + " ORDER BY bar_ts")
-    rows = journal.db.execute(sql, (symbol,) if symbol else ()).fetchall()
+    a flatten), in time order: what a backtest, which has no risk engine, does not do. Vetoes of actions
+    the fill engine ignores as well (``NO_OP_VETO_CODES``) change nothing and are left out."""
+    where = "WHERE verdict IN ('veto', 'resize', 'override')" + (" AND symbol=?" if symbol else "")
+    args = (symbol,) if symbol else ()
+    rows = journal.db.execute("SELECT symbol, bar_ts, action, final_action, verdict, reasons FROM decisions "
+                              f"{where} ORDER BY bar_ts", args).fetchall()
+    codes = dict(journal.db.execute("SELECT key, json_extract(details, '$.code') FROM risk_events "
+                                    f"WHERE kind IN ('veto', 'resize', 'override')"
+                                    + (" AND symbol=?" if symbol else ""), args).fetchall())
     return [{"symbol": s, "time": pd.Timestamp(int(ts), tz="UTC").tz_convert("Asia/Kolkata").isoformat(),
              "proposed": int(a), "final": int(f), "verdict": v, "reasons": r}
-            for s, ts, a, f, v, r in rows if r not in _NO_OP_VETOES]
+            for s, ts, a, f, v, r in rows if codes.get(decision_event_key(v, s, ts)) not in NO_OP_VETO_CODES]
 
 
 def write_session_files(out_dir: str | Path, journal: Journal, symbol: str, engine: EngineConfig,

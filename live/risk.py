@@ -92,6 +92,7 @@ from live.ports import (
     Side,
     Verdict,
     client_order_id,
+    decision_event_key,
 )
 from tradebot.config import FrozenConfig
 from tradebot.errors import UserInputError
@@ -435,7 +436,7 @@ class RiskEngine:
                 events.append(RiskEvent(ts=now, kind=verdict.value, reason="; ".join(reasons), state=self.state,
                                         symbol=symbol, details={"proposed": _action_name(proposed),
                                                                 "final": _action_name(final), "code": code},
-                                        key=f"{verdict.value}:{symbol}:{bar.ts}"))
+                                        key=decision_event_key(verdict, symbol, bar.ts)))
             return d, events
 
         def exit_order(intent: Intent, reason: str) -> OrderRequest:
