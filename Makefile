@@ -34,6 +34,8 @@ demo: install
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh
 
 test: install
+	# layer contracts (pyproject's [tool.importlinter]) on the installed layout: one root, tradebot
+	$(PY) scripts/lint_imports.py
 	# one torch/BLAS thread per worker: two xdist workers on 2 cores would otherwise oversubscribe them
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --timeout 900
 

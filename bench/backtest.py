@@ -10,7 +10,7 @@ shifted by one bar and price=open), a fixed size, long only, no stops, no square
 vectorbt marks it there, so final equity is the same number.
 
 Timing: both are warmed up first (numba compilation excluded), then the best of ``--repeats``
-end-to-end calls to the final equity. Engine: ``envs.backtest.run_signals`` from a ``Bars`` (it
+end-to-end calls to the final equity. Engine: ``tradebot.envs.backtest.run_signals`` from a ``Bars`` (it
 also builds the market arrays, the equity/position series and the timestamped trade log).
 vectorbt: ``from_signals`` + ``final_value`` on numpy arrays, its fastest input path (the ratio
 uses this); with pandas Series on a tz-aware index it is an order of magnitude slower under
@@ -64,7 +64,7 @@ def synthetic(n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def make_bars(d: dict[str, np.ndarray]):
-    from features.bars import Bars
+    from tradebot.features.bars import Bars
 
     idx = pd.DatetimeIndex(d["ts"], tz="UTC").tz_convert("Asia/Kolkata").rename("timestamp")
     frame = pd.DataFrame({k: d[k] for k in ("open", "high", "low", "close")}, index=idx)
@@ -73,8 +73,8 @@ def make_bars(d: dict[str, np.ndarray]):
 
 
 def run_engine(bars, d, qty: int) -> float:
-    from envs.backtest import run_signals
-    from envs.engine import EngineConfig
+    from tradebot.envs.backtest import run_signals
+    from tradebot.envs.engine import EngineConfig
 
     cfg = EngineConfig.frictionless(fixed_qty=qty, initial_cash=INITIAL_CASH)
     res = run_signals(bars, d["entries"], d["exits"], config=cfg)

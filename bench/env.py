@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     import gymnasium as gym
     from gymnasium.wrappers import OrderEnforcing
 
-    import envs  # noqa: F401  (registers tradebot/Trading-v0)
-    from envs.trading_env import ENV_ID, BatchedTradingEnv
-    from features.bars import load_bars
+    import tradebot.envs as envs  # noqa: F401  (registers tradebot/Trading-v0)
+    from tradebot.envs.trading_env import ENV_ID, BatchedTradingEnv
+    from tradebot.features.bars import load_bars
 
     bars = load_bars(args.data)
     rng = np.random.default_rng(args.seed)

@@ -31,8 +31,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from features.bars import Bars, load_bars  # noqa: E402
-from features.pipeline import FeaturePipeline, load_feature_config  # noqa: E402
+from tradebot.features.bars import Bars, load_bars  # noqa: E402
+from tradebot.features.pipeline import FeaturePipeline, load_feature_config  # noqa: E402
 
 WEEK_NS = 7 * 24 * 3600 * 1_000_000_000
 

@@ -54,11 +54,11 @@ class _SimClock:
 
 
 def bench_orders(sim, token, ep, logs: Path, n: int) -> dict[str, list[float]]:
-    from live.adapters.fyers.client import FyersExecutionClient
-    from live.adapters.fyers.ratelimit import RateLimiter, RateLimits
-    from live.adapters.fyers.rest import FyersRest, make_model
-    from live.adapters.fyers.sockets import OrderSocket
-    from live.ports import Fill, Intent, OrderRequest, Side
+    from tradebot.live.adapters.fyers.client import FyersExecutionClient
+    from tradebot.live.adapters.fyers.ratelimit import RateLimiter, RateLimits
+    from tradebot.live.adapters.fyers.rest import FyersRest, make_model
+    from tradebot.live.adapters.fyers.sockets import OrderSocket
+    from tradebot.live.ports import Fill, Intent, OrderRequest, Side
 
     rest = FyersRest(make_model(token.app_id, token.secret(), endpoints=ep, log_path=logs),
                      limiter=RateLimiter(RateLimits(per_second=10, per_minute=200)))
@@ -97,12 +97,12 @@ def bench_orders(sim, token, ep, logs: Path, n: int) -> dict[str, list[float]]:
 
 
 def bench_loop(sim, token, ep, logs: Path, bars: int) -> dict[str, list[float]]:
-    from envs.engine import Action
-    from features.pipeline import FeatureConfig
-    from live.adapters.fyers.data import FyersDataFeed, default_socket_factory
-    from live.adapters.fyers.rest import FyersRest, make_model
-    from live.adapters.fyers.session import build_fyers_paper_loop
-    from live.session import LiveConfig
+    from tradebot.envs.engine import Action
+    from tradebot.features.pipeline import FeatureConfig
+    from tradebot.live.adapters.fyers.data import FyersDataFeed, default_socket_factory
+    from tradebot.live.adapters.fyers.rest import FyersRest, make_model
+    from tradebot.live.adapters.fyers.loops import build_fyers_paper_loop
+    from tradebot.live.runner import LiveConfig
 
     features = FeatureConfig.model_validate({
         "returns": {"horizons": [1, 5]}, "normalisation": {"method": "none"}, "candles": {"enabled": False},
@@ -164,10 +164,10 @@ def main() -> None:
     ap.add_argument("--bars", type=int, default=30)
     args = ap.parse_args()
 
-    from live.adapters.fyers.auth import FyersToken
-    from live.adapters.fyers.rest import Endpoints
-    from live.adapters.fyers.simulator import FyersSimulator
-    from live.adapters.fyers.simulator.sdk_patch import pointed_at
+    from tradebot.live.adapters.fyers.auth import FyersToken
+    from tradebot.live.adapters.fyers.rest import Endpoints
+    from tradebot.live.adapters.fyers.simulator import FyersSimulator
+    from tradebot.live.adapters.fyers.simulator.sdk_patch import pointed_at
 
     logs = Path(tempfile.mkdtemp(prefix="bench-fyers-logs-"))
     with FyersSimulator(start="first") as sim, pointed_at(sim):

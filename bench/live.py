@@ -10,7 +10,7 @@ What is measured (all on one machine, loopback, one Serve replica, torch on 1 th
 2. ``50 symbols``: ``--bars`` bar closes of ``--symbols`` symbols: over HTTP one call after another,
    and through the handle with all symbols of a bar in flight at once (the replica still serialises
    them: one policy, one lock). Reported as acts per second.
-3. ``live loop``: a paper replay session (``live.session.build_replay_loop``, journal on disk) over
+3. ``live loop``: a paper replay session (``tradebot.live.runner.build_replay_loop``, journal on disk) over
    the sample 5-minute NIFTY bars from ``--start`` to ``--end``, the policy called through the handle, over HTTP,
    and in-process; per bar, wall time from the bar's arrival to its decision (every bar) and from the
    bar's arrival to the order's submission to the paper broker (bars that made an order). The
@@ -53,9 +53,9 @@ def _pct(xs: list[float]) -> str:
 
 def _train_tiny(out: Path) -> Path:
 
-    from rl.config import TrainConfig
-    from rl.train import train_and_save
-    from tradebot.config import parse_config
+    from tradebot.rl.config import TrainConfig
+    from tradebot.rl.train import train_and_save
+    from tradebot.core.config import parse_config
 
     raw = {
         "data": {"path": str(SAMPLE_5M), "train": {"start": "2021-01-01", "end": "2021-02-01"},
@@ -86,9 +86,9 @@ def _timed(fn, n: int) -> list[float]:
 
 def _loop_latency(policy, model: str, journal: Path, start: str, end: str) -> tuple[list[float], list[float], int]:
     """(bar -> decided for every bar, bar -> submitted for bars with an order, bars) over a paper replay."""
-    from features.bars import load_bars
-    from live.session import LiveConfig, build_replay_loop
-    from serving.client import model_features
+    from tradebot.features.bars import load_bars
+    from tradebot.live.runner import LiveConfig, build_replay_loop
+    from tradebot.serving.client import model_features
 
     received: dict[tuple[str, int], float] = {}
     decided: list[float] = []
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from ray import serve
 
-    from rl.policy import Policy
-    from serving.client import HandlePolicy, HttpPolicy, ensure_ray, start_serve
+    from tradebot.rl.policy import Policy
+    from tradebot.serving.client import HandlePolicy, HttpPolicy, ensure_ray, start_serve
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))

@@ -10,7 +10,7 @@ What is measured. Both sides train PPO with an LSTM on ``tradebot/Trading-v0`` o
 5-minute sample's training dates (Jan-Apr 2021: the demo's env config, 375-bar window episodes, the
 full default feature set), for the same number of env steps, on the CPU:
 
-* RLlib: the real ``rl.train.build_algo_config`` (new API stack, MeanStdFilter connector,
+* RLlib: the real ``tradebot.rl.train.build_algo_config`` (new API stack, MeanStdFilter connector,
   ``DefaultModelConfig(use_lstm=True)``: MLP [64] -> LSTM 64 -> heads, ``max_seq_len`` 20),
   for each ``RxE`` in ``--runners``: R remote env runners (0: sampling in the driver), E envs
   per runner (vectorised, one batched forward pass per step). One warm-up iteration, then
@@ -135,8 +135,8 @@ class Row:
 
 
 def _train_config(args: argparse.Namespace):
-    from rl.config import TrainConfig
-    from tradebot.config import parse_config
+    from tradebot.rl.config import TrainConfig
+    from tradebot.core.config import parse_config
 
     return parse_config(TrainConfig, {
         "data": {"path": args.data, "train": {"start": args.start, "end": args.end}, "validation": None},
@@ -166,7 +166,7 @@ def bench_rllib(args: argparse.Namespace, runners: int, envs: int) -> Row:
     from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
     from ray.tune.registry import register_env
 
-    from rl.train import RLLIB_ENV_NAME, build_algo_config, make_env
+    from tradebot.rl.train import RLLIB_ENV_NAME, build_algo_config, make_env
 
     cfg = _train_config(args)
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"num_env_runners": runners})})
@@ -216,9 +216,9 @@ def bench_sb3(args: argparse.Namespace, n_envs: int, steps: int) -> Row:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    import envs  # noqa: F401  (registers tradebot/Trading-v0)
-    from envs.trading_env import ENV_ID
-    from features.bars import load_bars
+    import tradebot.envs as envs  # noqa: F401  (registers tradebot/Trading-v0)
+    from tradebot.envs.trading_env import ENV_ID
+    from tradebot.features.bars import load_bars
 
     cfg = _train_config(args)
     bars = load_bars(args.data).between(args.start, args.end)

@@ -5,10 +5,10 @@
 
 from gymnasium.envs.registration import register, registry
 
-from envs.backtest import TRADE_COLUMNS, BacktestResult, run_backtest, run_signals
-from envs.costs import PRODUCTS, cost_vector, order_charges
-from envs.engine import ACTION_NAMES, EXIT_REASON_NAMES, Action, EngineConfig, ExitReason
-from envs.trading_env import (
+from tradebot.envs.backtest import TRADE_COLUMNS, BacktestResult, run_backtest, run_signals
+from tradebot.envs.costs import PRODUCTS, cost_vector, order_charges
+from tradebot.envs.engine import ACTION_NAMES, EXIT_REASON_NAMES, Action, EngineConfig, ExitReason
+from tradebot.envs.trading_env import (
     ENV_ID,
     REWARDS,
     BatchedTradingEnv,
@@ -23,7 +23,7 @@ from envs.trading_env import (
 if ENV_ID not in registry:
     # The env enforces reset-before-step itself and passes gymnasium's check_env (tests), so the
     # per-step PassiveEnvChecker / OrderEnforcing wrappers are left off, as gym-trading-env does.
-    register(id=ENV_ID, entry_point="envs.trading_env:TradingEnv", disable_env_checker=True, order_enforce=False)
+    register(id=ENV_ID, entry_point="tradebot.envs.trading_env:TradingEnv", disable_env_checker=True, order_enforce=False)
 
 __all__ = [
     "ACTION_NAMES", "EXIT_REASON_NAMES", "ENV_ID", "PRODUCTS", "REWARDS", "TRADE_COLUMNS",

@@ -1,6 +1,6 @@
 """Backtester: run an action (or signal) series through the fill engine and label the results.
 
-``run_backtest(bars, actions)`` is the same engine the env steps (``envs.engine.step_bar``), run in
+``run_backtest(bars, actions)`` is the same engine the env steps (``tradebot.envs.engine.step_bar``), run in
 one numba loop; the result carries pandas objects indexed by bar timestamps. ``run_signals`` is
 the signal-driven path (entries/exits as boolean arrays), also over ``step_bar``.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from envs.engine import (
+from tradebot.envs.engine import (
     EXIT_REASON_NAMES,
     N_ACTIONS,
     N_TRADE,
@@ -37,8 +37,8 @@ from envs.engine import (
     run_actions,
     run_signals as _run_signals,
 )
-from features.bars import Bars, load_bars
-from tradebot.errors import UserInputError
+from tradebot.features.bars import Bars, load_bars
+from tradebot.core.errors import UserInputError
 
 # Trade-log columns, in order.
 TRADE_COLUMNS: tuple[str, ...] = (

@@ -1,14 +1,14 @@
 """Baseline strategies: bars → one action per bar, for comparing learned policies against.
 
 Every baseline maps a ``Bars`` (and the ``EngineConfig`` it will be backtested under) to an
-``int8`` array of ``envs.engine.Action`` values, one per bar. Action ``i`` is decided at bar ``i``'s
+``int8`` array of ``tradebot.envs.engine.Action`` values, one per bar. Action ``i`` is decided at bar ``i``'s
 close from bars ``<= i`` only (indicators are causal pandas-ta series; nothing looks ahead), and the
 engine fills it at bar ``i + 1``'s open.
 
 How the actions stay valid. A baseline computes four causal signals (long entry, long exit, short
 entry, short exit) and optionally a trailing-stop distance; one shared loop (``signals_to_actions``)
 turns them into actions. To know which position it holds, the loop replays the fill engine itself
-(``envs.engine.step_bar``, the one implementation of the trading rules) bar by bar alongside its own
+(``tradebot.envs.engine.step_bar``, the one implementation of the trading rules) bar by bar alongside its own
 decisions, so it sees the engine's stop-loss, take-profit and square-off exits as they happen and
 never emits an entry while holding or a close it does not need. The replay is causal too: it
 uses only clock knowledge of sessions (a bar is the last of its session when it ends at 15:30, or
@@ -53,7 +53,7 @@ import pandas as pd
 import pandas_ta as ta
 from numba import njit
 
-from envs.engine import (
+from tradebot.envs.engine import (
     D_ATR,
     D_FLAGS,
     FLAG_LAST_OF_SESSION,
@@ -67,9 +67,9 @@ from envs.engine import (
     position_size,
     step_bar,
 )
-from features.bars import Bars
-from features.sessions import SESSION_CLOSE_MINUTE, is_intraday, minute_of_day, session_day, timeframe_minutes
-from tradebot.errors import UserInputError
+from tradebot.features.bars import Bars
+from tradebot.core.nse_time import SESSION_CLOSE_MINUTE, is_intraday, minute_of_day, session_day, timeframe_minutes
+from tradebot.core.errors import UserInputError
 
 HOLD, BUY_LONG, SELL_SHORT, CLOSE_LONG, CLOSE_SHORT = (int(a) for a in (
     Action.HOLD, Action.BUY_LONG, Action.SELL_SHORT, Action.CLOSE_LONG, Action.CLOSE_SHORT))
@@ -78,7 +78,7 @@ HOLD, BUY_LONG, SELL_SHORT, CLOSE_LONG, CLOSE_SHORT = (int(a) for a in (
 def replay_data(bars: Bars, config: EngineConfig, atr: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The engine's market data with session ends known by the clock only, and the no-entry mask.
 
-    Returns ``(data, no_entry)``: ``data`` is ``envs.engine.market_data`` with the last-of-session
+    Returns ``(data, no_entry)``: ``data`` is ``tradebot.envs.engine.market_data`` with the last-of-session
     flag recomputed causally (intraday: the bar ends at or after 15:30; daily: every bar);
     ``no_entry[i]`` is True where an entry decided at bar ``i`` must not be sent (its fill would land
     on the square-off bar or later in the session, or the ATR the engine sizes with is unknown).

@@ -3,7 +3,7 @@
 The rates live in ``envs/costs.yaml`` (dated schedules, each rate with its source). This module
 validates that file and turns one product's rates into the flat float64 vector the numba engine
 reads (``COST_*`` indices, rates as fractions). The arithmetic itself is in
-``envs.engine.cost_breakdown`` so that the engine stays the only place costs are computed;
+``tradebot.envs.engine.cost_breakdown`` so that the engine stays the only place costs are computed;
 ``order_charges`` is the readable front door to it.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 import yaml
 from pydantic import Field, model_validator
 
-from tradebot.config import FrozenConfig, parse_config
-from tradebot.errors import UserInputError
+from tradebot.core.config import FrozenConfig, parse_config
+from tradebot.core.errors import UserInputError
 
 COSTS_FILE = Path(__file__).with_name("costs.yaml")
 
@@ -141,7 +141,7 @@ def cost_vector(product: str, as_of: dt.date | None = None, path: str | Path | N
 def order_charges(product: str, price: float, qty: float, side: Literal["buy", "sell"],
                   as_of: dt.date | None = None, path: str | Path | None = None) -> dict[str, float]:
     """Every charge on one executed order, in rupees (keys: ``CHARGE_NAMES``), via the engine."""
-    from envs.engine import cost_breakdown
+    from tradebot.envs.engine import cost_breakdown
 
     if side not in ("buy", "sell"):
         raise UserInputError(f"side must be 'buy' or 'sell', got {side!r}")

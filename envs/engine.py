@@ -12,7 +12,7 @@ Inputs are flat arrays so that numba can take them cheaply:
 * ``data`` (n x ``N_DATA`` float64, from ``market_data``): open, high, low, close, ATR, flags and
   the fraction of the session left, per bar;
 * ``params`` (``N_PARAMS`` float64, from ``EngineConfig.params``);
-* ``costs`` (``envs.costs.N_COST`` float64, from ``EngineConfig.cost_vector``);
+* ``costs`` (``tradebot.envs.costs.N_COST`` float64, from ``EngineConfig.cost_vector``);
 * ``state`` (``N_STATE`` float64, from ``new_state``): cash, position, open-trade details,
   counters, and the record of the trade closed in the last bar (``S_TRADE`` ... , ``T_*`` layout).
 
@@ -49,7 +49,7 @@ import pandas as pd
 from numba import njit
 from pydantic import Field, field_validator, model_validator
 
-from envs.costs import (
+from tradebot.envs.costs import (
     COST_BROKERAGE_FLAT,
     COST_BROKERAGE_RATE,
     COST_DP_SELL,
@@ -64,10 +64,10 @@ from envs.costs import (
     Product,
     cost_vector,
 )
-from features.bars import Bars
-from features.sessions import SESSION_CLOSE_MINUTE, SESSION_OPEN_MINUTE, is_intraday, timeframe_minutes
-from tradebot.config import FrozenConfig, load_config
-from tradebot.errors import UserInputError
+from tradebot.features.bars import Bars
+from tradebot.core.nse_time import SESSION_CLOSE_MINUTE, SESSION_OPEN_MINUTE, is_intraday, timeframe_minutes
+from tradebot.core.config import FrozenConfig, load_config
+from tradebot.core.errors import UserInputError
 
 
 class Action(IntEnum):
@@ -263,7 +263,7 @@ def compute_atr(bars: Bars, period: int = 14) -> np.ndarray:
 def session_layout(index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
     """(session id, minute of day) per bar in IST, from the integer timestamps (fast for 1M bars).
 
-    Same values as ``features.sessions.session_day`` / ``minute_of_day`` (IST has no DST).
+    Same values as ``tradebot.core.nse_time.session_day`` / ``minute_of_day`` (IST has no DST).
     """
     ns = index.as_unit("ns").asi8 + _IST_OFFSET_NS
     return ns // _DAY_NS, (ns % _DAY_NS) // _MINUTE_NS
@@ -586,7 +586,7 @@ def run_actions(data, actions, params, costs, log):
 
     Closed trades are written to ``log`` (cap x N_TRADE) while it has room. Returns (equity, cash,
     position, number of trades, final state); when the number exceeds ``log``'s rows, run again
-    with a log that large (``envs.backtest`` does). The action at the last bar has no bar left to
+    with a log that large (``tradebot.envs.backtest`` does). The action at the last bar has no bar left to
     fill in and is ignored.
     """
     n = data.shape[0]
@@ -644,7 +644,7 @@ def run_signals(data, long_entries, long_exits, short_entries, short_exits, para
 # function's own source file: a cached kernel in another module that compiles step_bar in would
 # keep a stale copy of it after this file changes.
 
-# reward parameters (envs.trading_env.RewardStrategy.vector)
+# reward parameters (tradebot.envs.trading_env.RewardStrategy.vector)
 R_CODE, R_DRAWDOWN, R_TURNOVER, R_ETA = range(4)
 N_RPARAMS = 4
 REWARD_NET_LOG_RETURN = 0

@@ -1,6 +1,6 @@
 """``TradingEnv`` (Gymnasium, id ``tradebot/Trading-v0``) and ``BatchedTradingEnv`` over the fill engine.
 
-Both step ``envs.engine.step_bar`` through the same numba kernel, ``env_step``: the single env calls
+Both step ``tradebot.envs.engine.step_bar`` through the same numba kernel, ``env_step``: the single env calls
 it once per ``step``; the batched env calls it for every account inside one numba call.
 
 Time line: at bar t the agent sees the observation of bar t (features at t, computed from bars
@@ -11,7 +11,7 @@ Observation (float32): the feature columns at t, then ``side`` (-1/0/+1), ``upnl
 (side x (close_t - entry price) / ATR_t), ``bars_in_trade`` and ``time_left`` (fraction of the
 session left before square-off, or before the close when positions are carried; 0 for daily bars).
 
-Features: by default the project's ``features.pipeline.FeaturePipeline`` built from the ``features``
+Features: by default the project's ``tradebot.features.pipeline.FeaturePipeline`` built from the ``features``
 config section (the same object live trading uses), with its ATR driving sizing and stops. A
 DataFrame/array aligned with the bars, or any object with ``transform(bars)`` (and ``atr(bars)``),
 may be given instead.
@@ -34,8 +34,8 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 from pydantic import Field
 
-from envs.backtest import trades_frame
-from envs.engine import (
+from tradebot.envs.backtest import trades_frame
+from tradebot.envs.engine import (
     MODE_SESSION,
     MODE_WINDOW,
     N_ACTIONS,
@@ -53,6 +53,8 @@ from envs.engine import (
     S_EQUITY,
     S_INVALID,
     S_N_TRADES,
+    S_ENTRY_BAR,
+    S_ENTRY_PRICE,
     S_QTY,
     S_TRADE,
     EngineConfig,
@@ -64,16 +66,34 @@ from envs.engine import (
     market_data,
     new_state,
     session_layout,
+    write_obs,
 )
-from features.bars import Bars, load_bars
-from features.pipeline import FeatureConfig, FeaturePipeline
-from tradebot.config import FrozenConfig, load_config, parse_config
-from tradebot.errors import UserInputError
+from tradebot.features.bars import Bars, load_bars
+from tradebot.features.pipeline import FeatureConfig, FeaturePipeline
+from tradebot.core.config import FrozenConfig, load_config, parse_config
+from tradebot.core.errors import UserInputError
 
 ENV_ID = "tradebot/Trading-v0"
 _OBS_BOUND = float(np.finfo(np.float32).max)  # finite bounds: features are unbounded in principle
 POSITION_FEATURES: tuple[str, ...] = ("side", "upnl_atr", "bars_in_trade", "time_left")
 N_POSITION_FEATURES = len(POSITION_FEATURES)
+
+
+def observation_at(features: np.ndarray, data_row: np.ndarray, qty: float = 0.0, entry_price: float = 0.0,
+                   bars_held: int = 0) -> np.ndarray:
+    """The env's observation of one bar outside an env (the live loop): the bar's feature row, then
+    ``POSITION_FEATURES`` for a position of ``qty`` (signed) bought at ``entry_price`` ``bars_held``
+    bars ago, computed by the env's own kernel; ``data_row`` is the bar's row of ``market_data``."""
+    nf = len(features)
+    obs = np.zeros(nf + N_POSITION_FEATURES, dtype=np.float32)
+    feats = np.ascontiguousarray(features, dtype=np.float32).reshape(1, nf)
+    state = np.zeros(N_STATE)
+    if qty != 0.0:
+        state[S_QTY] = qty
+        state[S_ENTRY_PRICE] = entry_price
+        state[S_ENTRY_BAR] = -float(bars_held)
+    write_obs(obs, feats, np.asarray(data_row, dtype=np.float64).reshape(1, -1), state, 0)
+    return obs
 
 # ---- rewards ----------------------------------------------------------------------------------
 
@@ -261,7 +281,7 @@ class _Prepared:
 # ---- the single env --------------------------------------------------------------------------
 
 class TradingEnv(gym.Env):
-    """One trading account over one instrument's bars; actions are ``envs.engine.Action``.
+    """One trading account over one instrument's bars; actions are ``tradebot.envs.engine.Action``.
 
     ``data``: a ``Bars`` or a bar file path. ``features``: DataFrame/array aligned with the bars, or
     an object with ``transform(bars)``; None: the built-in set. ``atr``: ATR in price units per bar
@@ -309,7 +329,7 @@ class TradingEnv(gym.Env):
 
     @property
     def trades(self) -> pd.DataFrame:
-        """Trades closed in the current episode (``envs.backtest.TRADE_COLUMNS``)."""
+        """Trades closed in the current episode (``tradebot.envs.backtest.TRADE_COLUMNS``)."""
         log = np.array(self._trade_rows).reshape(-1, N_TRADE)
         return trades_frame(log, self._p.bars.index)
 

@@ -90,8 +90,8 @@ import pandas as pd
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from features.bars import Bars
-from features.sessions import (
+from tradebot.features.bars import Bars
+from tradebot.core.nse_time import (
     IST,
     SESSION_MINUTES,
     SESSION_OPEN_MINUTE,
@@ -100,8 +100,8 @@ from features.sessions import (
     is_intraday,
     timeframe_minutes,
 )
-from tradebot.config import FrozenConfig, load_config
-from tradebot.errors import UserInputError
+from tradebot.core.config import FrozenConfig, load_config
+from tradebot.core.errors import UserInputError
 
 ATR_COLUMN = "atr"  # name of the raw ATR output (price units; for sizing and stops, not an observation)
 STATE_FORMAT = "tradebot.features.stream/1"
@@ -230,7 +230,7 @@ class CandlesConfig(FrozenConfig):
         for name in values:
             if name not in CANDLE_PATTERNS:
                 close = difflib.get_close_matches(name, CANDLE_PATTERNS, n=1)
-                hint = f"did you mean '{close[0]}'?" if close else "see features.pipeline.CANDLE_PATTERNS"
+                hint = f"did you mean '{close[0]}'?" if close else "see tradebot.features.pipeline.CANDLE_PATTERNS"
                 raise ValueError(f"unknown candlestick pattern '{name}' ({hint})")
         return _unique(values)
 
@@ -320,7 +320,7 @@ def _ist_clock(ts_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(minute of day, IST calendar day number, weekday Mon=0) of UTC-nanosecond timestamps.
 
     IST is UTC+05:30 all year (no daylight saving), so integer arithmetic gives exactly what
-    ``features.sessions.minute_of_day`` / ``session_day`` and ``DatetimeIndex.dayofweek`` give.
+    ``tradebot.core.nse_time.minute_of_day`` / ``session_day`` and ``DatetimeIndex.dayofweek`` give.
     """
     local_minute = (ts_ns + _IST_OFFSET_NS) // 60_000_000_000
     day = local_minute // 1440

@@ -1,6 +1,6 @@
 """Data-quality report of a bar file, before anything trusts it.
 
-``check_quality(raw, source)`` takes the structural parse of ``features.bars.read_bar_file`` (file
+``check_quality(raw, source)`` takes the structural parse of ``tradebot.features.bars.read_bar_file`` (file
 order, nothing dropped) and counts what strict validation would reject or what deserves a look:
 
 * erroneous rows: duplicate timestamps (every copy but the last), NaN/infinite cells, inconsistent
@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.bars import BAR_COLUMNS, PRICE_COLUMNS, symbol_from_filename
-from features.resample import SESSION_EXCHANGES
-from features.sessions import (
+from tradebot.features.bars import BAR_COLUMNS, PRICE_COLUMNS, symbol_from_filename
+from tradebot.features.resample import SESSION_EXCHANGES
+from tradebot.core.nse_time import (
     IST,
     SESSION_CLOSE_MINUTE,
     SESSION_OPEN_MINUTE,
@@ -42,7 +42,7 @@ from features.sessions import (
     session_day,
     timeframe_minutes,
 )
-from tradebot.errors import UserInputError
+from tradebot.core.errors import UserInputError
 
 DEFAULT_JUMP_K = 20.0
 DEFAULT_JUMP_WINDOW = 50

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.bars import BAR_COLUMNS, Bars
-from features.sessions import (
+from tradebot.features.bars import BAR_COLUMNS, Bars
+from tradebot.core.nse_time import (
     IST,
     SESSION_OPEN_MINUTE,
     in_session,
@@ -24,7 +24,7 @@ from features.sessions import (
     minute_of_day,
     timeframe_minutes,
 )
-from tradebot.errors import UserInputError
+from tradebot.core.errors import UserInputError
 
 #: Exchanges whose regular session is the NSE cash/F&O session 09:15–15:30 IST.
 SESSION_EXCHANGES = frozenset({"NSE", "BSE", "NFO", "BFO"})

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,10 +31,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.bars import BAR_COLUMNS, Bars, validate_symbol
-from features.resample import canonical_timeframe
-from features.sessions import IST, is_intraday, timeframe_minutes
-from tradebot.errors import UserInputError
+from tradebot.core.files import atomic_writer
+from tradebot.features.bars import BAR_COLUMNS, Bars, validate_symbol
+from tradebot.features.resample import canonical_timeframe
+from tradebot.core.nse_time import IST, is_intraday, timeframe_minutes
+from tradebot.core.errors import UserInputError
 
 try:  # POSIX advisory locks; without them (Windows) writes are still atomic, just not serialised
     import fcntl
@@ -209,20 +209,12 @@ class Store:
         table = pa.Table.from_pandas(frame, preserve_index=True)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                METADATA_KEY: json.dumps(meta).encode()})
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; store files get the usual mode
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_writer(path) as fh:
                 pq.write_table(table, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException as err:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(err, OSError):
-                raise UserInputError(f"{path}: cannot write the store file ({err.strerror or err}); "
-                                     "the store is unchanged; check free space and permissions") from None
+        except OSError as err:
+            raise UserInputError(f"{path}: cannot write the store file ({err.strerror or err}); "
+                                 "the store is unchanged; check free space and permissions") from None
             raise
         with contextlib.suppress(OSError):  # make the rename itself durable
             dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -243,12 +235,6 @@ class Store:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _tf_order(timeframe: str) -> int:

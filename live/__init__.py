@@ -2,13 +2,13 @@
 
 Public API (imported lazily, so ``tradebot live status`` does not load the engine):
 
-* ports (``live.ports``): ``Bar``, ``Tick``, ``Heartbeat``, ``OrderRequest``, ``OrderUpdate``, ``Fill``,
+* ports (``tradebot.live.ports``): ``Bar``, ``Tick``, ``Heartbeat``, ``OrderRequest``, ``OrderUpdate``, ``Fill``,
   ``PositionReport``, ``AccountReport``, ``RiskDecision``, ``RiskEvent``, enums ``Side``, ``OrderStatus``,
   ``Intent``, ``RiskState``, ``Verdict``; interfaces ``DataFeed``, ``ExecutionClient``; ``SimClock``,
   ``WallClock``; ``client_order_id``.
 * ``BarBuilder`` (ticks -> session-aligned bars), ``ReplayFeed`` (a bar file as a live feed), ``QueueFeed``
   (the thread-based base of real-time feeds).
-* ``PaperBroker``: the execution client that fills through ``envs.engine``.
+* ``PaperBroker``: the execution client that fills through ``tradebot.envs.engine``.
 * ``RiskConfig``, ``RiskEngine``, ``RateLimiter``.
 * ``Journal``, ``request_control``, ``journal_status``.
 * ``TradingLoop``, ``LoopConfig``, ``StreamFeatures``, ``current_bar``; ``ScheduledPolicy``, ``baseline_policy``.
@@ -24,32 +24,32 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    **{name: "live.ports" for name in (
+    **{name: "tradebot.live.ports" for name in (
         "Bar", "Tick", "Heartbeat", "OrderRequest", "OrderUpdate", "Fill", "PositionReport", "AccountReport",
         "RiskDecision", "RiskEvent", "Side", "OrderStatus", "Intent", "RiskState", "Verdict", "DataFeed",
         "ExecutionClient", "SimClock", "WallClock", "client_order_id")},
-    "BarBuilder": "live.bars",
-    "ReplayFeed": "live.feeds",
-    "QueueFeed": "live.feeds",
-    "PaperBroker": "live.paper",
-    "RiskConfig": "live.risk",
-    "RiskEngine": "live.risk",
-    "RateLimiter": "live.risk",
-    "Journal": "live.journal",
-    "request_control": "live.journal",
-    "journal_status": "live.journal",
-    "TradingLoop": "live.loop",
-    "LoopConfig": "live.loop",
-    "StreamFeatures": "live.loop",
-    "current_bar": "live.loop",
-    "ScheduledPolicy": "live.policies",
-    "baseline_policy": "live.policies",
-    "LiveMetrics": "live.metrics",
-    "serve_metrics": "live.metrics",
-    "configure_json_logging": "live.logs",
-    "LiveConfig": "live.session",
-    "build_replay_loop": "live.session",
-    "run_replay_session": "live.session",
+    "BarBuilder": "tradebot.live.bars",
+    "ReplayFeed": "tradebot.live.feeds",
+    "QueueFeed": "tradebot.live.feeds",
+    "PaperBroker": "tradebot.live.paper",
+    "RiskConfig": "tradebot.live.risk",
+    "RiskEngine": "tradebot.live.risk",
+    "RateLimiter": "tradebot.live.risk",
+    "Journal": "tradebot.live.journal",
+    "request_control": "tradebot.live.journal",
+    "journal_status": "tradebot.live.journal",
+    "TradingLoop": "tradebot.live.loop",
+    "LoopConfig": "tradebot.live.loop",
+    "StreamFeatures": "tradebot.live.loop",
+    "current_bar": "tradebot.live.loop",
+    "ScheduledPolicy": "tradebot.live.policies",
+    "baseline_policy": "tradebot.live.policies",
+    "LiveMetrics": "tradebot.live.prometheus",
+    "serve_metrics": "tradebot.live.prometheus",
+    "configure_json_logging": "tradebot.live.logs",
+    "LiveConfig": "tradebot.live.runner",
+    "build_replay_loop": "tradebot.live.runner",
+    "run_replay_session": "tradebot.live.runner",
 }
 
 __all__ = sorted(_EXPORTS)

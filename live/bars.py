@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from live.market import bar_end, bar_start_for, last_of_session_by_clock
-from live.ports import NS_PER_SECOND, Bar, Tick
+from tradebot.live.market import bar_end, bar_start_for, last_of_session_by_clock
+from tradebot.live.ports import NS_PER_SECOND, Bar, Tick
 
 
 @dataclass

@@ -7,7 +7,7 @@ market time pass per wall second, with the time the market is closed (nights, we
 Several symbols are merged by bar end.
 
 Session ends: with ``session_ends="data"`` (default) a bar is the last of its session when the data's
-next bar is on another day, which is what the backtester assumes (``envs.engine.market_data``); a
+next bar is on another day, which is what the backtester assumes (``tradebot.envs.engine.market_data``); a
 replay therefore fills exactly as ``run_backtest`` does, even on a day the exchange closed early.
 ``"clock"`` uses only the clock (the bar ends at 15:30), as a live feed must. The replay's last bar is
 flagged ``final`` (the paper broker then closes positions at its close, as the backtester does at
@@ -25,10 +25,10 @@ from typing import Literal
 
 import numpy as np
 
-from features.bars import Bars
-from live.market import DAY_NS, IST_OFFSET_NS, bar_end, last_of_session_by_clock
-from live.ports import NS_PER_SECOND, Bar, Clock, DataFeed, FeedEvent, Heartbeat, SimClock, Tick, WallClock
-from tradebot.errors import UserInputError
+from tradebot.features.bars import Bars
+from tradebot.live.market import DAY_NS, IST_OFFSET_NS, bar_end, last_of_session_by_clock
+from tradebot.live.ports import NS_PER_SECOND, Bar, Clock, DataFeed, FeedEvent, Heartbeat, SimClock, Tick, WallClock
+from tradebot.core.errors import UserInputError
 
 
 class ReplayFeed(DataFeed):

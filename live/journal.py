@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from live.ports import (
+from tradebot.live.ports import (
     NO_OP_VETO_CODES,
     AccountReport,
     Bar,
@@ -44,7 +44,7 @@ from live.ports import (
     Side,
     to_ist,
 )
-from tradebot.errors import UserInputError
+from tradebot.core.errors import UserInputError
 
 SCHEMA_VERSION = "1"
 CONTROL_COMMANDS = ("halt", "reduce", "resume")

@@ -16,7 +16,7 @@ Per closed bar (a ``Bar`` from the feed, or one the ``BarBuilder`` closed from t
    engine's update (session roll-over, daily loss, drawdown, data freshness) and any manual command
    from the journal (``tradebot live halt``); the policy's action -- it is called with the observation
    the env would give at this bar: the features, then ``side, upnl_atr, bars_in_trade, time_left``
-   (``envs.trading_env.POSITION_FEATURES``, by the engine's own ``write_obs``), and not during the
+   (``tradebot.envs.trading_env.POSITION_FEATURES``, by the engine's own ``write_obs``), and not during the
    feature warm-up (HOLD) -- the risk engine's decision (accept, resize, veto, or override with a
    flatten) and its order, written ahead as ``PENDING_SUBMIT``;
 4. the order is sent once (``_submit_once``);
@@ -51,16 +51,16 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import Field
 
-from envs.engine import N_STATE, S_ENTRY_BAR, S_ENTRY_PRICE, S_QTY, Action, EngineConfig, write_obs
-from envs.trading_env import N_POSITION_FEATURES
-from features.bars import Bars
-from features.pipeline import FeaturePipeline, FeatureStream
-from live.bars import BarBuilder
-from live.journal import Journal
-from live.logs import get_logger, log_event
-from live.market import engine_row
-from live.metrics import LiveMetrics
-from live.ports import (
+from tradebot.envs.engine import Action, EngineConfig
+from tradebot.envs.trading_env import observation_at
+from tradebot.features.bars import Bars
+from tradebot.features.pipeline import FeaturePipeline, FeatureStream
+from tradebot.live.bars import BarBuilder
+from tradebot.live.journal import Journal
+from tradebot.live.logs import get_logger, log_event
+from tradebot.live.market import engine_row
+from tradebot.live.prometheus import LiveMetrics
+from tradebot.live.ports import (
     NS_PER_SECOND,
     AccountReport,
     Bar,
@@ -78,9 +78,9 @@ from live.ports import (
     Tick,
     Verdict,
 )
-from live.risk import RiskConfig, RiskEngine
-from tradebot.config import FrozenConfig
-from tradebot.errors import FatalError, RejectedError, RetryableError, UserInputError
+from tradebot.live.risk import RiskConfig, RiskEngine
+from tradebot.core.config import FrozenConfig
+from tradebot.core.errors import FatalError, RejectedError, RetryableError, UserInputError
 
 _CURRENT_BAR: contextvars.ContextVar[Bar | None] = contextvars.ContextVar("tradebot_live_bar", default=None)
 STAGES = ("bar_received", "broker_processed", "decided", "submitted", "bar_done")
@@ -567,20 +567,13 @@ class TradingLoop:
 
     def observation(self, symbol: str, features: np.ndarray, bar: Bar, atr: float) -> np.ndarray:
         """The env's observation at this bar: features, then side, upnl_atr, bars_in_trade, time_left."""
-        nf = len(features)
-        obs = np.zeros(nf + N_POSITION_FEATURES, dtype=np.float32)
-        feats = np.ascontiguousarray(features, dtype=np.float32).reshape(1, nf)
-        data = engine_row(bar, atr, self.engine).reshape(1, -1)
-        state = np.zeros(N_STATE)
+        data = engine_row(bar, atr, self.engine)
         p = self._positions.get(symbol)
-        if p is not None and p.qty != 0.0:
-            times = self._bar_times[symbol]
-            held = bisect.bisect_right(times, bar.ts) - bisect.bisect_right(times, p.opened_ts)
-            state[S_QTY] = p.qty
-            state[S_ENTRY_PRICE] = p.avg_price
-            state[S_ENTRY_BAR] = -float(held)
-        write_obs(obs, feats, data, state, 0)
-        return obs
+        if p is None or p.qty == 0.0:
+            return observation_at(features, data)
+        times = self._bar_times[symbol]
+        held = bisect.bisect_right(times, bar.ts) - bisect.bisect_right(times, p.opened_ts)
+        return observation_at(features, data, p.qty, p.avg_price, held)
 
     def _act(self, symbol: str, obs: np.ndarray, bar: Bar) -> int:
         token = _CURRENT_BAR.set(bar)

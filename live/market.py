@@ -1,6 +1,6 @@
 """NSE session arithmetic on epoch nanoseconds, and one bar as a row of the fill engine's market data.
 
-``engine_row`` runs the engine's own per-bar kernel (the one ``envs.engine.market_data`` runs over a
+``engine_row`` runs the engine's own per-bar kernel (the one ``tradebot.envs.engine.market_data`` runs over a
 whole series), so the square-off flag and the session time left of a live bar are computed exactly
 as the backtester and the env compute them; only the last-of-session flag comes from the bar (a live
 feed knows it from the clock, a replay from its data).
@@ -13,15 +13,15 @@ from functools import lru_cache
 
 import numpy as np
 
-from envs.engine import (
+from tradebot.envs.engine import (
     D_FLAGS,
     FLAG_LAST_OF_SESSION,
     N_DATA,
     EngineConfig,
     _fill_market,  # the engine's per-bar market-data kernel (market_data's loop body)
 )
-from features.sessions import SESSION_CLOSE_MINUTE, SESSION_OPEN_MINUTE, is_intraday, timeframe_minutes
-from live.ports import Bar
+from tradebot.core.nse_time import SESSION_CLOSE_MINUTE, SESSION_OPEN_MINUTE, is_intraday, timeframe_minutes
+from tradebot.live.ports import Bar
 
 IST_OFFSET_NS = (5 * 60 + 30) * 60 * 1_000_000_000
 DAY_NS = 86_400 * 1_000_000_000
@@ -88,7 +88,7 @@ def last_of_session_by_clock(end: int) -> bool:
 
 
 def engine_row(bar: Bar, atr: float, config: EngineConfig) -> np.ndarray:
-    """The engine's market-data row (``envs.engine.D_*`` columns) of one bar under ``config``."""
+    """The engine's market-data row (``tradebot.envs.engine.D_*`` columns) of one bar under ``config``."""
     data = np.empty((1, N_DATA), dtype=np.float64)
     intraday = is_intraday(bar.timeframe)
     sq = config.square_off_minute if intraday else None

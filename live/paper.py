@@ -1,8 +1,8 @@
 """``PaperBroker``: an ``ExecutionClient`` that fills through the backtester's fill engine.
 
-Each symbol is one engine account (``envs.engine`` state vector, ``initial_cash`` of the engine
+Each symbol is one engine account (``tradebot.envs.engine`` state vector, ``initial_cash`` of the engine
 config). When the loop hands it a closed bar (``on_bar(bar, atr)``), the broker runs
-``envs.engine.step_bar`` once for that bar with the working order turned into the engine's action,
+``tradebot.envs.engine.step_bar`` once for that bar with the working order turned into the engine's action,
 exactly as ``run_backtest`` runs it with the action decided at the previous bar: same fill prices,
 slippage, costs, stop-loss / take-profit, square-off and session-end rules, same numbers. Nothing
 about fills is computed here; this module only translates orders to actions and the engine's state
@@ -18,7 +18,7 @@ Order semantics (those of the engine):
   or take-profit already closed it at that open, the exit is cancelled;
 * one working order per symbol; partial closes and pyramiding are refused (``RejectedError``).
 
-Sized like this, an entry decided at bar t with the engine's risk sizing (``live.risk.RiskEngine``
+Sized like this, an entry decided at bar t with the engine's risk sizing (``tradebot.live.risk.RiskEngine``
 does that, at bar t's equity and ATR) gets exactly the quantity ``run_backtest`` gives it, so a paper
 session replaying a bar file with an action sequence makes the trades ``run_backtest`` makes.
 
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.engine import (
+from tradebot.envs.engine import (
     D_ATR,
     D_FLAGS,
     EXIT_REASON_NAMES,
@@ -87,8 +87,8 @@ from envs.engine import (
     new_state,
     step_bar,
 )
-from live.market import engine_row
-from live.ports import (
+from tradebot.live.market import engine_row
+from tradebot.live.ports import (
     NS_PER_SECOND,
     AccountReport,
     Bar,
@@ -102,7 +102,7 @@ from live.ports import (
     Side,
     WallClock,
 )
-from tradebot.errors import RejectedError, RetryableError, UserInputError
+from tradebot.core.errors import RejectedError, RetryableError, UserInputError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -159,7 +159,7 @@ def _fill_from_json(text: str) -> Fill:
 
 
 class PaperBroker(ExecutionClient):
-    """Paper trading through ``envs.engine.step_bar``; see the module docstring."""
+    """Paper trading through ``tradebot.envs.engine.step_bar``; see the module docstring."""
 
     name = "paper"
 
@@ -533,7 +533,7 @@ class PaperBroker(ExecutionClient):
         return "the engine sized the entry to zero (equity, margin or notional limits)"
 
     def state_vector(self, symbol: str) -> np.ndarray:
-        """A copy of the engine account of ``symbol`` (``envs.engine.S_*`` layout)."""
+        """A copy of the engine account of ``symbol`` (``tradebot.envs.engine.S_*`` layout)."""
         with self._lock:
             return self._accounts[symbol].state.copy()
 

@@ -1,6 +1,6 @@
 """Policies for the loop that are not a trained model: a fixed schedule of actions (a baseline's, or an
 action file's), replayed bar by bar. The loop calls ``policy(symbol, obs)``; a schedule ignores the
-observation and looks the bar up with ``live.loop.current_bar()``.
+observation and looks the bar up with ``tradebot.live.loop.current_bar()``.
 
 A baseline's actions are causal (action i uses bars <= i), so computing them over a replayed file up
 front and handing them out bar by bar is what the baseline would do live; this is for replays only.
@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from envs.baselines import get_baseline
-from envs.engine import Action, EngineConfig
-from features.bars import Bars
-from live.loop import current_bar
-from tradebot.errors import UserInputError
+from tradebot.envs.baselines import get_baseline
+from tradebot.envs.engine import Action, EngineConfig
+from tradebot.features.bars import Bars
+from tradebot.live.loop import current_bar
+from tradebot.core.errors import UserInputError
 
 
 class ScheduledPolicy:
@@ -46,7 +46,7 @@ class ScheduledPolicy:
 
 def baseline_policy(name: str, bars: Bars, engine: EngineConfig | None = None, seed: int = 0,
                     **params: Any) -> ScheduledPolicy:
-    """The registered baseline ``name`` (``envs.baselines``) over ``bars``, as a schedule."""
+    """The registered baseline ``name`` (``tradebot.envs.baselines``) over ``bars``, as a schedule."""
     baseline = get_baseline(name)
     actions = baseline(bars, engine, seed=seed, **params)
     version = f"baseline:{name}" + (f":seed={seed}" if baseline.seeded else "")

@@ -2,7 +2,7 @@
 
 * ``DataFeed``: an iterator of ``Bar`` / ``Tick`` / ``Heartbeat`` events with a ``Clock``.
 * ``ExecutionClient``: the one broker port. Every broker lives in ``live/adapters/<broker>/`` and is
-  the only code that imports its SDK; ``live.paper.PaperBroker`` implements the same port.
+  the only code that imports its SDK; ``tradebot.live.paper.PaperBroker`` implements the same port.
 
 Commands and events are frozen dataclasses. Times are integers, nanoseconds since the Unix epoch
 (UTC), as pandas stores them (``to_ist(ns)`` shows one in IST); prices are rupees; quantities are
@@ -55,7 +55,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from features.sessions import IST
+from tradebot.core.nse_time import IST
 
 NS_PER_SECOND = 1_000_000_000
 
@@ -280,7 +280,7 @@ class RiskDecision:
 
     symbol: str
     bar_ts: int
-    proposed: int  # envs.engine.Action
+    proposed: int  # tradebot.envs.engine.Action
     final: int  # the action the order implements (HOLD when no order)
     verdict: Verdict
     reasons: tuple[str, ...]
@@ -410,6 +410,6 @@ class SimulatedVenue(Protocol):
 @runtime_checkable
 class PolicyFn(Protocol):
     """The policy the loop calls once per closed bar: ``policy(symbol, obs)`` returns an
-    ``envs.engine.Action`` (or ``(action, probabilities)``, as ``rl.policy.Policy.act`` does)."""
+    ``tradebot.envs.engine.Action`` (or ``(action, probabilities)``, as ``tradebot.rl.policy.Policy.act`` does)."""
 
     def __call__(self, symbol: str, obs: np.ndarray) -> Any: ...

@@ -7,7 +7,7 @@ The state is the most severe of the active conditions; every change, veto, resiz
 ``RiskEvent`` with its reason (the loop journals them).
 
 Entries (``BUY_LONG`` / ``SELL_SHORT``) are sized with the fill engine's own rules
-(``envs.engine.position_size``: ``risk_per_trade`` of equity lost at a stop ``stop_atr_mult`` ATR away, or
+(``tradebot.envs.engine.position_size``: ``risk_per_trade`` of equity lost at a stop ``stop_atr_mult`` ATR away, or
 ``fixed_qty``), at the decision bar's equity and ATR, then cut by, in order: ``max_position`` units,
 ``max_notional`` at the decision price, and the loss budget (below). Every entry carries a stop-loss
 and a take-profit (``stop_atr_mult`` / ``take_profit_atr_mult`` x ATR from the fill); the engine config
@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from envs.engine import (
+from tradebot.envs.engine import (
     P_LEVERAGE,
     P_LOT,
     P_MAX_NOTIONAL,
@@ -78,9 +78,9 @@ from envs.engine import (
     position_size,
     slipped,
 )
-from features.sessions import SESSION_CLOSE_MINUTE, SESSION_OPEN_MINUTE, is_intraday
-from live.market import bar_ns, hhmm_minute, ist_day, ist_minute, session_bounds_ns
-from live.ports import (
+from tradebot.core.nse_time import SESSION_CLOSE_MINUTE, SESSION_OPEN_MINUTE, is_intraday
+from tradebot.live.market import bar_ns, hhmm_minute, ist_day, ist_minute, session_bounds_ns
+from tradebot.live.ports import (
     NS_PER_SECOND,
     Bar,
     Intent,
@@ -94,8 +94,8 @@ from live.ports import (
     client_order_id,
     decision_event_key,
 )
-from tradebot.config import FrozenConfig
-from tradebot.errors import UserInputError
+from tradebot.core.config import FrozenConfig
+from tradebot.core.errors import UserInputError
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 ENTRIES = (int(Action.BUY_LONG), int(Action.SELL_SHORT))

@@ -1,12 +1,12 @@
 """Training (RLlib PPO-LSTM, MLflow) and the one policy wrapper used everywhere a policy acts.
 
-Public API (imported lazily, so ``import rl.config`` does not pull in Ray and torch):
+Public API (imported lazily, so ``import tradebot.rl.config`` does not pull in Ray and torch):
 
-* ``TrainConfig``, ``load_train_config``: the training YAML (``rl.config``).
+* ``TrainConfig``, ``load_train_config``: the training YAML (``tradebot.rl.config``).
 * ``TrainResult``, ``IterationReport``: what a run returns / reports; the function itself is
-  ``rl.train.train`` (the package attribute ``rl.train`` is that module).
+  ``tradebot.rl.train.train`` (the package attribute ``tradebot.rl.train`` is that module).
 * ``Policy``, ``ObsNormaliser``: load a checkpoint or ``models:/name/version`` and act one bar at a
-  time per stream (``rl.policy``).
+  time per stream (``tradebot.rl.policy``).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "TrainConfig": "rl.config",
-    "load_train_config": "rl.config",
-    "TrainResult": "rl.train",
-    "IterationReport": "rl.train",
-    "Policy": "rl.policy",
-    "ObsNormaliser": "rl.policy",
+    "TrainConfig": "tradebot.rl.config",
+    "load_train_config": "tradebot.rl.config",
+    "TrainResult": "tradebot.rl.train",
+    "IterationReport": "tradebot.rl.train",
+    "Policy": "tradebot.rl.policy",
+    "ObsNormaliser": "tradebot.rl.policy",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -5,7 +5,7 @@ policy = Policy.load("models:/tradebot-ppo-lstm-demo/1")       # or a checkpoint
 saved = saved_train_config("models:/tradebot-ppo-lstm-demo/1")   # the TrainConfig it was trained with
 env_config = policy_env_config(saved.config if saved else None)
 run = backtest_policy(policy, load_bars(path), env_config, start="2021-06-01", end="2021-07-01")
-run.result          # envs.backtest.BacktestResult over the evaluated bars only
+run.result          # tradebot.envs.backtest.BacktestResult over the evaluated bars only
 run.bars, run.actions
 ```
 
@@ -18,7 +18,7 @@ the features up: the account starts flat with ``engine.initial_cash`` at ``start
 reported equity, trades and metrics cover ``[start, end)`` only, so nothing the policy did (or
 learned) before ``start`` shows in the result.
 
-How the result is computed. The collected actions go through ``envs.backtest.run_backtest`` on the
+How the result is computed. The collected actions go through ``tradebot.envs.backtest.run_backtest`` on the
 evaluated bars with the env's engine config and the ATR the env used (the feature pipeline's ATR
 over the full history), i.e. through the same numba fill engine the env steps: the equity curve and
 the trades are exactly those of the env (tested).
@@ -40,19 +40,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rl.config import DEFAULT_ENV_ID, TrainConfig
-from tradebot.config import parse_config
-from tradebot.errors import UserInputError
+from tradebot.rl.config import DEFAULT_ENV_ID, TrainConfig
+from tradebot.core.config import parse_config
+from tradebot.core.errors import UserInputError
 
 if TYPE_CHECKING:
-    from envs.backtest import BacktestResult
-    from envs.engine import EngineConfig
-    from envs.trading_env import EnvConfig, TradingEnv
-    from features.bars import Bars
-    from rl.policy import Policy
+    from tradebot.envs.backtest import BacktestResult
+    from tradebot.envs.engine import EngineConfig
+    from tradebot.envs.trading_env import EnvConfig, TradingEnv
+    from tradebot.features.bars import Bars
+    from tradebot.rl.policy import Policy
 
-CONFIG_FILE = "config.yaml"  # as rl.train writes it (into the output folder and every checkpoint)
-MODEL_CONFIG_PATH = "artifacts/policy/config.yaml"  # inside a model registered by rl.train.register_policy
+CONFIG_FILE = "config.yaml"  # as tradebot.rl.train writes it (into the output folder and every checkpoint)
+MODEL_CONFIG_PATH = "artifacts/policy/config.yaml"  # inside a model registered by tradebot.rl.train.register_policy
 BACKTEST_STREAM = "backtest"
 _MLFLOW_SCHEMES = ("models:/", "runs:/")
 _TRADING_ENV_IDS = (DEFAULT_ENV_ID, "tradebot/Trading-v0")
@@ -127,7 +127,7 @@ def _mlflow_config(uri: str) -> SavedConfig | None:
     from mlflow.exceptions import MlflowException
 
     base = uri.rstrip("/")
-    try:  # the config inside the model (models registered by rl.train.register_policy)
+    try:  # the config inside the model (models registered by tradebot.rl.train.register_policy)
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{MODEL_CONFIG_PATH}")
         return SavedConfig(_parse_train_config(Path(local).read_text(), uri), f"{base}/{MODEL_CONFIG_PATH}")
     except (MlflowException, OSError):
@@ -156,7 +156,7 @@ def policy_env_config(train_config: TrainConfig | None = None, engine: EngineCon
     """The env config to backtest a policy under: the training config's env section (features,
     engine, reward) with one episode over the whole period, and ``engine`` instead of its engine
     when given. Without a training config: the env's defaults."""
-    from envs.trading_env import EnvConfig
+    from tradebot.envs.trading_env import EnvConfig
 
     raw: dict[str, Any] = dict(train_config.env) if train_config is not None else {}
     if train_config is not None and train_config.run.env_id not in _TRADING_ENV_IDS:
@@ -197,7 +197,7 @@ def evaluation_history(bars: Bars, start: DateLike = None, end: DateLike = None)
 
 def first_session_bar_at_or_after(index: pd.DatetimeIndex, position: int) -> int:
     """The first bar at or after ``position`` that opens a session (``position`` itself if none does)."""
-    from features.sessions import session_day
+    from tradebot.core.nse_time import session_day
 
     day = np.asarray(session_day(index))
     starts = np.flatnonzero(np.r_[True, day[1:] != day[:-1]])
@@ -209,8 +209,8 @@ def first_session_bar_at_or_after(index: pd.DatetimeIndex, position: int) -> int
 
 def _trading_env(history: Bars, env_config: EnvConfig) -> tuple[TradingEnv, np.ndarray]:
     """The TradingEnv over ``history`` as training builds it (features and ATR from the one pipeline)."""
-    from envs.trading_env import TradingEnv
-    from features.pipeline import FeaturePipeline
+    from tradebot.envs.trading_env import TradingEnv
+    from tradebot.features.pipeline import FeaturePipeline
 
     pipeline = FeaturePipeline.for_bars(history, env_config.features)
     atr = pipeline.atr(history).to_numpy()
@@ -228,7 +228,7 @@ def policy_actions(policy: Policy, bars: Bars, env_config: EnvConfig, start: Dat
     """
     import torch
 
-    from envs.engine import Action
+    from tradebot.envs.engine import Action
 
     history, first = evaluation_history(bars, start, end)
     env, atr = _trading_env(history, env_config)
@@ -264,7 +264,7 @@ def policy_actions(policy: Policy, bars: Bars, env_config: EnvConfig, start: Dat
 
 def backtest_actions(run: PolicyActions) -> BacktestResult:
     """Run collected actions through the fill engine over the evaluated bars (the env's engine and ATR)."""
-    from envs.backtest import run_backtest
+    from tradebot.envs.backtest import run_backtest
 
     return run_backtest(run.bars, run.actions, run.env_config.engine, atr=run.atr)
 

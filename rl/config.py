@@ -10,7 +10,7 @@ run:   {seed: 0, iterations: 50, checkpoint_every: 5, patience: 10, output_dir: 
 ```
 
 Date ranges are half-open, ``start <= bar < end``, in IST. An unknown key anywhere is a one-line
-``UserInputError`` naming the key (``tradebot.config``).
+``UserInputError`` naming the key (``tradebot.core.config``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from tradebot.config import FrozenConfig, load_config
+from tradebot.core.config import FrozenConfig, load_config
 
-DEFAULT_ENV_ID = "envs.trading_env:tradebot/Trading-v0"
+DEFAULT_ENV_ID = "tradebot.envs.trading_env:tradebot/Trading-v0"
 
 
 class DateRange(FrozenConfig):

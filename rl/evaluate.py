@@ -3,8 +3,8 @@
 How to run
 ----------
 ``tradebot evaluate --config experiments/walkforward.yaml [--out DIR] [--address ray://...]`` or
-``rl.evaluate.evaluate(load_walkforward_config(path))``. Re-running the same command resumes: a
-fold/seed whose training finished is loaded from its checkpoint (``rl.train.train`` returns at
+``tradebot.rl.evaluate.evaluate(load_walkforward_config(path))``. Re-running the same command resumes: a
+fold/seed whose training finished is loaded from its checkpoint (``tradebot.rl.train.train`` returns at
 once), an interrupted one continues from its latest checkpoint, and a finished test is read back
 from ``test/`` (if it was made with the same checkpoint). On a small shared machine set
 ``OMP_NUM_THREADS=1``: the networks are tiny, and torch's default thread pool, contending with
@@ -18,7 +18,7 @@ The config (``WalkForwardConfig``; an unknown key is a one-line error naming it)
     evaluation: {seeds: [0, 1, 2], baselines: null, baseline_seed: 0, configs_tried: 1,
                  pbo_partitions: 8, output_dir: runs/walkforward, mlflow_experiment: ...,
                  registered_model: ...}
-    training:   {env: {...}, ppo: {...}, model: {...}, run: {...}}   # rl.config sections, no data
+    training:   {env: {...}, ppo: {...}, model: {...}, run: {...}}   # tradebot.rl.config sections, no data
 
 The fold rule
 -------------
@@ -40,14 +40,14 @@ Sessions are the IST trading dates that have bars in ``[data.start, data.end)``.
   window, has nothing to drop inside a fold; here it keeps consecutive test windows apart).
 * Train -> validation -> test never overlap and are strictly ordered (tested).
 
-Each fold/seed is trained by ``rl.train.train`` (train dates = the fold's training sessions,
+Each fold/seed is trained by ``tradebot.rl.train.train`` (train dates = the fold's training sessions,
 validation dates = its validation sessions: early stopping and the best checkpoint), then tested
-with the shared engine on the test dates only (``rl.backtest_policy``): the policy acts bar by bar
+with the shared engine on the test dates only (``tradebot.rl.backtest_policy``): the policy acts bar by bar
 on the env's observations (the env is given every earlier bar, for the feature warm-up only; the
 account starts flat at the first test bar), and the actions go through
-``envs.backtest.run_backtest`` on the test bars, with the env's own ATR, after costs.
+``tradebot.envs.backtest.run_backtest`` on the test bars, with the env's own ATR, after costs.
 
-Every baseline of ``envs.baselines.BASELINES`` is backtested on the same test bars under the same
+Every baseline of ``tradebot.envs.baselines.BASELINES`` is backtested on the same test bars under the same
 engine settings (its own overrides applied, as in ``tradebot backtest --compare``): intraday
 baselines decide on the earlier bars too (indicator warm-up) and only their test-window actions
 are backtested (every test window starts at a session open, where an intraday account is flat);
@@ -58,7 +58,7 @@ engine sizes with, is known: the 15th bar, 10:30 on 5-minute bars).
 What it reports
 ---------------
 * ``summary.csv`` / ``summary.json``: per fold and overall, mean and spread (std, ddof 1) of every
-  metric (``envs.metrics.M``) for ``agent`` (its seeds aggregated), ``agent_selected`` (per fold,
+  metric (``tradebot.envs.performance.M``) for ``agent`` (its seeds aggregated), ``agent_selected`` (per fold,
   the seed with the best validation score: chosen without looking at the test) and each baseline;
   scope ``fold`` (one test window), ``folds`` (mean and spread over folds of the per-fold values)
   and ``stitched`` (metrics of the out-of-sample equity chained across test windows).
@@ -68,7 +68,7 @@ What it reports
 * The verdict per baseline ("beats" only with a higher mean Sharpe ratio and a higher mean return
   over the folds and a lower Sharpe ratio in fewer than half of them), the deflated Sharpe ratio of
   ``agent_selected`` (trials = seeds x ``configs_tried``) and the PBO over the seeds (CSCV), both
-  on session (daily) returns of the stitched record (``rl.overfitting``).
+  on session (daily) returns of the stitched record (``tradebot.rl.overfitting``).
 * MLflow: a parent run for the evaluation, a nested run per fold (test dates, fold metrics), and
   under each fold the training run of every seed (made by ``train``, tagged with its parent and
   given the ``test_*`` metrics); the summary, runs table, config and plot are artifacts of the parent.
@@ -91,10 +91,12 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from envs.metrics import METRIC_LABELS, M
-from rl.config import DataSection, DateRange, ModelSection, PPOSection, RunSection, TrainConfig
-from tradebot.config import FrozenConfig, load_config, parse_config
-from tradebot.errors import UserInputError
+from tradebot.core.files import write_text_atomic
+from tradebot.core.serialize import json_text
+from tradebot.envs.performance import METRIC_LABELS, M
+from tradebot.rl.config import DataSection, DateRange, ModelSection, PPOSection, RunSection, TrainConfig
+from tradebot.core.config import FrozenConfig, load_config, parse_config
+from tradebot.core.errors import UserInputError
 
 AGENT = "agent"
 AGENT_SELECTED = "agent_selected"
@@ -178,7 +180,7 @@ class EvaluationSection(FrozenConfig):
         if self.pbo_partitions % 2:
             raise ValueError(f"pbo_partitions must be even, got {self.pbo_partitions}")
         if self.baselines is not None:
-            from envs.baselines import BASELINES
+            from tradebot.envs.baselines import BASELINES
 
             unknown = [b for b in self.baselines if b not in BASELINES]
             if unknown:
@@ -187,7 +189,7 @@ class EvaluationSection(FrozenConfig):
 
 
 class TrainingTemplate(FrozenConfig):
-    """``rl.config.TrainConfig`` without ``data``: the dates come from the folds."""
+    """``tradebot.rl.config.TrainConfig`` without ``data``: the dates come from the folds."""
 
     env: dict[str, Any] = Field(default_factory=dict, description="the env's config (TradingEnv: envs.EnvConfig)")
     ppo: PPOSection = Field(default_factory=PPOSection)
@@ -221,7 +223,7 @@ class WalkForwardConfig(FrozenConfig):
 
     @property
     def baseline_names(self) -> list[str]:
-        from envs.baselines import BASELINES
+        from tradebot.envs.baselines import BASELINES
 
         return list(self.evaluation.baselines) if self.evaluation.baselines is not None else list(BASELINES)
 
@@ -285,7 +287,7 @@ class Fold:
 def trading_sessions(index: pd.DatetimeIndex, start: dt.date | None = None,
                      end: dt.date | None = None) -> list[dt.date]:
     """The IST calendar dates that have bars, sorted, within ``[start, end)``."""
-    from features.sessions import IST
+    from tradebot.core.nse_time import IST
 
     days = pd.DatetimeIndex(index).tz_convert(IST).normalize().unique()
     out = sorted({d.date() for d in days})
@@ -369,7 +371,7 @@ def make_folds(sessions: Sequence[dt.date], spec: FoldSpec, end: dt.date | None 
 class FoldData:
     """The bars a fold's test needs: every bar up to the test end, and where the test starts."""
 
-    bars: Any  # features.bars.Bars, up to the test end
+    bars: Any  # tradebot.features.bars.Bars, up to the test end
     start: int  # index of the first test bar in ``bars``
 
     @property
@@ -386,7 +388,7 @@ def fold_data(bars, fold: Fold) -> FoldData:
 
 
 def _env_config(env: dict[str, Any]):
-    from envs.trading_env import EnvConfig
+    from tradebot.envs.trading_env import EnvConfig
 
     return parse_config(EnvConfig, env, "training.env")
 
@@ -394,12 +396,12 @@ def _env_config(env: dict[str, Any]):
 def policy_backtest(policy, bars, fold: Fold, train_cfg: TrainConfig):
     """The policy's backtest over the fold's test dates: ``(BacktestResult, actions)``.
 
-    ``rl.backtest_policy`` does the work: a TradingEnv over every bar before the test end (earlier
+    ``tradebot.rl.backtest_policy`` does the work: a TradingEnv over every bar before the test end (earlier
     bars only warm the features up) under the training config's env section, reset at the first test
     bar (account flat, recurrent state fresh), stepped with the policy's deterministic actions; the
     actions then go through ``run_backtest`` on the test bars with the env's engine and ATR.
     """
-    from rl.backtest_policy import backtest_policy, policy_env_config
+    from tradebot.rl.backtest_policy import backtest_policy, policy_env_config
 
     run = backtest_policy(policy, bars, policy_env_config(train_cfg), start=fold.test[0], end=fold.test_range.end)
     return run.result, run.actions
@@ -407,9 +409,9 @@ def policy_backtest(policy, bars, fold: Fold, train_cfg: TrainConfig):
 
 def baseline_backtest(name: str, data: FoldData, engine, seed: int = 0):
     """Backtest baseline ``name`` on the test bars under ``engine`` (its own overrides applied)."""
-    from envs.backtest import run_backtest
-    from envs.baselines import get_baseline
-    from envs.engine import compute_atr
+    from tradebot.envs.backtest import run_backtest
+    from tradebot.envs.baselines import get_baseline
+    from tradebot.envs.engine import compute_atr
 
     baseline = get_baseline(name)
     run_config = baseline.engine_config(engine)
@@ -436,7 +438,7 @@ class TestRecord:
 
     @classmethod
     def from_result(cls, result) -> "TestRecord":
-        """From an ``envs.backtest.BacktestResult``."""
+        """From an ``tradebot.envs.backtest.BacktestResult``."""
         return cls.from_frames(result.equity, result.positions.to_numpy(), result.trades, result.costs_total,
                                result.invalid_actions)
 
@@ -517,8 +519,8 @@ class EvaluationResult:
     baselines: dict[int, dict[str, Any]]  # fold -> name -> Metrics
     summary: pd.DataFrame
     verdicts: list[Verdict]
-    deflated_sharpe: Any  # rl.overfitting.DeflatedSharpe | None
-    pbo: Any  # rl.overfitting.PBOResult | None
+    deflated_sharpe: Any  # tradebot.rl.overfitting.DeflatedSharpe | None
+    pbo: Any  # tradebot.rl.overfitting.PBOResult | None
     parent_run_id: str
     stitched: dict[str, pd.Series] = field(default_factory=dict)  # strategy (and agent_seed_S) -> out-of-sample equity
     files: dict[str, Path] = field(default_factory=dict)
@@ -534,7 +536,7 @@ class EvaluationResult:
 def evaluate(cfg: WalkForwardConfig, *, output_dir: str | Path | None = None, address: str | None = None,
              on_event: Callable[[EvaluationEvent], None] | None = None) -> EvaluationResult:
     """Run (or resume) the walk-forward evaluation of ``cfg`` into ``output_dir``."""
-    from features.bars import load_bars
+    from tradebot.features.bars import load_bars
 
     if output_dir is not None:
         cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"output_dir": str(output_dir)})})
@@ -551,15 +553,15 @@ def evaluate(cfg: WalkForwardConfig, *, output_dir: str | Path | None = None, ad
                              "shorten folds.train/validation/test or widen data.start/end")
     _check_resumable(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / CONFIG_FILE, cfg.to_yaml())
-    _write_text(out / "folds.json", _json({"folds": [f.to_dict() for f in folds]}))
+    write_text_atomic(out / CONFIG_FILE, cfg.to_yaml())
+    write_text_atomic(out / "folds.json", json_text({"folds": [f.to_dict() for f in folds]}))
     env_cfg = _env_config(cfg.training.env)  # a bad env config fails here, before Ray starts
 
     import mlflow
     import ray
     from mlflow import MlflowClient
 
-    from rl.train import _experiment_id, default_tracking_uri
+    from tradebot.rl.train import _experiment_id, default_tracking_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tracking_uri = default_tracking_uri()
@@ -616,9 +618,9 @@ def _seed_run(cfg: WalkForwardConfig, fold: Fold, seed: int, bars, out: Path, cl
               address: str | None, n_folds: int) -> SeedRun:
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    from envs.metrics import metrics_from_result
-    from rl.policy import Policy
-    from rl.train import IterationReport, train
+    from tradebot.envs.performance import metrics_from_result
+    from tradebot.rl.policy import Policy
+    from tradebot.rl.train import IterationReport, train
 
     seed_dir = out / f"fold_{fold.index:02d}" / f"seed_{seed}"
     train_cfg = cfg.train_config(fold, seed, seed_dir)
@@ -666,7 +668,7 @@ def _mark_selected(runs: list[SeedRun]) -> None:
 
 
 def _fold_baselines(cfg: WalkForwardConfig, data: FoldData, engine, timeframe: str):
-    from envs.metrics import metrics_from_result
+    from tradebot.envs.performance import metrics_from_result
 
     metrics, records = {}, {}
     for name in cfg.baseline_names:
@@ -680,14 +682,14 @@ def _write_test(test_dir: Path, checkpoint: str, metrics, bt, actions: np.ndarra
     test_dir.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame({"equity": bt.equity.to_numpy(), "position": bt.positions.to_numpy(), "action": actions},
                          index=pd.Index([t.isoformat() for t in bt.equity.index], name="timestamp"))
-    _write_text(test_dir / "equity.csv", frame.to_csv(float_format="%.10g"))
-    _write_text(test_dir / "trades.csv", bt.trades.to_csv(index=False, float_format="%.10g"))
+    write_text_atomic(test_dir / "equity.csv", frame.to_csv(float_format="%.10g"))
+    write_text_atomic(test_dir / "trades.csv", bt.trades.to_csv(index=False, float_format="%.10g"))
     # metrics.json last: its presence says the test is complete
-    _write_text(test_dir / "metrics.json", _json({"checkpoint": checkpoint, **metrics.to_dict()}))
+    write_text_atomic(test_dir / "metrics.json", json_text({"checkpoint": checkpoint, **metrics.to_dict()}))
 
 
 def _read_test(test_dir: Path, checkpoint: str):
-    from features.sessions import IST
+    from tradebot.core.nse_time import IST
 
     path = test_dir / "metrics.json"
     if not all((test_dir / name).is_file() for name in ("metrics.json", "equity.csv", "trades.csv")):
@@ -731,7 +733,7 @@ def _row(scope: str, fold: Fold | None, strategy: str, samples: Sequence[dict[st
 
 def stitch(equities: Sequence[pd.Series], initial_cash: float) -> pd.Series:
     """Chain test-window equity curves (each starting from ``initial_cash``) into one record."""
-    from envs.metrics import returns_from_equity
+    from tradebot.envs.performance import returns_from_equity
 
     r = pd.concat([returns_from_equity(e, initial_cash) for e in equities])
     return (initial_cash * (1.0 + r).cumprod()).rename("equity")
@@ -740,7 +742,7 @@ def stitch(equities: Sequence[pd.Series], initial_cash: float) -> pd.Series:
 def stitched_metrics(records: Sequence[TestRecord], initial_cash: float,
                      timeframe: str) -> tuple[pd.Series, dict[str, float]]:
     """The chained equity of ``records`` and its metrics (trades, exposure and costs summed over windows)."""
-    from envs.metrics import compute_metrics
+    from tradebot.envs.performance import compute_metrics
 
     equity = stitch([r.equity for r in records], initial_cash)
     m = compute_metrics(equity, timeframe=timeframe, initial_capital=initial_cash,
@@ -754,7 +756,7 @@ def stitched_metrics(records: Sequence[TestRecord], initial_cash: float,
 
 def session_returns(equity: pd.Series, initial_cash: float) -> pd.Series:
     """Per-session (daily) returns of an equity curve, closing equity to closing equity."""
-    from features.sessions import IST
+    from tradebot.core.nse_time import IST
 
     closes = equity.groupby(equity.index.tz_convert(IST).date).last()
     prev = np.concatenate([[initial_cash], closes.to_numpy()[:-1]])
@@ -764,7 +766,7 @@ def session_returns(equity: pd.Series, initial_cash: float) -> pd.Series:
 def _summarise(cfg: WalkForwardConfig, out: Path, folds: list[Fold], runs: list[SeedRun],
                baselines: dict[int, dict[str, Any]], baseline_records: dict[int, dict[str, TestRecord]],
                timeframe: str, parent: str) -> EvaluationResult:
-    from rl.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting, sharpe_ratio
+    from tradebot.rl.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting, sharpe_ratio
 
     cash = _env_config(cfg.training.env).engine.initial_cash
     names = cfg.baseline_names
@@ -867,11 +869,11 @@ def _write_outputs(result: EvaluationResult, cfg: WalkForwardConfig) -> None:
     out = result.output_dir
     files = {"summary_csv": out / SUMMARY_CSV, "summary_json": out / SUMMARY_JSON, "runs_csv": out / RUNS_CSV,
              "report": out / REPORT_HTML, "config": out / CONFIG_FILE, "stitched_csv": out / "stitched_equity.csv"}
-    _write_text(files["summary_csv"], result.summary.to_csv(index=False, float_format="%.10g"))
-    _write_text(files["runs_csv"], runs_frame(result.runs).to_csv(index=False, float_format="%.10g"))
+    write_text_atomic(files["summary_csv"], result.summary.to_csv(index=False, float_format="%.10g"))
+    write_text_atomic(files["runs_csv"], runs_frame(result.runs).to_csv(index=False, float_format="%.10g"))
     stitched = pd.DataFrame(result.stitched)
     stitched.index = pd.Index([t.isoformat() for t in stitched.index], name="timestamp")
-    _write_text(files["stitched_csv"], stitched.to_csv(float_format="%.10g"))
+    write_text_atomic(files["stitched_csv"], stitched.to_csv(float_format="%.10g"))
     payload = {
         "config": cfg.dump(),
         "folds": [f.to_dict() for f in result.folds],
@@ -884,8 +886,8 @@ def _write_outputs(result: EvaluationResult, cfg: WalkForwardConfig) -> None:
         "mlflow_parent_run_id": result.parent_run_id,
         "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    _write_text(files["summary_json"], _json(payload))
-    _write_text(files["report"], render_report(result, cfg))
+    write_text_atomic(files["summary_json"], json_text(payload))
+    write_text_atomic(files["report"], render_report(result, cfg))
     result.files = files
 
 
@@ -894,35 +896,6 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     for rec in frame.to_dict(orient="records"):
         out.append({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()})
     return out
-
-
-def _json(data: Any) -> str:
-    def default(obj: Any) -> Any:
-        if isinstance(obj, (np.integer,)):
-            return int(obj)
-        if isinstance(obj, (np.floating,)):
-            return None if not math.isfinite(float(obj)) else float(obj)
-        if isinstance(obj, (np.bool_,)):
-            return bool(obj)
-        return str(obj)
-
-    def clean(obj: Any) -> Any:
-        if isinstance(obj, float) and not math.isfinite(obj):
-            return None
-        if isinstance(obj, dict):
-            return {str(k): clean(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return [clean(v) for v in obj]
-        return obj
-
-    return json.dumps(clean(data), indent=2, allow_nan=False, default=default, ensure_ascii=False) + "\n"
-
-
-def _write_text(path: Path, text: str) -> None:
-    from envs.report import write_text_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, text)
 
 
 # ---- resumption -------------------------------------------------------------------------------
@@ -940,7 +913,7 @@ def _read_state(out: Path) -> dict[str, Any]:
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:
-    _write_text(out / STATE_FILE, _json(state))
+    write_text_atomic(out / STATE_FILE, json_text(state))
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, str]:
@@ -1062,7 +1035,7 @@ KEY_COLUMNS = (M.SHARPE, M.TOTAL_RETURN, M.MAX_DRAWDOWN, M.TRADES, M.WIN_RATE, M
 
 
 def _fmt_cell(key: str, mean: float, std: float | None) -> str:
-    from envs.metrics import format_metric
+    from tradebot.envs.performance import format_metric
 
     text = format_metric(key, mean)
     if std is not None and math.isfinite(std):
@@ -1105,7 +1078,7 @@ def render_report(result: EvaluationResult, cfg: WalkForwardConfig) -> str:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from features.sessions import IST
+    from tradebot.core.nse_time import IST
 
     s = result.summary
     folds = s[s["scope"] == SCOPE_FOLD]

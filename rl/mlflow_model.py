@@ -1,4 +1,4 @@
-"""MLflow pyfunc flavour of ``rl.policy.Policy`` (so ``models:/name/version`` loads and predicts).
+"""MLflow pyfunc flavour of ``tradebot.rl.policy.Policy`` (so ``models:/name/version`` loads and predicts).
 
 ``mlflow.pyfunc.load_model(uri).predict(frame)`` takes a DataFrame with one row per bar, in time
 order: the observation as ``obs_0 .. obs_{n-1}`` columns, an optional ``stream_id`` column
@@ -17,20 +17,20 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from tradebot.errors import UserInputError
+from tradebot.core.errors import UserInputError
 
 POLICY_ARTIFACT = "policy"  # artifact key (and folder under the model's artifacts/) of the policy export
 DEFAULT_STREAM = "default"
 
 
 class PolicyModel(mlflow.pyfunc.PythonModel):
-    """Loads the exported policy from the model's artifacts; ``.policy`` is the ``rl.policy.Policy``."""
+    """Loads the exported policy from the model's artifacts; ``.policy`` is the ``tradebot.rl.policy.Policy``."""
 
     def __init__(self) -> None:
         self.policy = None
 
     def load_context(self, context) -> None:
-        from rl.policy import Policy
+        from tradebot.rl.policy import Policy
 
         self.policy = Policy.from_checkpoint(Path(context.artifacts[POLICY_ARTIFACT]))
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from ray.rllib.utils.numpy import SMALL_NUMBER  # the epsilon RLlib's MeanStdFilter divides with
 
-from tradebot.errors import UserInputError
+from tradebot.core.errors import UserInputError
 
 # Where the two parts of a policy live inside an RLlib (2.60, new API stack) algorithm checkpoint.
 MODULE_SUBDIR = Path("learner_group/learner/rl_module/default_policy")
@@ -151,10 +151,10 @@ class Policy:
 
     @classmethod
     def from_mlflow(cls, uri: str, *, deterministic: bool = True, seed: int | None = None) -> "Policy":
-        """From an MLflow pyfunc model logged by ``tradebot train`` (see ``rl.mlflow_model``)."""
+        """From an MLflow pyfunc model logged by ``tradebot train`` (see ``tradebot.rl.mlflow_model``)."""
         import mlflow
 
-        from rl.mlflow_model import PolicyModel
+        from tradebot.rl.mlflow_model import PolicyModel
 
         try:
             model = mlflow.pyfunc.load_model(uri)

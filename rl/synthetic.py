@@ -5,8 +5,8 @@ the no-skill and passive baselines (``tests/rl/test_rl_learning.py``,
 ``experiments/learning_regression.yaml``); one that cannot has a broken pipeline, not a hard market.
 
 ```python
-from rl.synthetic import SyntheticMarketConfig, synthetic_bars, write_synthetic_bars
-bars = synthetic_bars(SyntheticMarketConfig(seed=3))          # a validated features.bars.Bars
+from tradebot.rl.synthetic import SyntheticMarketConfig, synthetic_bars, write_synthetic_bars
+bars = synthetic_bars(SyntheticMarketConfig(seed=3))          # a validated tradebot.features.bars.Bars
 write_synthetic_bars(SyntheticMarketConfig(), "out/NSE_SYNTH-EQ_5m.csv.gz")   # a bar file
 ```
 
@@ -30,7 +30,7 @@ The market (every number is a ``SyntheticMarketConfig`` field):
 Why it is exploitable, and how visibly: the regime is constant for a whole session, so the
 session's return so far reveals it, with a signal-to-noise ratio of ``drift_bps / vol_bps *
 sqrt(bars)`` (0.25 x sqrt(bars) by default: about 1 after 16 bars); the features of
-``features.pipeline`` that show it are the session-anchored ``vwap_dist``, the returns ``ret_5`` to
+``tradebot.features.pipeline`` that show it are the session-anchored ``vwap_dist``, the returns ``ret_5`` to
 ``ret_60``, the trend, slope and MACD features. With ``persistence`` above 0.5 the previous
 session's direction also predicts the next session's before its first bar. An agent that trades in
 the session's direction and holds until the square-off earns about ``drift_bps`` per bar held
@@ -47,10 +47,10 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from features.bars import Bars, validate_symbol
-from features.sessions import IST, SESSION_MINUTES, SESSION_OPEN_MINUTE
-from tradebot.config import FrozenConfig
-from tradebot.errors import UserInputError
+from tradebot.features.bars import Bars, validate_symbol
+from tradebot.core.nse_time import IST, SESSION_MINUTES, SESSION_OPEN_MINUTE
+from tradebot.core.config import FrozenConfig
+from tradebot.core.errors import UserInputError
 
 __all__ = ["SyntheticMarketConfig", "session_regimes", "synthetic_bars", "write_synthetic_bars"]
 
@@ -157,7 +157,7 @@ def write_synthetic_bars(config: SyntheticMarketConfig, path: str | Path) -> Pat
     import gzip
     import io
 
-    from envs.report import write_bytes_atomic
+    from tradebot.core.files import write_bytes_atomic
 
     path = Path(path)
     name = path.name.lower()
@@ -179,7 +179,7 @@ def write_synthetic_bars(config: SyntheticMarketConfig, path: str | Path) -> Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m rl.synthetic EXPERIMENT.yaml``: write the experiment's bar file and its training config.
+    """``python -m tradebot.rl.synthetic EXPERIMENT.yaml``: write the experiment's bar file and its training config.
 
     Reads the ``market`` and ``train`` sections (experiments/learning_regression.yaml), writes the
     bars to ``train.data.path`` and the ``train`` section to ``train.yaml`` beside them, ready for
@@ -188,10 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from rl.config import TrainConfig
-    from tradebot.config import load_config
+    from tradebot.rl.config import TrainConfig
+    from tradebot.core.config import load_config
 
-    ap = argparse.ArgumentParser(prog="python -m rl.synthetic", description=main.__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tradebot.rl.synthetic", description=main.__doc__.splitlines()[0])
     ap.add_argument("experiment", type=Path, help="YAML with `market` and `train` sections")
     args = ap.parse_args(argv)
     try:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         train = load_config(TrainConfig, args.experiment, "train")
         data = write_synthetic_bars(market, train.data.path)
         target = data.parent / "train.yaml"
-        from envs.report import write_text_atomic
+        from tradebot.core.files import write_text_atomic
 
         write_text_atomic(target, train.to_yaml())
     except UserInputError as err:

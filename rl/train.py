@@ -3,7 +3,7 @@
 How to run
 ----------
 ``tradebot train --config experiments/demo.yaml [--output DIR] [--address ray://... | RAY_ADDRESS]
-[--tracking-uri URI | MLFLOW_TRACKING_URI]`` or ``rl.train.train(load_train_config(path))``.
+[--tracking-uri URI | MLFLOW_TRACKING_URI]`` or ``tradebot.rl.train.train(load_train_config(path))``.
 Re-running the same command continues from the latest checkpoint in the output folder (same MLflow
 run); raising ``run.iterations`` extends a finished run. Without ``--address`` / ``RAY_ADDRESS`` a
 private local Ray instance is started, sized to the job; with one (``auto`` on a cluster node,
@@ -19,16 +19,16 @@ What a run does
 * Model: ``DefaultModelConfig(use_lstm=True)``: MLP ``model.fcnet_hiddens`` -> LSTM
   ``model.lstm_cell_size`` -> policy / value heads, trained on ``model.max_seq_len`` windows.
 * Observations pass through RLlib's ``MeanStdFilter`` connector; its running statistics are part of
-  every algorithm checkpoint, and ``rl.policy.Policy`` restores and freezes them.
+  every algorithm checkpoint, and ``tradebot.rl.policy.Policy`` restores and freezes them.
 * Validation (``data.validation`` dates, every ``run.validate_every`` iterations): one deterministic
-  pass of ``rl.policy.Policy`` over the validation dates (the bars before them are fed to the env
+  pass of ``tradebot.rl.policy.Policy`` over the validation dates (the bars before them are fed to the env
   for the feature warm-up only). The best score's checkpoint is kept; ``run.patience`` validations
   without improvement stop the run.
 * Checkpoints: ``<output>/checkpoints/iter_NNNNNN`` every ``run.checkpoint_every`` iterations, at
   each new best and at the end (written to a temp folder, then renamed); ``<output>/state.json``
   says which is the latest, which the best, and the MLflow run.
 * MLflow (``MLFLOW_TRACKING_URI``, default ``sqlite:///mlflow.db`` in the working directory): the
-  whole config as params, per-iteration metrics (``rl.metrics``), the config and the final
+  whole config as params, per-iteration metrics (``tradebot.rl.metric_names``), the config and the final
   checkpoint as artifacts, and the final policy (the best on validation, else the last) logged as a
   pyfunc model ``policy`` and registered as a new version of ``run.registered_model``.
 
@@ -55,11 +55,12 @@ from typing import Any
 
 import numpy as np
 
-from rl import metrics as M
-from rl.config import TrainConfig
-from rl.policy import NORMALISER_SUBDIR, ObsNormaliser, Policy, export_policy
-from tradebot.config import parse_config
-from tradebot.errors import UserInputError
+from tradebot.core.files import write_text_atomic
+from tradebot.rl import metric_names
+from tradebot.rl.config import TrainConfig
+from tradebot.rl.policy import NORMALISER_SUBDIR, ObsNormaliser, Policy, export_policy
+from tradebot.core.config import parse_config
+from tradebot.core.errors import UserInputError
 
 RLLIB_ENV_NAME = "tradebot_train_env"
 STATE_FILE = "state.json"
@@ -127,14 +128,14 @@ class _State:
                                  "or use another --output") from None
 
     def write(self, path: Path) -> None:
-        _atomic_write_text(path, json.dumps(self.__dict__, indent=2, sort_keys=True))
+        write_text_atomic(path, json.dumps(self.__dict__, indent=2, sort_keys=True))
 
 
 # ---- env construction (runs in the driver and in every EnvRunner) -----------------------------
 
 @functools.lru_cache(maxsize=4)
 def _load_bars(path: str, symbol: str | None):
-    from features.bars import load_bars
+    from tradebot.features.bars import load_bars
 
     return load_bars(path, symbol=symbol)
 
@@ -201,9 +202,9 @@ def validate_policy(policy: Policy, env, start: int | None, seed: int) -> dict[s
         if terminated or truncated:
             break
     policy.reset(VALIDATION_STREAM)
-    out = {M.VALIDATION_RETURN: total, M.VALIDATION_STEPS: float(steps)}
+    out = {metric_names.VALIDATION_RETURN: total, metric_names.VALIDATION_STEPS: float(steps)}
     if equity0 and "equity" in info:
-        out[M.VALIDATION_EQUITY_CHANGE] = float(info["equity"]) / float(equity0) - 1.0
+        out[metric_names.VALIDATION_EQUITY_CHANGE] = float(info["equity"]) / float(equity0) - 1.0
     return out
 
 
@@ -254,7 +255,7 @@ def build_algorithm(cfg: TrainConfig, checkpoint: str | Path | None = None, **re
     """Register the env, seed numpy and torch, build the PPO algorithm (restored from ``checkpoint``).
 
     ``resources``: passed to ``build_algo_config``. Needs Ray initialised (``train`` and the Tune
-    trainable of ``rl.tune`` both call this).
+    trainable of ``tradebot.rl.tune`` both call this).
     """
     import torch
     from ray.tune.registry import register_env
@@ -317,38 +318,26 @@ def _training_metrics(result: dict[str, Any]) -> dict[str, float]:
     seconds = float(result.get("time_this_iter_s") or float("nan"))
     steps = float(runners.get(NUM_ENV_STEPS_SAMPLED, float("nan")))
     raw = {
-        M.EPISODE_RETURN_MEAN: runners.get(EPISODE_RETURN_MEAN),
-        M.EPISODE_LEN_MEAN: runners.get(EPISODE_LEN_MEAN),
-        M.POLICY_LOSS: learner.get(POLICY_LOSS_KEY),
-        M.VALUE_LOSS: learner.get(VF_LOSS_KEY),
-        M.ENTROPY: learner.get(ENTROPY_KEY),
-        M.KL: learner.get(LEARNER_RESULTS_KL_KEY),
-        M.ENV_STEPS_PER_S: steps / seconds if seconds > 0 else None,
-        M.ENV_STEPS_TOTAL: result.get(NUM_ENV_STEPS_SAMPLED_LIFETIME),
-        M.ITERATION_TIME_S: seconds,
+        metric_names.EPISODE_RETURN_MEAN: runners.get(EPISODE_RETURN_MEAN),
+        metric_names.EPISODE_LEN_MEAN: runners.get(EPISODE_LEN_MEAN),
+        metric_names.POLICY_LOSS: learner.get(POLICY_LOSS_KEY),
+        metric_names.VALUE_LOSS: learner.get(VF_LOSS_KEY),
+        metric_names.ENTROPY: learner.get(ENTROPY_KEY),
+        metric_names.KL: learner.get(LEARNER_RESULTS_KL_KEY),
+        metric_names.ENV_STEPS_PER_S: steps / seconds if seconds > 0 else None,
+        metric_names.ENV_STEPS_TOTAL: result.get(NUM_ENV_STEPS_SAMPLED_LIFETIME),
+        metric_names.ITERATION_TIME_S: seconds,
     }
     return {k: float(v) for k, v in raw.items() if v is not None and math.isfinite(float(v))}
 
 
 # ---- checkpoints, state, config ---------------------------------------------------------------
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_checkpoint(algo, out: Path, iteration: int) -> str:
     """Save to a temp folder, then rename into place; returns the path relative to ``out``.
 
     The run's ``config.yaml`` is copied into the checkpoint, so a checkpoint says on its own which
-    data, features and engine it was trained with (``rl.backtest_policy`` reads it).
+    data, features and engine it was trained with (``tradebot.rl.backtest_policy`` reads it).
     """
     rel = f"{CHECKPOINTS_DIR}/iter_{iteration:06d}"
     final = out / rel
@@ -442,7 +431,7 @@ def train(cfg: TrainConfig, *, output_dir: str | Path | None = None, address: st
     try:
         (out / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
         if state is None:
-            _atomic_write_text(out / CONFIG_FILE, cfg.to_yaml())
+            write_text_atomic(out / CONFIG_FILE, cfg.to_yaml())
             state = _State()
         return _run(cfg, out, state, val_env, val_start, address, tracking_uri, on_iteration, resumed)
     finally:
@@ -533,7 +522,7 @@ def train_loop(algo, cfg: TrainConfig, out: Path, state: _State, val_env, val_st
     """Train ``algo`` until ``cfg.run.iterations`` (or early stopping), validating and checkpointing.
 
     Shared by ``train`` (which logs to MLflow through ``log_metrics``) and the Tune trainable of
-    ``rl.tune`` (which reports each ``IterationReport`` to Tune). ``state`` is updated and written
+    ``tradebot.rl.tune`` (which reports each ``IterationReport`` to Tune). ``state`` is updated and written
     to ``out/state.json`` at every checkpoint. ``validate_first``: also validate at the first
     iteration, so that every report carries a validation score (Tune's schedulers need one).
     """
@@ -547,7 +536,7 @@ def train_loop(algo, cfg: TrainConfig, out: Path, state: _State, val_env, val_st
         due = it % run.validate_every == 0 or it >= run.iterations
         if val_env is not None and (due or (validate_first and state.best_validation_return is None)):
             scores = validate_policy(policy_from_algorithm(algo), val_env, val_start, run.seed)
-            validation = scores[M.VALIDATION_RETURN]
+            validation = scores[metric_names.VALIDATION_RETURN]
             improved = state.best_validation_return is None or validation > state.best_validation_return
             if improved:
                 state.best_validation_return = validation
@@ -555,7 +544,7 @@ def train_loop(algo, cfg: TrainConfig, out: Path, state: _State, val_env, val_st
             else:
                 state.bad_validations += 1
             values.update(scores)
-            values[M.BEST_VALIDATION_RETURN] = state.best_validation_return
+            values[metric_names.BEST_VALIDATION_RETURN] = state.best_validation_return
             if run.patience is not None and state.bad_validations >= run.patience:
                 state.stopped_early = True
         if log_metrics is not None:
@@ -595,7 +584,7 @@ def register_policy(checkpoint: Path, registered_model: str, *, config_file: Pat
     """
     import mlflow
 
-    from rl.mlflow_model import log_policy_model
+    from tradebot.rl.mlflow_model import log_policy_model
 
     mlflow.log_artifacts(str(checkpoint), artifact_path="checkpoint")
     with tempfile.TemporaryDirectory(prefix="tradebot-policy-") as tmp:

@@ -4,7 +4,7 @@ How to run
 ----------
 ``tradebot tune --config experiments/tune.yaml [--samples N] [--address ray://... | RAY_ADDRESS]
 [--output DIR-or-URI] [--tracking-uri URI | MLFLOW_TRACKING_URI]`` or
-``rl.tune.tune_search(load_tune_config(path))``. Without ``--address`` / ``RAY_ADDRESS`` a private
+``tradebot.rl.tune.tune_search(load_tune_config(path))``. Without ``--address`` / ``RAY_ADDRESS`` a private
 local Ray instance is started, sized to ``max_concurrent_trials`` trials; with one (``auto`` on a
 cluster node, ``HOST:6379``, ``ray://HOST:10001``) the trials are spread over that cluster's nodes.
 
@@ -24,9 +24,9 @@ What a search does
   ``experiments/demo.yaml`` or an inline mapping) with the ``search:`` values applied to it (dotted
   keys into that config: ``ppo.lr``, ``model.lstm_cell_size``, ``env.reward.name`` ...) and
   ``tune.iterations`` iterations at most. It runs through the same code as ``tradebot train``
-  (``rl.train.build_algorithm`` and ``rl.train.train_loop``): same env, model, normaliser,
+  (``tradebot.rl.train.build_algorithm`` and ``tradebot.rl.train.train_loop``): same env, model, normaliser,
   validation and checkpoints, in the trial's folder (laid out like a ``tradebot train`` output).
-* Every iteration reports the training metrics (``rl.metrics``) plus ``validation_return`` (the
+* Every iteration reports the training metrics (``tradebot.rl.metric_names``) plus ``validation_return`` (the
   latest deterministic pass over the validation dates; validated at the first iteration and then
   every ``run.validate_every``) and ``best_validation_return``. ASHA (``scheduler:``) stops the
   trials that fall behind at its rungs on ``tune.metric``.
@@ -67,10 +67,11 @@ from pydantic import Field, model_validator
 from ray.tune import Callback
 from ray.tune.logger import LoggerCallback
 
-from rl import metrics as M
-from rl.config import DEFAULT_ENV_ID, TrainConfig, load_train_config
-from tradebot.config import FrozenConfig, load_config, parse_config
-from tradebot.errors import TradebotError, UserInputError
+from tradebot.core.files import write_text_atomic
+from tradebot.rl import metric_names
+from tradebot.rl.config import DEFAULT_ENV_ID, TrainConfig, load_train_config
+from tradebot.core.config import FrozenConfig, load_config, parse_config
+from tradebot.core.errors import TradebotError, UserInputError
 
 TRIAL_SCORE = "trial_score"  # tune.metric at the trial's best checkpoint (what ranks the trials)
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -78,8 +79,8 @@ TRIAL_ID_TAG = "trial_id"
 NODE_ID_KEY = "ray_node_id"  # in every trial result, and a tag of the trial's MLflow run (with ray_node_ip)
 NODE_IP_TAG = "ray_node_ip"
 SEARCH_TAG = "tune_search"
-_TRIAL_METRICS = (*M.TRAINING_METRICS, M.VALIDATION_RETURN, M.VALIDATION_EQUITY_CHANGE, M.VALIDATION_STEPS,
-                  M.BEST_VALIDATION_RETURN, TRIAL_SCORE)
+_TRIAL_METRICS = (*metric_names.TRAINING_METRICS, metric_names.VALIDATION_RETURN, metric_names.VALIDATION_EQUITY_CHANGE, metric_names.VALIDATION_STEPS,
+                  metric_names.BEST_VALIDATION_RETURN, TRIAL_SCORE)
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
@@ -253,7 +254,7 @@ def check_search_space(cfg: TuneFileConfig, base: dict[str, Any], config_path: s
             try:
                 trial = trial_config(base, {key: value}, f"search.{key}={value!r}")
                 if key.startswith("env.") and trial.run.env_id == DEFAULT_ENV_ID:  # the env section is a
-                    from envs.trading_env import EnvConfig  # plain mapping in TrainConfig: check it here
+                    from tradebot.envs.trading_env import EnvConfig  # plain mapping in TrainConfig: check it here
 
                     parse_config(EnvConfig, trial.env, f"search.{key}={value!r}: env")
             except UserInputError as err:
@@ -263,18 +264,17 @@ def check_search_space(cfg: TuneFileConfig, base: dict[str, Any], config_path: s
 # ---- the trainable (runs in a Tune worker) ---------------------------------------------------
 
 def _trainable(overrides: dict[str, Any], *, base: dict[str, Any], resources: dict[str, float], metric: str) -> None:
-    """One trial: the training loop of ``rl.train`` in the trial's folder, reporting to Tune.
+    """One trial: the training loop of ``tradebot.rl.train`` in the trial's folder, reporting to Tune.
 
     Its best checkpoint is the one ``tradebot train`` would register (best ``validation_return``,
     the trial's own reward); ``trial_score`` is ``metric`` at that checkpoint.
     """
     from ray import tune
 
-    from rl.train import (
+    from tradebot.rl.train import (
         CHECKPOINTS_DIR,
         CONFIG_FILE,
         IterationReport,
-        _atomic_write_text,
         _State,
         build_algorithm,
         train_loop,
@@ -286,7 +286,7 @@ def _trainable(overrides: dict[str, Any], *, base: dict[str, Any], resources: di
     out = Path(tune.get_context().get_trial_dir())
     cfg = trial_config(base, {**overrides, "run.output_dir": str(out)})
     (out / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out / CONFIG_FILE, cfg.to_yaml())
+    write_text_atomic(out / CONFIG_FILE, cfg.to_yaml())
     val_env, val_start = validation_env(cfg, cfg.run.seed)
     state = _State()
     latest: dict[str, float] = {}
@@ -297,13 +297,13 @@ def _trainable(overrides: dict[str, Any], *, base: dict[str, Any], resources: di
 
     def report(r: IterationReport) -> None:
         values = dict(r.metrics)
-        for key in (M.VALIDATION_RETURN, M.VALIDATION_EQUITY_CHANGE):
+        for key in (metric_names.VALIDATION_RETURN, metric_names.VALIDATION_EQUITY_CHANGE):
             if key in values:
                 latest[key] = values[key]
             elif key in latest:  # between validations: the latest score, so every result has the metric
                 values[key] = latest[key]
         if r.best_validation_return is not None:
-            values[M.BEST_VALIDATION_RETURN] = r.best_validation_return
+            values[metric_names.BEST_VALIDATION_RETURN] = r.best_validation_return
         # A new best (strictly better, as train_loop decides) was checkpointed at this iteration.
         best_now = r.validation_return is not None and r.checkpoint is not None and r.checkpoint == state.best_checkpoint
         if best_now and metric in values:
@@ -509,7 +509,7 @@ def tune_search(cfg: TuneFileConfig, *, config_path: str | Path | None = None, a
 
     ``address``: a Ray cluster to run the trials on (default ``RAY_ADDRESS``, else a private local
     instance); ``output_dir``: Tune's storage, a folder or URI (default ``tune.output_dir``);
-    ``tracking_uri``: the MLflow server or store (default ``rl.train.default_tracking_uri()``).
+    ``tracking_uri``: the MLflow server or store (default ``tradebot.rl.train.default_tracking_uri()``).
     """
     import mlflow
     import ray
@@ -518,7 +518,7 @@ def tune_search(cfg: TuneFileConfig, *, config_path: str | Path | None = None, a
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from rl.train import (
+    from tradebot.rl.train import (
         _experiment_id,
         _train_env_config,
         build_algo_config,
@@ -617,7 +617,7 @@ def _finish(grid, cfg: TuneFileConfig, name: str, storage: str, tracker: _Mlflow
             client, tracking_uri: str) -> TuneResult:
     import mlflow
 
-    from rl.train import register_policy
+    from tradebot.rl.train import register_policy
 
     trials: list[TrialSummary] = []
     best = None
@@ -626,7 +626,7 @@ def _finish(grid, cfg: TuneFileConfig, name: str, storage: str, tracker: _Mlflow
         trial_id = metrics.get("trial_id") or Path(res.path).name.removeprefix("trial_")
         score = metrics.get(TRIAL_SCORE)
         score = float(score) if _finite(score) else None
-        best_return = metrics.get(M.BEST_VALIDATION_RETURN)
+        best_return = metrics.get(metric_names.BEST_VALIDATION_RETURN)
         error = None if res.error is None else (str(res.error).strip().splitlines() or [type(res.error).__name__])[-1]
         summary = TrialSummary(trial_id=trial_id, params={k: res.config.get(k) for k in cfg.search},
                                iterations=int(metrics.get("training_iteration") or 0), score=score,

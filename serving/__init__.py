@@ -1,5 +1,5 @@
-"""Ray Serve for the trained policy: ``serving.app`` (the deployment, ``build_app``, ``app_builder``) and
-``serving.client`` (``HandlePolicy`` / ``HttpPolicy`` for the live loop, ``start_serve`` / ``local_serve``).
+"""Ray Serve for the trained policy: ``tradebot.serving.app`` (the deployment, ``build_app``, ``app_builder``) and
+``tradebot.serving.client`` (``HandlePolicy`` / ``HttpPolicy`` for the live loop, ``start_serve`` / ``local_serve``).
 
 Imported lazily: ``import serving`` does not load Ray.
 """
@@ -10,14 +10,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "PolicyServer": "serving.app",
-    "build_app": "serving.app",
-    "app_builder": "serving.app",
-    "TOKEN_ENV": "serving.app",
-    "HandlePolicy": "serving.client",
-    "HttpPolicy": "serving.client",
-    "start_serve": "serving.client",
-    "local_serve": "serving.client",
+    "PolicyServer": "tradebot.serving.app",
+    "build_app": "tradebot.serving.app",
+    "app_builder": "tradebot.serving.app",
+    "TOKEN_ENV": "tradebot.serving.app",
+    "HandlePolicy": "tradebot.serving.client",
+    "HttpPolicy": "tradebot.serving.client",
+    "start_serve": "tradebot.serving.client",
+    "local_serve": "tradebot.serving.client",
 }
 
 __all__ = sorted(_EXPORTS)

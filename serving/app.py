@@ -1,8 +1,8 @@
-"""The policy as a Ray Serve deployment: one replica holding ``rl.policy.Policy`` and its per-symbol streams.
+"""The policy as a Ray Serve deployment: one replica holding ``tradebot.rl.policy.Policy`` and its per-symbol streams.
 
 ```python
 from ray import serve
-from serving.app import build_app
+from tradebot.serving.app import build_app
 serve.start(http_options={"host": "127.0.0.1", "port": 8000})
 handle = serve.run(build_app("models:/tradebot-ppo-lstm/3"), name="tradebot-policy", route_prefix="/")
 handle.act.remote("NSE:SBIN-EQ", obs.tolist()).result()   # {"action": 1, "action_name": "BUY_LONG", ...}
@@ -25,7 +25,7 @@ endpoint needs ``Authorization: Bearer <token>`` (401 otherwise). Only the token
 the replica; the token itself is never logged or stored in the deployment config.
 
 Serve config: ``serving/serve_config.yaml`` (``serve run serving/serve_config.yaml``) builds the app
-with ``serving.app:app_builder`` from ``args: {model: URI}``.
+with ``tradebot.serving.app:app_builder`` from ``args: {model: URI}``.
 """
 
 import hashlib
@@ -95,8 +95,8 @@ class PolicyServer:
         import torch
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-        from envs.engine import Action
-        from rl.policy import Policy
+        from tradebot.envs.engine import Action
+        from tradebot.rl.policy import Policy
 
         torch.set_num_threads(1)  # one observation at a time: more threads only contend
         self.policy = Policy.load(model, deterministic=deterministic)
@@ -113,7 +113,7 @@ class PolicyServer:
 
     # ---- methods (called through a DeploymentHandle, and by the HTTP routes) ----------------
     def act(self, symbol: str, obs: list[float]) -> dict[str, Any]:
-        from tradebot.errors import UserInputError
+        from tradebot.core.errors import UserInputError
 
         t0 = time.perf_counter()
         with self._lock:

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from serving.app import APP_NAME, DEFAULT_HOST, TOKEN_ENV, build_app
-from tradebot.errors import UserInputError
+from tradebot.serving.app import APP_NAME, DEFAULT_HOST, TOKEN_ENV, build_app
+from tradebot.core.errors import UserInputError
 
 
 class _FirstSeenReset:
@@ -104,7 +104,7 @@ class HttpPolicy(_FirstSeenReset):
 
 def check_model(model: str) -> None:
     """Fail fast (one line, before Ray starts) when ``model`` cannot be loaded as a policy."""
-    from rl.policy import Policy
+    from tradebot.rl.policy import Policy
 
     Policy.load(model)  # raises UserInputError naming the path/URI and the fix
 
@@ -162,7 +162,7 @@ def _free_port(host: str) -> int:
 def model_features(model: str):
     """The ``FeatureConfig`` ``model`` was trained with (its saved training config), so the live
     observation has the training layout; the env's default features when no config was saved."""
-    from rl.backtest_policy import policy_env_config, saved_train_config
+    from tradebot.rl.backtest_policy import policy_env_config, saved_train_config
 
     saved = saved_train_config(model)
     return policy_env_config(saved.config if saved is not None else None).features
@@ -170,7 +170,7 @@ def model_features(model: str):
 
 def check_obs_dim(policy: HandlePolicy | HttpPolicy, loop: Any, model: str) -> None:
     """Refuse (one line) a loop whose observations do not have the served policy's size."""
-    from envs.trading_env import N_POSITION_FEATURES
+    from tradebot.envs.trading_env import N_POSITION_FEATURES
 
     for symbol, src in loop.features.items():
         dim = len(src.feature_names) + N_POSITION_FEATURES

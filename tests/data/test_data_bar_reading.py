@@ -1,13 +1,13 @@
-"""Fixes in features.bars / features.sessions found while building the data commands."""
+"""Fixes in tradebot.features.bars / tradebot.core.nse_time found while building the data commands."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from features.bars import Bars, load_bars, read_bar_file
-from features.sessions import detect_timeframe
-from tradebot.errors import UserInputError
+from tradebot.features.bars import Bars, load_bars, read_bar_file
+from tradebot.core.nse_time import detect_timeframe
+from tradebot.core.errors import UserInputError
 
 
 @pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])

@@ -1,4 +1,4 @@
-"""features.quality: the data-quality report on real sample data and on targeted defects."""
+"""tradebot.features.quality: the data-quality report on real sample data and on targeted defects."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.bars import read_bar_file
-from features.quality import QualityReport, check_quality, repair_bars
-from tradebot.errors import UserInputError
+from tradebot.features.bars import read_bar_file
+from tradebot.features.quality import QualityReport, check_quality, repair_bars
+from tradebot.core.errors import UserInputError
 
 IST = "Asia/Kolkata"
 

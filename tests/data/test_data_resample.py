@@ -1,4 +1,4 @@
-"""features.resample: NSE-session bins anchored at 09:15, labelled by start."""
+"""tradebot.features.resample: NSE-session bins anchored at 09:15, labelled by start."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.bars import Bars, load_bars
-from features.resample import canonical_timeframe, resample
-from tradebot.errors import UserInputError
+from tradebot.features.bars import Bars, load_bars
+from tradebot.features.resample import canonical_timeframe, resample
+from tradebot.core.errors import UserInputError
 
 IST = "Asia/Kolkata"
 SHARED = Path("/work/shared/data")
@@ -155,7 +155,7 @@ def test_resample_preserves_volume_sum_and_price_extremes_per_session(bars, targ
     assert (out.frame["high"] >= out.frame[["open", "close"]].max(axis=1)).all()
     assert (out.frame["low"] <= out.frame[["open", "close"]].min(axis=1)).all()
     if target != "1d":
-        from features.sessions import minutes_into_session, timeframe_minutes
+        from tradebot.core.nse_time import minutes_into_session, timeframe_minutes
 
         assert (minutes_into_session(out.index) % timeframe_minutes(target) == 0).all()
     Bars.from_frame(out.frame, symbol=out.symbol)  # passes strict validation

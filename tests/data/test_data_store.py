@@ -1,4 +1,4 @@
-"""features.store and the `data import` / `data list` commands on good input."""
+"""tradebot.features.store and the `data import` / `data list` commands on good input."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.bars import Bars, load_bars
-from features.resample import resample
-from features.store import Store
-from tradebot.errors import UserInputError
+from tradebot.features.bars import Bars, load_bars
+from tradebot.features.resample import resample
+from tradebot.features.store import Store
+from tradebot.core.errors import UserInputError
 
 IST = "Asia/Kolkata"
 SYMBOL = "NSE:NIFTY50-INDEX"

@@ -10,6 +10,7 @@ import importlib
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -125,8 +126,8 @@ def test_kuberay_rayservice_serve_config_imports_this_projects_app():
     for app in apps:
         module, attr = app["import_path"].split(":")
         assert callable(getattr(importlib.import_module(module), attr)), app["import_path"]
-        if app["import_path"] == "serving.app:app_builder":
-            from serving.app import APP_NAME, DEPLOYMENT_NAME
+        if app["import_path"] == "tradebot.serving.app:app_builder":
+            from tradebot.serving.app import APP_NAME, DEPLOYMENT_NAME
 
             assert set(app["args"]) <= {"model", "deterministic"} and app["args"]["model"]
             assert app["name"] == APP_NAME
@@ -194,10 +195,9 @@ def test_dockerfile_copies_existing_sources_and_installs_with_the_lock(name):
     assert "-c requirements.lock ." in runs, "the project installs with the lock as constraints"
     assert "--no-deps -c requirements.lock fyers-apiv3==3.2.0" in runs
     assert "requirements.lock" in copied and "pyproject.toml" in copied
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    packages = re.search(r'include = \[([^\]]*)\]', pyproject).group(1)
-    for pkg in re.findall(r'"(\w+)\*"', packages):  # every package setuptools installs is copied in
-        assert pkg in copied, f"{name}: package {pkg} not copied"
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for folder in set(setup["package-dir"].values()):  # every folder setuptools installs is copied in
+        assert folder in copied, f"{name}: package folder {folder} not copied"
     assert "experiments" in copied and "data" in copied  # configs and the bars trials read
 
 
@@ -210,7 +210,7 @@ def test_dockerignore_keeps_local_state_out_of_the_image():
 # ---- Prometheus -----------------------------------------------------------------------------
 
 def test_prometheus_scrapes_live_serve_and_ray_on_the_ports_the_code_uses():
-    from serving.app import DEFAULT_PORT
+    from tradebot.serving.app import DEFAULT_PORT
 
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}

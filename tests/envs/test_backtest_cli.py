@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from envs.baselines import BASELINES
-from envs.metrics import M
-from features.bars import load_bars
+from tradebot.envs.baselines import BASELINES
+from tradebot.envs.performance import M
+from tradebot.features.bars import load_bars
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 SAMPLE_5M = SAMPLE / "NSE_NIFTY50-INDEX_5m.csv.gz"
@@ -212,7 +212,7 @@ def test_backtest_help_lists_options_and_strategies(cli):
 def test_report_thinning_keeps_extremes_and_candles_stay_in_session():
     import numpy as np
 
-    from envs.report import aggregate_candles, monthly_returns, thin_line
+    from tradebot.envs.backtest_report import aggregate_candles, monthly_returns, thin_line
 
     bars = load_bars(SAMPLE_5M)
     close = bars.frame["close"]

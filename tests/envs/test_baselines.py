@@ -1,4 +1,4 @@
-"""envs.baselines: no lookahead, seeded reproducibility, and action sequences the engine accepts."""
+"""tradebot.envs.baselines: no lookahead, seeded reproducibility, and action sequences the engine accepts."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.backtest import run_backtest
-from envs.baselines import BASELINES, get_baseline, replay_data
-from envs.engine import Action, EngineConfig
-from features.bars import load_bars
-from features.sessions import session_day
-from tradebot.errors import UserInputError
+from tradebot.envs.backtest import run_backtest
+from tradebot.envs.baselines import BASELINES, get_baseline, replay_data
+from tradebot.envs.engine import Action, EngineConfig
+from tradebot.features.bars import load_bars
+from tradebot.core.nse_time import session_day
+from tradebot.core.errors import UserInputError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 NAMES = list(BASELINES)

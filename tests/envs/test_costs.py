@@ -9,9 +9,9 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from envs.costs import CHARGE_NAMES, PRODUCTS, cost_vector, load_cost_table, order_charges
-from envs.engine import EngineConfig, order_cost
-from tradebot.errors import UserInputError
+from tradebot.envs.costs import CHARGE_NAMES, PRODUCTS, cost_vector, load_cost_table, order_charges
+from tradebot.envs.engine import EngineConfig, order_cost
+from tradebot.core.errors import UserInputError
 
 
 def _check(charges: dict, expected: dict) -> None:

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from envs.backtest import TRADE_COLUMNS, run_backtest, run_signals
-from envs.costs import order_charges
-from envs.engine import ACTION_NAMES, Action, EngineConfig, session_layout
-from features.bars import Bars, load_bars
-from features.sessions import minute_of_day, session_day
-from tradebot.errors import UserInputError
+from tradebot.envs.backtest import TRADE_COLUMNS, run_backtest, run_signals
+from tradebot.envs.costs import order_charges
+from tradebot.envs.engine import ACTION_NAMES, Action, EngineConfig, session_layout
+from tradebot.features.bars import Bars, load_bars
+from tradebot.core.nse_time import minute_of_day, session_day
+from tradebot.core.errors import UserInputError
 
 H, BUY, SHORT, CLOSE_L, CLOSE_S = (int(a) for a in Action)
 SAMPLE_5M = "data/sample/NSE_NIFTY50-INDEX_5m.csv.gz"
@@ -285,7 +285,7 @@ def test_engine_config_yaml_section_and_unknown_key(tmp_path):
     with pytest.raises(UserInputError, match="did you mean 'stop_atr_mult'"):
         EngineConfig.from_yaml(path)
     with pytest.raises(UserInputError, match="cannot be carried overnight"):
-        from tradebot.config import parse_config
+        from tradebot.core.config import parse_config
         parse_config(EngineConfig, {"carry_overnight": True})
     with pytest.raises(Exception, match="HH:MM"):
         EngineConfig(square_off="3pm")
@@ -350,7 +350,7 @@ def test_engine_invariants_hold_for_random_bars_actions_and_configs(seed, sessio
     r = run_backtest(bars, actions, config)
     f = bars.frame
     o, hi, lo, c = (f[k].to_numpy() for k in ("open", "high", "low", "close"))
-    from envs.engine import compute_atr
+    from tradebot.envs.engine import compute_atr
     atr = compute_atr(bars, config.atr_period)
     eq, cash, pos = r.equity.to_numpy(), r.cash.to_numpy(), r.positions.to_numpy()
     scale = config.initial_cash

@@ -12,10 +12,10 @@ import pytest
 from gymnasium.error import ResetNeeded
 from gymnasium.utils.env_checker import check_env
 
-import envs  # noqa: F401  (registers tradebot/Trading-v0)
-from envs.backtest import run_backtest
-from envs.engine import D_ATR, S_ENTRY_PRICE, Action, reward_reset, reward_step, session_layout
-from envs.trading_env import (
+import tradebot.envs as envs  # noqa: F401  (registers tradebot/Trading-v0)
+from tradebot.envs.backtest import run_backtest
+from tradebot.envs.engine import D_ATR, S_ENTRY_PRICE, Action, reward_reset, reward_step, session_layout
+from tradebot.envs.trading_env import (
     ENV_ID,
     POSITION_FEATURES,
     BatchedTradingEnv,
@@ -25,8 +25,8 @@ from envs.trading_env import (
     TradingEnv,
     make_reward,
 )
-from features.bars import load_bars
-from tradebot.errors import UserInputError
+from tradebot.features.bars import load_bars
+from tradebot.core.errors import UserInputError
 
 SAMPLE_5M = "data/sample/NSE_NIFTY50-INDEX_5m.csv.gz"
 SAMPLE_1D = "data/sample/NSE_SBIN-EQ_1d.csv.gz"
@@ -174,7 +174,7 @@ def test_batched_env_auto_resets_and_is_reproducible(bars):
 
 
 def test_observation_layout_and_position_features(bars):
-    from features.pipeline import FeaturePipeline
+    from tradebot.features.pipeline import FeaturePipeline
 
     no_exits = {"take_profit_atr_mult": None, "stop_loss": False}
     env = TradingEnv(bars, config={"episode": {"length": 50}, "engine": no_exits})

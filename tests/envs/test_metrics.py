@@ -1,4 +1,4 @@
-"""envs.metrics: checked against quantstats and empyrical-reloaded, and on hand-computed cases.
+"""tradebot.envs.performance: checked against quantstats and empyrical-reloaded, and on hand-computed cases.
 
 Both libraries are given the same per-bar returns, risk-free rate 0 and the same periods per year
 (``bars_per_year``). Sortino: ours, quantstats' ``sortino(rf=0)`` and empyrical's
@@ -20,7 +20,7 @@ import quantstats.stats as qs_stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs.metrics import (
+from tradebot.envs.performance import (
     M,
     Metrics,
     compute_metrics,
@@ -29,7 +29,7 @@ from envs.metrics import (
     returns_from_equity,
     worst_window_drawdown,
 )
-from features.bars import load_bars
+from tradebot.features.bars import load_bars
 
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
@@ -230,9 +230,9 @@ def test_metric_keys_are_the_constants_in_order():
 
 
 def test_metrics_from_backtest_result_agree_with_the_result():
-    from envs.backtest import run_backtest
-    from envs.baselines import BASELINES
-    from envs.metrics import metrics_from_result
+    from tradebot.envs.backtest import run_backtest
+    from tradebot.envs.baselines import BASELINES
+    from tradebot.envs.performance import metrics_from_result
 
     bars = load_bars(SAMPLE_5M).slice(0, 3000)
     result = run_backtest(bars, BASELINES["sma_crossover"](bars), None)

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from features.bars import Bars, load_bars
-from features.pipeline import (
+from tradebot.features.bars import Bars, load_bars
+from tradebot.features.pipeline import (
     ATR_COLUMN,
     CANDLE_PATTERNS,
     CausalNormaliser,
@@ -26,9 +26,9 @@ from features.pipeline import (
     NormalisationConfig,
     load_feature_config,
 )
-from features.sessions import minute_of_day, session_day
-from tradebot.config import parse_config
-from tradebot.errors import UserInputError
+from tradebot.core.nse_time import minute_of_day, session_day
+from tradebot.core.config import parse_config
+from tradebot.core.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample"
@@ -263,7 +263,7 @@ def test_calendar_features_match_session_helpers(nifty):
 def test_talib_fast_paths_equal_pandas_ta_calls(nifty):
     import pandas_ta as ta
 
-    from features import pipeline as fp
+    from tradebot.features import pipeline as fp
 
     f = nifty.frame.iloc[:2000]
     o, h, lo, c = (f[k] for k in ("open", "high", "low", "close"))

@@ -121,7 +121,7 @@ def two_node_cluster():
 def test_tune_spreads_trials_over_two_ray_nodes_and_tracks_them_in_mlflow(two_node_cluster, tmp_path):
     from mlflow import MlflowClient
 
-    from rl.tune import NODE_ID_KEY, PARENT_RUN_TAG
+    from tradebot.rl.tune import NODE_ID_KEY, PARENT_RUN_TAG
 
     cluster = two_node_cluster
     check = subprocess.run(

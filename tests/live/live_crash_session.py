@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.engine import EngineConfig
-from features.bars import load_bars
-from features.pipeline import FeatureConfig, FeaturePipeline
-from live.feeds import ReplayFeed
-from live.journal import Journal
-from live.loop import LoopConfig, StreamFeatures, TradingLoop
-from live.paper import PaperBroker
-from live.policies import ScheduledPolicy
-from live.risk import RiskConfig
+from tradebot.envs.engine import EngineConfig
+from tradebot.features.bars import load_bars
+from tradebot.features.pipeline import FeatureConfig, FeaturePipeline
+from tradebot.live.feeds import ReplayFeed
+from tradebot.live.journal import Journal
+from tradebot.live.loop import LoopConfig, StreamFeatures, TradingLoop
+from tradebot.live.paper import PaperBroker
+from tradebot.live.policies import ScheduledPolicy
+from tradebot.live.risk import RiskConfig
 
 SYMBOL = "NSE:NIFTY50-INDEX"
 # features with a rolling normaliser, so that restoring the stream's checkpoint is exercised for real

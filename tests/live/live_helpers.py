@@ -10,16 +10,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from envs.engine import EngineConfig
-from features.bars import Bars, load_bars
-from features.pipeline import FeatureConfig
-from live.feeds import ReplayFeed
-from live.journal import Journal
-from live.loop import LoopConfig, TradingLoop
-from live.paper import PaperBroker
-from live.policies import ScheduledPolicy
-from live.ports import Bar
-from live.risk import RiskConfig
+from tradebot.envs.engine import EngineConfig
+from tradebot.features.bars import Bars, load_bars
+from tradebot.features.pipeline import FeatureConfig
+from tradebot.live.feeds import ReplayFeed
+from tradebot.live.journal import Journal
+from tradebot.live.loop import LoopConfig, TradingLoop
+from tradebot.live.paper import PaperBroker
+from tradebot.live.policies import ScheduledPolicy
+from tradebot.live.ports import Bar
+from tradebot.live.risk import RiskConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_5M = str(ROOT / "data" / "sample" / "NSE_NIFTY50-INDEX_5m.csv.gz")

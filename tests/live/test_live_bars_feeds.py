@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.resample import resample
-from live.bars import BarBuilder
-from live.feeds import ReplayFeed
-from live.market import bar_end, bar_start_for
-from live.ports import NS_PER_SECOND, Bar, Tick, to_ist, to_ns
+from tradebot.features.resample import resample
+from tradebot.live.bars import BarBuilder
+from tradebot.live.feeds import ReplayFeed
+from tradebot.live.market import bar_end, bar_start_for
+from tradebot.live.ports import NS_PER_SECOND, Bar, Tick, to_ist, to_ns
 from live_helpers import SAMPLE_1M, sample_bars
-from tradebot.errors import UserInputError
+from tradebot.core.errors import UserInputError
 
 SYM = "NSE:NIFTY50-INDEX"
 

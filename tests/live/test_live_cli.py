@@ -7,9 +7,9 @@ import json
 import yaml
 from click.testing import CliRunner
 
-from live.journal import Journal
+from tradebot.live.journal import Journal
 from live_helpers import MINIMAL_FEATURES, sample_csv
-from tradebot.cmd_live import live
+from tradebot.cli.cmd_live import live
 
 
 def _config(tmp_path):

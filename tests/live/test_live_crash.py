@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from live.journal import Journal
+from tradebot.live.journal import Journal
 from live_crash_session import SYMBOL, build
 from live_helpers import sample_bars
 

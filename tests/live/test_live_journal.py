@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from envs.engine import Action, EngineConfig
-from live.journal import Journal, journal_status, request_control
-from live.paper import PaperBroker
-from live.ports import (
+from tradebot.envs.engine import Action, EngineConfig
+from tradebot.live.journal import Journal, journal_status, request_control
+from tradebot.live.paper import PaperBroker
+from tradebot.live.ports import (
     Intent,
     OrderRequest,
     OrderStatus,
@@ -24,7 +24,7 @@ from live.ports import (
     client_order_id,
 )
 from live_helpers import make_bars, replay_loop
-from tradebot.errors import RetryableError, UserInputError
+from tradebot.core.errors import RetryableError, UserInputError
 
 SYM = "NSE:TEST-EQ"
 BUY, CL = int(Action.BUY_LONG), int(Action.CLOSE_LONG)
@@ -76,7 +76,7 @@ def test_terminal_order_status_is_never_replaced_by_a_working_one():
 
 
 def test_fills_and_risk_events_are_recorded_once():
-    from live.ports import Fill
+    from tradebot.live.ports import Fill
 
     j = Journal()
     f = Fill("F1", "C1", "C1", SYM, Side.BUY, 10.0, 100.0, 1.0, 5, "entry", 98.0, 103.0)

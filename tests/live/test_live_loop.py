@@ -12,18 +12,18 @@ import urllib.request
 import numpy as np
 import pytest
 
-from envs.engine import Action, EngineConfig
-from envs.trading_env import EnvConfig, TradingEnv
-from features.pipeline import FeaturePipeline
-from live.feeds import QueueFeed, ReplayFeed
-from live.journal import Journal
-from live.logs import JsonFormatter, configure_json_logging, get_logger
-from live.loop import StreamFeatures, TradingLoop, current_bar
-from live.metrics import LiveMetrics, serve_metrics
-from live.paper import PaperBroker
-from live.policies import ScheduledPolicy
-from live.ports import NS_PER_SECOND, Heartbeat, RiskState, SimClock, Tick
-from live.risk import RiskConfig
+from tradebot.envs.engine import Action, EngineConfig
+from tradebot.envs.trading_env import EnvConfig, TradingEnv
+from tradebot.features.pipeline import FeaturePipeline
+from tradebot.live.feeds import QueueFeed, ReplayFeed
+from tradebot.live.journal import Journal
+from tradebot.live.logs import JsonFormatter, configure_json_logging, get_logger
+from tradebot.live.loop import StreamFeatures, TradingLoop, current_bar
+from tradebot.live.prometheus import LiveMetrics, serve_metrics
+from tradebot.live.paper import PaperBroker
+from tradebot.live.policies import ScheduledPolicy
+from tradebot.live.ports import NS_PER_SECOND, Heartbeat, RiskState, SimClock, Tick
+from tradebot.live.risk import RiskConfig
 from live_helpers import LOOSE_RISK, MINIMAL_FEATURES, make_bars, replay_loop, sample_bars
 
 SYM = "NSE:TEST-EQ"
@@ -44,7 +44,7 @@ class Recorder:
 
     def __call__(self, symbol, obs):
         self.seen[current_bar().ts] = obs.copy()
-        return self.schedule(symbol, obs), np.full(5, 0.2)  # (action, probs), like rl.policy.Policy.act
+        return self.schedule(symbol, obs), np.full(5, 0.2)  # (action, probs), like tradebot.rl.policy.Policy.act
 
 
 def test_the_policy_sees_the_env_observation_at_every_bar():
@@ -253,7 +253,7 @@ def test_the_grafana_dashboard_only_uses_metrics_the_loop_exports():
     import re
     from pathlib import Path
 
-    from live import metrics as m
+    from tradebot.live import prometheus as m
 
     dashboard = json.loads((Path(__file__).parents[2] / "deploy" / "grafana" / "tradebot-live.json").read_text())
     exported = {getattr(m, k) for k in dir(m) if k.isupper() and isinstance(getattr(m, k), str)}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.engine import EngineConfig
-from live.paper import PaperBroker
-from live.ports import Bar, Intent, OrderRequest, OrderStatus, SimClock, Side, client_order_id
+from tradebot.envs.engine import EngineConfig
+from tradebot.live.paper import PaperBroker
+from tradebot.live.ports import Bar, Intent, OrderRequest, OrderStatus, SimClock, Side, client_order_id
 from live_helpers import make_bars
-from tradebot.errors import RejectedError, RetryableError, UserInputError
+from tradebot.core.errors import RejectedError, RetryableError, UserInputError
 
 SYM = "NSE:TEST-EQ"
 

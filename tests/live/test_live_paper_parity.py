@@ -7,15 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from envs.backtest import run_backtest
-from envs.baselines import BASELINES
-from envs.engine import EngineConfig, compute_atr
-from features.pipeline import FeaturePipeline
-from live.feeds import ReplayFeed
-from live.journal import Journal
-from live.loop import LoopConfig, StreamFeatures, TradingLoop
-from live.paper import PaperBroker
-from live.policies import baseline_policy
+from tradebot.envs.backtest import run_backtest
+from tradebot.envs.baselines import BASELINES
+from tradebot.envs.engine import EngineConfig, compute_atr
+from tradebot.features.pipeline import FeaturePipeline
+from tradebot.live.feeds import ReplayFeed
+from tradebot.live.journal import Journal
+from tradebot.live.loop import LoopConfig, StreamFeatures, TradingLoop
+from tradebot.live.paper import PaperBroker
+from tradebot.live.policies import baseline_policy
 from live_helpers import LOOSE_RISK, MINIMAL_FEATURES, replay_loop, sample_bars
 
 EXACT = ["entry_time", "exit_time", "side", "qty", "entry_price", "exit_price", "stop_price", "take_profit_price",

@@ -22,16 +22,16 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from envs.costs import (COST_BROKERAGE_RATE, COST_EXCHANGE, COST_GST, COST_IPFT, COST_SEBI, COST_STAMP_BUY,
+from tradebot.envs.costs import (COST_BROKERAGE_RATE, COST_EXCHANGE, COST_GST, COST_IPFT, COST_SEBI, COST_STAMP_BUY,
                         COST_STT_BUY, COST_STT_SELL)
-from envs.engine import Action, EngineConfig
-from live.journal import Journal
-from live.market import IST_OFFSET_NS, DAY_NS, MINUTE_NS
-from live.ports import NS_PER_SECOND, Bar, OrderStatus, PositionReport, RiskState, Side, Verdict
-from live.risk import RateLimiter, RiskConfig, RiskEngine
+from tradebot.envs.engine import Action, EngineConfig
+from tradebot.live.journal import Journal
+from tradebot.live.market import IST_OFFSET_NS, DAY_NS, MINUTE_NS
+from tradebot.live.ports import NS_PER_SECOND, Bar, OrderStatus, PositionReport, RiskState, Side, Verdict
+from tradebot.live.risk import RateLimiter, RiskConfig, RiskEngine
 from live_helpers import LOOSE_RISK, make_bars, replay_loop
-from tradebot.config import parse_config
-from tradebot.errors import UserInputError
+from tradebot.core.config import parse_config
+from tradebot.core.errors import UserInputError
 
 H, BUY, SHORT, CL, CS = (int(a) for a in Action)
 SYM = "NSE:TEST-EQ"
@@ -468,7 +468,7 @@ def test_daily_loss_breach_flattens_at_the_next_open_and_blocks_entries_for_the_
 
 
 def test_manual_halt_from_the_journal_flattens_and_stops_entries(tmp_path):
-    from live.journal import request_control
+    from tradebot.live.journal import request_control
 
     bars = _trend_bars(30)
     path = tmp_path / "j.db"

@@ -11,11 +11,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from envs.backtest import TRADE_COLUMNS
-from envs.metrics import M
-from live.report import compare_trades
+from tradebot.envs.backtest import TRADE_COLUMNS
+from tradebot.envs.performance import M
+from tradebot.live.run_report import compare_trades
 from live_helpers import LOOSE_RISK, MINIMAL_FEATURES, sample_csv
-from tradebot.cmd_live import live
+from tradebot.cli.cmd_live import live
 
 OUT_FILES = {"metrics.json", "equity.csv", "trades.csv", "report.html", "parity.json", "journal.db"}
 
@@ -48,9 +48,9 @@ def test_paper_session_with_limits_that_never_bind_equals_the_backtest_file_for_
     assert "equal the backtest's" in res.output
 
     # the same bars through `tradebot backtest --actions`: the same trades, equity and metrics
-    from live.journal import Journal
-    from live.session import LiveConfig, reference_backtest
-    from features.bars import load_bars
+    from tradebot.live.journal import Journal
+    from tradebot.live.runner import LiveConfig, reference_backtest
+    from tradebot.features.bars import load_bars
 
     config = LiveConfig.model_validate({"features": MINIMAL_FEATURES.model_dump(mode="json"), "risk": loose})
     backtest, _ = reference_backtest(load_bars(_data(tmp_path)), config=config, start="2021-03-01",
@@ -62,7 +62,7 @@ def test_paper_session_with_limits_that_never_bind_equals_the_backtest_file_for_
     equity = pd.read_csv(out / "equity.csv", index_col=0)
     np.testing.assert_allclose(equity["equity"], backtest.equity.to_numpy(), rtol=1e-9)  # CSV keeps 10 digits
     np.testing.assert_allclose(equity["position"], backtest.positions.to_numpy())
-    from envs.metrics import metrics_from_result
+    from tradebot.envs.performance import metrics_from_result
 
     want = metrics_from_result(backtest, "5m")
     got = json.loads((out / "metrics.json").read_text())
@@ -90,7 +90,7 @@ def test_paper_session_where_the_risk_engine_binds_is_consistent_and_lists_every
 
 
 def test_a_session_that_trades_unlike_its_backtest_fails_the_parity_check(tmp_path, monkeypatch):
-    import live.session as session
+    import tradebot.live.runner as session
 
     real = session.reference_backtest
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from rl.config import TrainConfig
-from rl.train import _RESUMABLE_CHANGES, build_algo_config, resolve_gpus_per_learner
-from rl.tune import TuneFileConfig, base_train_config, storage_location
+from tradebot.rl.config import TrainConfig
+from tradebot.rl.train import _RESUMABLE_CHANGES, build_algo_config, resolve_gpus_per_learner
+from tradebot.rl.tune import TuneFileConfig, base_train_config, storage_location
 from rl_helpers import tiny_config
-from tradebot.config import parse_config
-from tradebot.errors import UserInputError
+from tradebot.core.config import parse_config
+from tradebot.core.errors import UserInputError
 
 
 def test_run_section_takes_resources_and_still_rejects_unknown_keys(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from rl.config import TrainConfig, load_train_config
-from tradebot.errors import UserInputError
+from tradebot.rl.config import TrainConfig, load_train_config
+from tradebot.core.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "experiments" / "demo.yaml"

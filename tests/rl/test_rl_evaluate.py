@@ -17,7 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from rl_helpers import ROOT, SAMPLE_5M, write_yaml
-from rl.evaluate import (
+from tradebot.rl.evaluate import (
     AGENT,
     AGENT_SELECTED,
     SCOPE_FOLD,
@@ -30,8 +30,8 @@ from rl.evaluate import (
     make_folds,
     trading_sessions,
 )
-from tradebot.config import parse_config
-from tradebot.errors import UserInputError
+from tradebot.core.config import parse_config
+from tradebot.core.errors import UserInputError
 
 SMOKE_YAML = ROOT / "experiments" / "walkforward_smoke.yaml"
 
@@ -181,7 +181,7 @@ def _smoke_run(tmp_path_factory) -> dict:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_evaluate_summary_has_agent_and_every_baseline_per_fold(smoke):
-    from envs.baselines import BASELINES
+    from tradebot.envs.baselines import BASELINES
 
     summary = smoke["result"].summary
     strategies = {AGENT, AGENT_SELECTED, *BASELINES}
@@ -205,7 +205,7 @@ def test_evaluate_summary_has_agent_and_every_baseline_per_fold(smoke):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_evaluate_verdicts_overfitting_and_outputs(smoke):
-    from envs.baselines import BASELINES
+    from tradebot.envs.baselines import BASELINES
 
     result, out = smoke["result"], smoke["out"]
     assert [v.baseline for v in result.verdicts] == list(BASELINES)

@@ -1,10 +1,10 @@
 """Learning regression: the real training pipeline learns a pattern that is known to be there.
 
-A synthetic market (``rl.synthetic``: sessions drift up or down, the regime persists from session
-to session and shows in the features) is written as a bar file; ``rl.train.train`` trains PPO-LSTM
+A synthetic market (``tradebot.rl.synthetic``: sessions drift up or down, the regime persists from session
+to session and shows in the features) is written as a bar file; ``tradebot.rl.train.train`` trains PPO-LSTM
 on it exactly as ``tradebot train`` does (real Ray, RLlib, MLflow in a sqlite store under tmp), on a
 small budget; then the registered policy (the best checkpoint on validation) acts deterministically,
-through ``rl.policy.Policy`` and ``TradingEnv``, over 30 synthetic sessions it never saw. Its
+through ``tradebot.rl.policy.Policy`` and ``TradingEnv``, over 30 synthetic sessions it never saw. Its
 actions and the baselines ``random`` (best of several seeds), ``hold`` (passive, delivery) and
 ``buy_and_hold`` (intraday) are backtested on those dates by the same fill engine, with the same
 engine config and ATR, after NSE costs: the agent must beat every one of them by a clear margin
@@ -36,17 +36,17 @@ import pandas as pd
 import pytest
 from pydantic import Field
 
-from envs.backtest import run_backtest
-from envs.baselines import BASELINES
-from envs.metrics import M, Metrics, metrics_from_result
-from envs.trading_env import EnvConfig
-from features.bars import Bars, load_bars
-from features.pipeline import FeaturePipeline
-from rl.config import DateRange, TrainConfig
-from rl.policy import Policy
-from rl.synthetic import SyntheticMarketConfig, session_regimes, synthetic_bars, write_synthetic_bars
-from rl.train import make_env, train
-from tradebot.config import FrozenConfig, load_config
+from tradebot.envs.backtest import run_backtest
+from tradebot.envs.baselines import BASELINES
+from tradebot.envs.performance import M, Metrics, metrics_from_result
+from tradebot.envs.trading_env import EnvConfig
+from tradebot.features.bars import Bars, load_bars
+from tradebot.features.pipeline import FeaturePipeline
+from tradebot.rl.config import DateRange, TrainConfig
+from tradebot.rl.policy import Policy
+from tradebot.rl.synthetic import SyntheticMarketConfig, session_regimes, synthetic_bars, write_synthetic_bars
+from tradebot.rl.train import make_env, train
+from tradebot.core.config import FrozenConfig, load_config
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ class EvaluationSection(FrozenConfig):
 class Evaluation:
     metrics: dict[str, Metrics]  # AGENT and each baseline, on the test dates, after costs
     env_final_equity: float  # the env's own equity at the end of the agent's pass
-    agent_trades: pd.DataFrame  # the agent's trades on the test dates (envs.backtest.TRADE_COLUMNS)
+    agent_trades: pd.DataFrame  # the agent's trades on the test dates (tradebot.envs.backtest.TRADE_COLUMNS)
     regimes: pd.Series  # the test sessions' true regimes (+1 up, -1 down), by session date
     train_seconds: float
 
@@ -96,7 +96,7 @@ def _agent_actions(cfg: TrainConfig, checkpoint: Path, test: DateRange) -> tuple
     """The policy's deterministic actions over the test dates: (actions, first test bar, env final equity).
 
     The env gets every bar up to the test end (earlier bars warm the features up) and one episode
-    from the first test bar to the last, as ``rl.train`` validates.
+    from the first test bar to the last, as ``tradebot.rl.train`` validates.
     """
     env_cfg = {**dict(cfg.env), "episode": {"mode": "window", "length": None}}
     env = make_env({"env_id": cfg.run.env_id, "path": cfg.data.path, "symbol": cfg.data.symbol,
@@ -272,8 +272,8 @@ def test_synthetic_market_same_seed_same_bars_and_other_seed_differs():
 
 
 def test_synthetic_market_bad_config_names_the_key():
-    from tradebot.config import parse_config
-    from tradebot.errors import UserInputError
+    from tradebot.core.config import parse_config
+    from tradebot.core.errors import UserInputError
 
     with pytest.raises(UserInputError, match="bar_minutes"):
         parse_config(SyntheticMarketConfig, {"bar_minutes": 7}, "market")
@@ -282,9 +282,9 @@ def test_synthetic_market_bad_config_names_the_key():
 
 
 def test_synthetic_market_cli_writes_bars_and_a_train_config(tmp_path, monkeypatch):
-    """``python -m rl.synthetic EXPERIMENT.yaml`` prepares a run that ``tradebot train`` accepts."""
-    from rl.config import load_train_config
-    from rl.synthetic import main
+    """``python -m tradebot.rl.synthetic EXPERIMENT.yaml`` prepares a run that ``tradebot train`` accepts."""
+    from tradebot.rl.config import load_train_config
+    from tradebot.rl.synthetic import main
 
     monkeypatch.chdir(tmp_path)
     assert main([str(EXPERIMENT)]) == 0

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from rl.overfitting import (
+from tradebot.rl.overfitting import (
     deflated_sharpe_ratio,
     expected_max_sharpe,
     probabilistic_sharpe_ratio,

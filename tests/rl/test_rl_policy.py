@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from rl.config import TrainConfig
-from rl.policy import MODULE_SUBDIR, NORMALISER_SUBDIR, Policy
-from rl.train import make_env, train_and_save
+from tradebot.rl.config import TrainConfig
+from tradebot.rl.policy import MODULE_SUBDIR, NORMALISER_SUBDIR, Policy
+from tradebot.rl.train import make_env, train_and_save
 from rl_helpers import tiny_config
-from tradebot.config import parse_config
+from tradebot.core.config import parse_config
 
 pytestmark = [pytest.mark.integration]
 
@@ -111,7 +111,7 @@ def test_policy_sampling_mode_is_seeded_and_valid(checkpoint):
 
 
 def test_policy_rejects_bad_observations_and_bad_paths(checkpoint, tmp_path):
-    from tradebot.errors import UserInputError
+    from tradebot.core.errors import UserInputError
 
     policy = Policy.load(checkpoint["path"])
     with pytest.raises(UserInputError, match=f"expects {policy.obs_dim}"):

@@ -13,21 +13,21 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from envs.baselines import BASELINES
-from features.bars import load_bars
-from rl.backtest_policy import (
+from tradebot.envs.baselines import BASELINES
+from tradebot.features.bars import load_bars
+from tradebot.rl.backtest_policy import (
     backtest_policy,
     policy_actions,
     policy_env_config,
     saved_train_config,
 )
-from rl.config import TrainConfig
-from rl.policy import Policy
-from rl.train import make_env, train
+from tradebot.rl.config import TrainConfig
+from tradebot.rl.policy import Policy
+from tradebot.rl.train import make_env, train
 from rl_helpers import SAMPLE_5M, tiny_config
 from tradebot.cli import main as cli_main
-from tradebot.config import parse_config
-from tradebot.errors import UserInputError
+from tradebot.core.config import parse_config
+from tradebot.core.errors import UserInputError
 
 pytestmark = [pytest.mark.integration]
 
@@ -45,7 +45,7 @@ def trained(tmp_path_factory, local_ray, mlflow_store):
 
 
 def _env_equity_with_policy(cfg: TrainConfig, policy: Policy, start: str, end: str):
-    """Reference: the training env itself (rl.train.make_env, gym.make), stepped with the policy's actions."""
+    """Reference: the training env itself (tradebot.rl.train.make_env, gym.make), stepped with the policy's actions."""
     env = make_env({"env_id": cfg.run.env_id, "path": cfg.data.path, "symbol": cfg.data.symbol, "start": None,
                     "end": end, "config": {**cfg.env, "episode": {"mode": "window", "length": None}}})
     index = env.unwrapped.bars.index

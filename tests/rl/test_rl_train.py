@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from rl_helpers import tiny_config, write_yaml
-from rl import metrics as M
-from rl.config import TrainConfig
-from rl.policy import MODULE_SUBDIR, Policy
-from rl.train import STATE_FILE, IterationReport, make_env, train
+from tradebot.rl import metric_names
+from tradebot.rl.config import TrainConfig
+from tradebot.rl.policy import MODULE_SUBDIR, Policy
+from tradebot.rl.train import STATE_FILE, IterationReport, make_env, train
 from tradebot.cli import main as cli_main
-from tradebot.config import parse_config
+from tradebot.core.config import parse_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -62,7 +62,7 @@ def test_train_interrupted_run_leaves_checkpoint_and_state(resumed_run):
     assert (resumed_run["out"] / first["checkpoint"] / MODULE_SUBDIR).is_dir()
     report = resumed_run["reports"][0]
     assert report.checkpoint == "checkpoints/iter_000001" and report.validation_return is not None
-    for key in (M.POLICY_LOSS, M.VALUE_LOSS, M.ENTROPY, M.KL, M.ENV_STEPS_PER_S):
+    for key in (metric_names.POLICY_LOSS, metric_names.VALUE_LOSS, metric_names.ENTROPY, metric_names.KL, metric_names.ENV_STEPS_PER_S):
         assert np.isfinite(report.metrics[key]), key
 
 
@@ -79,7 +79,7 @@ def test_train_rerun_resumes_same_mlflow_run_and_finishes(resumed_run, mlflow_st
     assert run.info.status == "FINISHED"
     assert run.data.tags["resumed_at_iteration"] == "1"
     # RLlib's counters came back with the checkpoint: iteration 2 sampled on top of iteration 1.
-    steps = {m.step: m.value for m in client.get_metric_history(run.info.run_id, M.ENV_STEPS_TOTAL)}
+    steps = {m.step: m.value for m in client.get_metric_history(run.info.run_id, metric_names.ENV_STEPS_TOTAL)}
     assert steps[2] == pytest.approx(2 * resumed_run["cfg"].ppo.train_batch_size, rel=0.05)
 
 
@@ -91,8 +91,8 @@ def test_train_logs_params_metrics_and_artifacts_to_mlflow(resumed_run, mlflow_s
     assert run.data.params["ppo.lr"] == str(resumed_run["cfg"].ppo.lr)
     assert run.data.params["model.lstm_cell_size"] == "16"
     assert set(resumed_run["cfg"].flat_params()) <= set(run.data.params)
-    for key in (M.EPISODE_RETURN_MEAN, M.POLICY_LOSS, M.VALUE_LOSS, M.ENTROPY, M.KL, M.ENV_STEPS_PER_S,
-                M.VALIDATION_RETURN, M.BEST_VALIDATION_RETURN):
+    for key in (metric_names.EPISODE_RETURN_MEAN, metric_names.POLICY_LOSS, metric_names.VALUE_LOSS, metric_names.ENTROPY, metric_names.KL, metric_names.ENV_STEPS_PER_S,
+                metric_names.VALIDATION_RETURN, metric_names.BEST_VALIDATION_RETURN):
         history = client.get_metric_history(run.info.run_id, key)
         assert {m.step for m in history} >= {2}, key
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -156,7 +156,7 @@ def test_train_rerun_of_finished_run_does_nothing(resumed_run, mlflow_store):
 
 
 def test_train_resume_with_different_config_is_refused(resumed_run, tmp_path):
-    from tradebot.errors import UserInputError
+    from tradebot.core.errors import UserInputError
 
     changed = dict(resumed_run["raw"], ppo={**resumed_run["raw"]["ppo"], "lr": 0.1})
     with pytest.raises(UserInputError, match=r"different config \(ppo.lr: 0.0003 -> 0.1\)"):

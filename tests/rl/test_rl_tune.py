@@ -9,14 +9,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from rl import metrics as M
-from rl.backtest_policy import saved_train_config
-from rl.policy import Policy
-from rl.tune import PARENT_RUN_TAG, TRIAL_SCORE, TuneFileConfig, check_search_space, base_train_config
+from tradebot.rl import metric_names
+from tradebot.rl.backtest_policy import saved_train_config
+from tradebot.rl.policy import Policy
+from tradebot.rl.tune import PARENT_RUN_TAG, TRIAL_SCORE, TuneFileConfig, check_search_space, base_train_config
 from rl_helpers import tiny_config, write_yaml
 from tradebot.cli import main as cli_main
-from tradebot.config import parse_config
-from tradebot.errors import UserInputError
+from tradebot.core.config import parse_config
+from tradebot.core.errors import UserInputError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -64,9 +64,9 @@ def test_tune_tracks_every_trial_as_a_finished_child_run_with_config_and_metrics
         assert trial.info.status == "FINISHED"
         assert trial.data.tags[PARENT_RUN_TAG] == parent[0].info.run_id
         assert {"ppo.lr", "model.lstm_cell_size", "ppo.gamma", "data.path"} <= set(trial.data.params)
-        history = client.get_metric_history(trial.info.run_id, M.VALIDATION_RETURN)
+        history = client.get_metric_history(trial.info.run_id, metric_names.VALIDATION_RETURN)
         assert [m.step for m in history] == [1, 2]  # the validation score is reported at every iteration
-        for key in (M.POLICY_LOSS, M.ENTROPY, M.VALIDATION_EQUITY_CHANGE, TRIAL_SCORE):
+        for key in (metric_names.POLICY_LOSS, metric_names.ENTROPY, metric_names.VALIDATION_EQUITY_CHANGE, TRIAL_SCORE):
             assert key in trial.data.metrics, key
         assert "config.yaml" in {a.path for a in client.list_artifacts(trial.info.run_id)}
 
@@ -114,7 +114,7 @@ def test_tune_config_rejects_dimension_with_two_kinds_and_reward_typo(tmp_path):
 
 
 def test_tune_example_config_loads_and_its_search_space_fits_the_demo():
-    from rl.tune import load_tune_config
+    from tradebot.rl.tune import load_tune_config
 
     cfg = load_tune_config("experiments/tune.yaml")
     check_search_space(cfg, base_train_config(cfg, "experiments/tune.yaml"))

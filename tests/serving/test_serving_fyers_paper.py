@@ -15,9 +15,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 def test_paper_session_on_the_fyers_feed_through_serve_writes_its_report_and_sends_no_order(
         served, trained, tmp_path, monkeypatch):
-    import tradebot.commands  # noqa: F401  (registers the command groups)
-    from live.adapters.fyers.auth import AuthSettings, login_url
-    from live.adapters.fyers.simulator import FyersSimulator
+    import tradebot.cli.commands  # noqa: F401  (registers the command groups)
+    from tradebot.live.adapters.fyers.auth import AuthSettings, login_url
+    from tradebot.live.adapters.fyers.simulator import FyersSimulator
     from tradebot.cli import main
 
     monkeypatch.setenv("TRADEBOT_SERVE_TOKEN", served["token"])

@@ -1,7 +1,7 @@
 """The served policy acts exactly like the in-process ``Policy``, over HTTP and through a handle.
 
 Real Ray Serve on loopback, a tiny trained PPO-LSTM. Two symbols are interleaved so a symbol's
-recurrent state must not leak into another's; the reference is ``rl.policy.Policy`` loaded in the
+recurrent state must not leak into another's; the reference is ``tradebot.rl.policy.Policy`` loaded in the
 test process and stepped over the same observations.
 """
 
@@ -13,8 +13,8 @@ import requests
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from rl.policy import Policy
-from rl.train import make_env
+from tradebot.rl.policy import Policy
+from tradebot.rl.train import make_env
 
 pytestmark = [pytest.mark.integration]
 

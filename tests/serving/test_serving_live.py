@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from features.bars import load_bars
-from live.session import LiveConfig, build_replay_loop
-from rl.policy import Policy
-from serving.client import HandlePolicy, HttpPolicy, check_obs_dim, model_features
+from tradebot.features.bars import load_bars
+from tradebot.live.runner import LiveConfig, build_replay_loop
+from tradebot.rl.policy import Policy
+from tradebot.serving.client import HandlePolicy, HttpPolicy, check_obs_dim, model_features
 
 SAMPLE_5M = Path(__file__).resolve().parents[2] / "data" / "sample" / "NSE_NIFTY50-INDEX_5m.csv.gz"
 
@@ -66,7 +66,7 @@ def test_serving_live_loop_through_handle_and_http_decides_like_in_process_polic
 
 
 def test_serving_live_cli_run_with_model_over_http(served, trained, tmp_path, monkeypatch):
-    from live.journal import journal_status
+    from tradebot.live.journal import journal_status
     from tradebot.cli import main
 
     monkeypatch.setenv("TRADEBOT_SERVE_TOKEN", served["token"])

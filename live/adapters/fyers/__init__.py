@@ -17,7 +17,7 @@ _EXPORTS = {
 def __getattr__(name: str):
     mod = _EXPORTS.get(name)
     if mod is None:
-        raise AttributeError(f"module 'live.adapters.fyers' has no attribute {name!r}")
+        raise AttributeError(f"module 'tradebot.live.adapters.fyers' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(f"live.adapters.fyers.{mod}"), name)
+    return getattr(importlib.import_module(f"tradebot.live.adapters.fyers.{mod}"), name)

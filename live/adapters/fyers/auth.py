@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import contextlib
 import json
 import logging
 import os
 import stat
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,9 +34,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from live.adapters.fyers.errors import ReauthRequired
-from live.adapters.fyers.rest import API_BASE_ENV, Endpoints
-from tradebot.errors import FatalError, RetryableError, UserInputError
+from tradebot.core.files import atomic_writer
+from tradebot.live.adapters.fyers.errors import ReauthRequired
+from tradebot.live.adapters.fyers.rest import API_BASE_ENV, Endpoints
+from tradebot.core.errors import FatalError, RetryableError, UserInputError
 
 TOKEN_FILE_ENV = "TRADEBOT_FYERS_TOKEN_FILE"
 APP_ID_ENV = "FYERS_APP_ID"
@@ -190,18 +189,8 @@ def save_token(token: FyersToken, path: str | os.PathLike[str] | None = None) ->
     p.parent.mkdir(parents=True, exist_ok=True)
     data = {"app_id": token.app_id, "access_token": token.secret(), "expires_at": token.expires_at,
             "created_at": token.created_at, "api_base": token.api_base}
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".fyers_token.", suffix=".tmp")  # created 0600
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(p, mode=0o600, text=True) as fh:  # the secret is never readable by others
+        json.dump(data, fh)
     return p
 
 
@@ -323,7 +312,7 @@ def verify_token(token: FyersToken, *, rest: Any = None, endpoints: Endpoints | 
     Raises ``ReauthRequired`` (expired / refused) or ``RetryableError`` (the server did not answer)."""
     token.check_not_expired()
     if rest is None:
-        from live.adapters.fyers.rest import FyersRest, make_model
+        from tradebot.live.adapters.fyers.rest import FyersRest, make_model
 
         model = make_model(token.app_id, token.secret(), endpoints=endpoints or Endpoints.resolve(token.api_base),
                            log_path=log_path)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from live.adapters.fyers.auth import (
+from tradebot.live.adapters.fyers.auth import (
     AuthSettings,
     exchange,
     load_token,
@@ -16,8 +16,8 @@ from live.adapters.fyers.auth import (
     token_path,
     verify_token,
 )
-from live.adapters.fyers.rest import Endpoints, FyersRest, make_model, state_dir
-from tradebot.errors import UserInputError
+from tradebot.live.adapters.fyers.rest import Endpoints, FyersRest, make_model, state_dir
+from tradebot.core.errors import UserInputError
 
 
 def run_login(*, auth_code: str | None, redirect_url: str | None, api_base: str | None, token_file: Path | None,
@@ -53,8 +53,8 @@ def _when(epoch: int) -> str:
 def run_fetch(*, symbol: str, timeframe: str, start: str, end: str, store_dir: Path | None, api_base: str | None,
               token_file: Path | None, echo: Callable[[str], None], progress: Any = None) -> Any:
     """``tradebot data fetch --broker fyers``: history into the store, chunked and resumable."""
-    from features.store import Store
-    from live.adapters.fyers.data import FetchReport, fetch_history
+    from tradebot.features.store import Store
+    from tradebot.live.adapters.fyers.data import FetchReport, fetch_history
 
     token = load_token(token_file)
     endpoints = Endpoints.resolve(api_base or token.api_base)

@@ -1,4 +1,4 @@
-"""``FyersExecutionClient``: the broker port (``live.ports.ExecutionClient``) on the fyers-apiv3 SDK.
+"""``FyersExecutionClient``: the broker port (``tradebot.live.ports.ExecutionClient``) on the fyers-apiv3 SDK.
 
 ```python
 client = FyersExecutionClient.from_token(token)          # auth.FyersToken (tradebot fyers login)
@@ -48,10 +48,10 @@ from typing import Any
 
 import pandas as pd
 
-from live.adapters.fyers.errors import FyersRejected, ReauthRequired, RetryPolicy, retry
-from live.adapters.fyers.rest import FyersRest, payload_of
-from live.market import bar_start_for
-from live.ports import (
+from tradebot.live.adapters.fyers.errors import FyersRejected, ReauthRequired, RetryPolicy, retry
+from tradebot.live.adapters.fyers.rest import FyersRest, payload_of
+from tradebot.live.market import bar_start_for
+from tradebot.live.ports import (
     AccountReport,
     Clock,
     ExecutionClient,
@@ -64,7 +64,7 @@ from live.ports import (
     Side,
     WallClock,
 )
-from tradebot.errors import RejectedError, RetryableError
+from tradebot.core.errors import RejectedError, RetryableError
 
 log = logging.getLogger("tradebot.fyers")
 
@@ -221,8 +221,8 @@ class FyersExecutionClient(ExecutionClient):
     def from_token(cls, token: Any, *, endpoints: Any = None, log_path: Any = None, limiter: Any = None,
                    **kwargs: Any) -> "FyersExecutionClient":
         """A client for an ``auth.FyersToken`` on the real SDK (REST + order socket)."""
-        from live.adapters.fyers.rest import Endpoints, make_model
-        from live.adapters.fyers.sockets import OrderSocket
+        from tradebot.live.adapters.fyers.rest import Endpoints, make_model
+        from tradebot.live.adapters.fyers.sockets import OrderSocket
 
         endpoints = endpoints or Endpoints.resolve()
         model = make_model(token.app_id, token.secret(), endpoints=endpoints, log_path=log_path)

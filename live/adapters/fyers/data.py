@@ -7,7 +7,7 @@ History::
 ``/data/history`` takes at most 100 days per request for minute resolutions and 366 for D; the range is
 split into such chunks (IST dates, ``date_format=1``, both ends inclusive), each paced by the shared
 limiter and retried when temporary. With a ``store``, the days the store already covers are skipped and
-each chunk is merged into the store as soon as it arrives (``features.store.Store.write``), so an
+each chunk is merged into the store as soon as it arrives (``tradebot.features.store.Store.write``), so an
 interrupted fetch resumes where it stopped. Candles outside 09:15-15:30 are dropped, daily candles are
 labelled at IST midnight (the store's convention), and a candle that has not closed yet (``range_to`` is
 today) is dropped: the last candle can be partial.
@@ -35,15 +35,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.bars import Bars, validate_symbol
-from features.resample import canonical_timeframe
-from features.sessions import IST, is_intraday, timeframe_minutes
-from live.adapters.fyers.errors import FyersRejected
-from live.adapters.fyers.rest import FyersRest
-from live.market import DAY_NS, IST_OFFSET_NS, bar_end, bar_start_for, last_of_session_by_clock, session_bounds_ns
-from live.feeds import QueueFeed
-from live.ports import NS_PER_SECOND, Bar, Clock, Tick
-from tradebot.errors import UserInputError
+from tradebot.features.bars import Bars, validate_symbol
+from tradebot.features.resample import canonical_timeframe
+from tradebot.core.nse_time import IST, is_intraday, timeframe_minutes
+from tradebot.live.adapters.fyers.errors import FyersRejected
+from tradebot.live.adapters.fyers.rest import FyersRest
+from tradebot.live.market import DAY_NS, IST_OFFSET_NS, bar_end, bar_start_for, last_of_session_by_clock, session_bounds_ns
+from tradebot.live.feeds import QueueFeed
+from tradebot.live.ports import NS_PER_SECOND, Bar, Clock, Tick
+from tradebot.core.errors import UserInputError
 
 log = logging.getLogger("tradebot.fyers")
 
@@ -147,7 +147,7 @@ def fetch_history(rest: FyersRest, symbol: str, timeframe: str, start: Any, end:
                   report: FetchReport | None = None) -> Bars | None:
     """Bars of ``symbol`` from ``start`` to ``end`` (IST dates, inclusive); see the module docstring.
 
-    ``store``: a ``features.store.Store`` to merge into (and to skip what it has); ``progress(done, total)``
+    ``store``: a ``tradebot.features.store.Store`` to merge into (and to skip what it has); ``progress(done, total)``
     after each chunk. Returns the fetched bars (or, with a store, everything the store holds in the range);
     None when there are none.
     """
@@ -432,7 +432,7 @@ class FyersDataFeed(QueueFeed):
 def default_socket_factory(token: Any, *, litemode: bool = False, endpoints: Any = None,
                            log_path: Any = None) -> Callable[..., Any]:
     """The SDK data socket for an ``auth.FyersToken`` (what ``FyersDataFeed`` uses in production)."""
-    from live.adapters.fyers.sockets import DataSocket
+    from tradebot.live.adapters.fyers.sockets import DataSocket
 
     def make(symbols: Sequence[str], **kw: Any) -> DataSocket:
         return DataSocket(token.socket_token(), symbols, litemode=litemode, endpoints=endpoints, log_path=log_path,

@@ -24,7 +24,7 @@ any other error on a data call                              ``FyersRejected`` (t
 ==========================================================  ==========================================
 
 The HTTP status and headers (which the SDK throws away) and transport exceptions (timeouts) are
-captured by ``live.adapters.fyers.rest``'s transport adapter and passed in as ``HttpInfo``.
+captured by ``tradebot.live.adapters.fyers.rest``'s transport adapter and passed in as ``HttpInfo``.
 
 ``retry(fn, policy)`` retries only ``RetryableError``, at most ``policy.retries`` times, sleeping
 ``retry_after`` when the server said so, else an exponential back-off; ``FatalError`` and
@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from tradebot.errors import FatalError, RejectedError, RetryableError
+from tradebot.core.errors import FatalError, RejectedError, RetryableError
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tradebot.errors import UserInputError
+from tradebot.core.errors import UserInputError
 
 FYERS_LIMITS = (10, 200, 100_000)  # per second, per minute, per day (the API's own limits)
 

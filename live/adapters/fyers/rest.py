@@ -4,7 +4,7 @@
   ``TRADEBOT_FYERS_API_BASE=http://127.0.0.1:PORT``) points the whole SDK (REST, both sockets, the
   symbol-token call) at a simulator. The SDK has no option for that: ``apply()`` sets its class
   attributes (``fyersModel.Config.API`` / ``DATA_API``, read on every call), the sockets get their URLs
-  set per instance (``live.adapters.fyers.sockets``).
+  set per instance (``tradebot.live.adapters.fyers.sockets``).
 * **Timeouts.** The SDK sets none on any call. ``install_transport(session)`` mounts a
   ``requests`` adapter on the model's ``requests.Session`` (``model.service.session``) that gives every
   request a (connect, read) timeout unless one is set, and records, per thread, the HTTP status and
@@ -33,9 +33,9 @@ from urllib.parse import urlparse
 import requests
 from requests.adapters import HTTPAdapter
 
-from live.adapters.fyers.errors import NO_RETRY, HttpInfo, RetryPolicy, check, retry
-from live.adapters.fyers.ratelimit import RateLimiter, shared_limiter
-from tradebot.errors import UserInputError
+from tradebot.live.adapters.fyers.errors import NO_RETRY, HttpInfo, RetryPolicy, check, retry
+from tradebot.live.adapters.fyers.ratelimit import RateLimiter, shared_limiter
+from tradebot.core.errors import UserInputError
 
 API_BASE_ENV = "TRADEBOT_FYERS_API_BASE"
 STATE_DIR_ENV = "TRADEBOT_FYERS_STATE_DIR"

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from live.adapters.fyers.rest import Endpoints, state_dir
+from tradebot.live.adapters.fyers.rest import Endpoints, state_dir
 
 log = logging.getLogger("tradebot.fyers")
 

@@ -17,7 +17,7 @@ import types
 
 import pytest
 
-from live.adapters.fyers.simulator import DEFAULT_DATA, FyersSimulator
+from tradebot.live.adapters.fyers.simulator import DEFAULT_DATA, FyersSimulator
 
 APP_ID = "SIMAPP-100"
 
@@ -25,7 +25,7 @@ APP_ID = "SIMAPP-100"
 @pytest.fixture(scope="session")
 def fyers_sample_bars():
     """The NIFTY 1-minute sample, loaded once per session."""
-    from features.bars import load_bars
+    from tradebot.features.bars import load_bars
 
     return load_bars(DEFAULT_DATA)
 
@@ -41,7 +41,7 @@ def fyers_sdk(fyers_sim, tmp_path):
     from fyers_apiv3 import fyersModel
     from fyers_apiv3.FyersWebsocket import data_ws, order_ws
 
-    from live.adapters.fyers.simulator import sdk_patch
+    from tradebot.live.adapters.fyers.simulator import sdk_patch
 
     log_path = str(tmp_path) + "/"
     token = fyers_sim.login(APP_ID)

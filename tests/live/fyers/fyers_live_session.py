@@ -24,18 +24,18 @@ from typing import Any
 
 import requests
 
-from envs.engine import Action
-from features.pipeline import FeatureConfig
-from live.adapters.fyers.auth import FyersToken
-from live.adapters.fyers.client import FyersExecutionClient, fyers_status, tag_of
-from live.adapters.fyers.data import FyersDataFeed, TickClock, default_socket_factory
-from live.adapters.fyers.ratelimit import RateLimiter, RateLimits
-from live.adapters.fyers.rest import Endpoints, FyersRest, make_model
-from live.adapters.fyers.session import build_fyers_live_loop
-from live.loop import TradingLoop, current_bar
-from live.ports import Heartbeat, to_ist
-from live.risk import RiskConfig
-from live.session import LiveConfig
+from tradebot.envs.engine import Action
+from tradebot.features.pipeline import FeatureConfig
+from tradebot.live.adapters.fyers.auth import FyersToken
+from tradebot.live.adapters.fyers.client import FyersExecutionClient, fyers_status, tag_of
+from tradebot.live.adapters.fyers.data import FyersDataFeed, TickClock, default_socket_factory
+from tradebot.live.adapters.fyers.ratelimit import RateLimiter, RateLimits
+from tradebot.live.adapters.fyers.rest import Endpoints, FyersRest, make_model
+from tradebot.live.adapters.fyers.loops import build_fyers_live_loop
+from tradebot.live.loop import TradingLoop, current_bar
+from tradebot.live.ports import Heartbeat, to_ist
+from tradebot.live.risk import RiskConfig
+from tradebot.live.runner import LiveConfig
 
 SYMBOL = "NSE:NIFTY50-INDEX"
 APP = "SIMAPP-100"
@@ -221,7 +221,7 @@ def main(argv: list[str]) -> int:
             if seen == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    from live.adapters.fyers.simulator import sdk_patch
+    from tradebot.live.adapters.fyers.simulator import sdk_patch
 
     port = int(base_url.rsplit(":", 1)[1])
     sdk_patch.point_sdk_at(port)  # fast socket teardown; the URLs come from the endpoints anyway

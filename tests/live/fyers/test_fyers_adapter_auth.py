@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from live.adapters.fyers import fakes
-from live.adapters.fyers.auth import (
+from tradebot.live.adapters.fyers import fakes
+from tradebot.live.adapters.fyers.auth import (
     AuthSettings,
     FyersToken,
     auth_code_from,
@@ -23,13 +23,13 @@ from live.adapters.fyers.auth import (
     save_token,
     verify_token,
 )
-from live.adapters.fyers.client import FyersExecutionClient, describe
-from live.adapters.fyers.errors import ReauthRequired, RetryPolicy
-from live.adapters.fyers.ratelimit import RateLimiter
-from live.adapters.fyers.rest import FyersRest
-from live.logs import configure_json_logging, get_logger, log_event
-from live.metrics import LiveMetrics
-from tradebot.errors import UserInputError
+from tradebot.live.adapters.fyers.client import FyersExecutionClient, describe
+from tradebot.live.adapters.fyers.errors import ReauthRequired, RetryPolicy
+from tradebot.live.adapters.fyers.ratelimit import RateLimiter
+from tradebot.live.adapters.fyers.rest import FyersRest
+from tradebot.live.logs import configure_json_logging, get_logger, log_event
+from tradebot.live.prometheus import LiveMetrics
+from tradebot.core.errors import UserInputError
 
 
 def make_jwt(exp: float, extra: dict | None = None) -> str:

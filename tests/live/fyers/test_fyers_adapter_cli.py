@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from tradebot.cli import main
 
-sim_mod = pytest.importorskip("live.adapters.fyers.simulator")
+sim_mod = pytest.importorskip("tradebot.live.adapters.fyers.simulator")
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -19,7 +19,7 @@ SBIN_1D = str(ROOT / "data" / "sample" / "NSE_SBIN-EQ_1d.csv.gz")
 
 
 def _cli():
-    import tradebot.commands  # noqa: F401  (registers the command groups)
+    import tradebot.cli.commands  # noqa: F401  (registers the command groups)
 
     return main
 
@@ -34,7 +34,7 @@ def test_login_then_fetch_through_the_cli(tmp_path, monkeypatch) -> None:
         tok = tmp_path / "cfg" / "fyers_token.json"
         runner = CliRunner()
         # the user opens the printed URL; the simulator approves at once and redirects with the code
-        from live.adapters.fyers.auth import AuthSettings, login_url
+        from tradebot.live.adapters.fyers.auth import AuthSettings, login_url
 
         url = login_url(AuthSettings.from_env(api_base=sim.base_url))
         redirect = requests.get(url, allow_redirects=False, timeout=5).headers["Location"]

@@ -11,10 +11,10 @@ import math
 
 import pytest
 
-from live.adapters.fyers import fakes
-from live.adapters.fyers.client import FyersExecutionClient
-from live.adapters.fyers.data import fetch_history
-from live.adapters.fyers.errors import (
+from tradebot.live.adapters.fyers import fakes
+from tradebot.live.adapters.fyers.client import FyersExecutionClient
+from tradebot.live.adapters.fyers.data import fetch_history
+from tradebot.live.adapters.fyers.errors import (
     FyersRejected,
     FyersRetryable,
     HttpInfo,
@@ -24,10 +24,10 @@ from live.adapters.fyers.errors import (
     retry,
     retry_after_from,
 )
-from live.adapters.fyers.ratelimit import RateLimiter, RateLimits
-from live.adapters.fyers.rest import FyersRest
-from live.ports import Intent, OrderRequest, Side
-from tradebot.errors import FatalError, RejectedError, RetryableError, UserInputError
+from tradebot.live.adapters.fyers.ratelimit import RateLimiter, RateLimits
+from tradebot.live.adapters.fyers.rest import FyersRest
+from tradebot.live.ports import Intent, OrderRequest, Side
+from tradebot.core.errors import FatalError, RejectedError, RetryableError, UserInputError
 
 RETRIES = 2  # the policy used below: at most 2 retries -> at most 3 calls
 

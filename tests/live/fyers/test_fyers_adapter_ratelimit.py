@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from live.adapters.fyers.ratelimit import RateLimiter, RateLimits, shared_limiter
-from tradebot.errors import UserInputError
+from tradebot.live.adapters.fyers.ratelimit import RateLimiter, RateLimits, shared_limiter
+from tradebot.core.errors import UserInputError
 
 
 class FakeClock:

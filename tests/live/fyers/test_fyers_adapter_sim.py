@@ -18,18 +18,18 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import requests
 
-from live.adapters.fyers.auth import AuthSettings, FyersToken, exchange, load_token, login_url, save_token
-from live.adapters.fyers.client import FyersExecutionClient
-from live.adapters.fyers.data import FyersDataFeed, default_socket_factory, fetch_history
-from live.adapters.fyers.errors import ReauthRequired, RetryPolicy
-from live.adapters.fyers.ratelimit import RateLimiter, RateLimits
-from live.adapters.fyers.rest import Endpoints, FyersRest, make_model
-from live.adapters.fyers.sockets import OrderSocket, wait_for
-from live.ports import Bar, Heartbeat, Intent, OrderRequest, OrderStatus, Side, Tick
+from tradebot.live.adapters.fyers.auth import AuthSettings, FyersToken, exchange, load_token, login_url, save_token
+from tradebot.live.adapters.fyers.client import FyersExecutionClient
+from tradebot.live.adapters.fyers.data import FyersDataFeed, default_socket_factory, fetch_history
+from tradebot.live.adapters.fyers.errors import ReauthRequired, RetryPolicy
+from tradebot.live.adapters.fyers.ratelimit import RateLimiter, RateLimits
+from tradebot.live.adapters.fyers.rest import Endpoints, FyersRest, make_model
+from tradebot.live.adapters.fyers.sockets import OrderSocket, wait_for
+from tradebot.live.ports import Bar, Heartbeat, Intent, OrderRequest, OrderStatus, Side, Tick
 
 pytest.importorskip("fyers_apiv3")
-sim_mod = pytest.importorskip("live.adapters.fyers.simulator")
-sdk_patch = pytest.importorskip("live.adapters.fyers.simulator.sdk_patch")
+sim_mod = pytest.importorskip("tradebot.live.adapters.fyers.simulator")
+sdk_patch = pytest.importorskip("tradebot.live.adapters.fyers.simulator.sdk_patch")
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,7 +114,7 @@ def test_login_flow_exchanges_the_auth_code_and_stores_a_0600_token(sim, tmp_pat
 # ---------------------------------------------------------------------------------- history
 
 def test_history_across_chunk_boundaries_and_resume_from_the_store(tmp_path) -> None:
-    from features.store import Store
+    from tradebot.features.store import Store
 
     with sim_mod.FyersSimulator(data=[SBIN_1D]) as daily:  # its clock: the sample's last session (2025-09-30)
         token = FyersToken.from_access_token(APP, daily.login(APP))
@@ -171,7 +171,7 @@ def test_orders_fill_and_socket_updates_reach_poll_events(sim, env) -> None:
         assert wait_for(lambda: later.extend(c.poll_events()) or any(not hasattr(e, "status") for e in later), 10.0)
         exit_fill = [e for e in later if hasattr(e, "realized_pnl") and not hasattr(e, "status")]
         assert exit_fill and exit_fill[-1].kind == "signal" and exit_fill[-1].position_id == fills[0].position_id
-        from live.adapters.fyers.client import FyersOrder
+        from tradebot.live.adapters.fyers.client import FyersOrder
         lim = FyersOrder(client_order_id="TB" + "3".zfill(18), symbol=NIFTY, side=Side.BUY, qty=50,
                          intent=Intent.ENTRY, bar_ts=0, created_ns=0, order_type="LIMIT",
                          limit_price=round(sim.ltp(NIFTY) * 0.9, 1))
@@ -332,10 +332,10 @@ def test_an_entry_bracket_closes_the_position_at_the_broker_and_reaches_the_loop
 # ---------------------------------------------------------------------------- paper session
 
 def test_paper_session_on_the_data_socket_writes_bars_and_decisions(sim, env) -> None:
-    from envs.engine import Action
-    from features.pipeline import FeatureConfig
-    from live.adapters.fyers.session import build_fyers_paper_loop
-    from live.session import LiveConfig
+    from tradebot.envs.engine import Action
+    from tradebot.features.pipeline import FeatureConfig
+    from tradebot.live.adapters.fyers.loops import build_fyers_paper_loop
+    from tradebot.live.runner import LiveConfig
 
     token, ep, tmp_path = env
     features = FeatureConfig.model_validate({

@@ -11,14 +11,14 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from live.adapters.fyers import fakes
-from live.adapters.fyers.client import FyersExecutionClient, FyersOrder, fyers_status, parse_time_ns, tag_of
-from live.adapters.fyers.data import FyersDataFeed, candles_to_frame, chunks, fetch_history, resolution
-from live.adapters.fyers.errors import FyersRejected
-from live.adapters.fyers.ratelimit import RateLimiter
-from live.adapters.fyers.rest import Endpoints, FyersRest
-from live.ports import Bar, Fill, Intent, OrderRequest, OrderStatus, OrderUpdate, Side, Tick
-from tradebot.errors import UserInputError
+from tradebot.live.adapters.fyers import fakes
+from tradebot.live.adapters.fyers.client import FyersExecutionClient, FyersOrder, fyers_status, parse_time_ns, tag_of
+from tradebot.live.adapters.fyers.data import FyersDataFeed, candles_to_frame, chunks, fetch_history, resolution
+from tradebot.live.adapters.fyers.errors import FyersRejected
+from tradebot.live.adapters.fyers.ratelimit import RateLimiter
+from tradebot.live.adapters.fyers.rest import Endpoints, FyersRest
+from tradebot.live.ports import Bar, Fill, Intent, OrderRequest, OrderStatus, OrderUpdate, Side, Tick
+from tradebot.core.errors import UserInputError
 
 COID = "TB0123456789ABCDEF01"
 
@@ -158,7 +158,7 @@ def test_candles_keep_session_bars_and_drop_the_unclosed_one() -> None:
 
 
 def test_fetch_history_is_chunked_and_resumes_from_the_store(tmp_path) -> None:
-    from features.store import Store
+    from tradebot.features.store import Store
 
     def answer(payload):
         a, b = pd.Timestamp(payload["range_from"]), pd.Timestamp(payload["range_to"])
@@ -234,8 +234,8 @@ def test_feed_ticks_volume_from_day_volume_and_watchdog_backfills() -> None:
 
 
 def test_live_loop_refuses_without_risk_config_and_confirmation(tmp_path) -> None:
-    from live.adapters.fyers.session import LIVE_FLAGS, build_fyers_live_loop, build_fyers_paper_loop
-    from live.risk import RiskConfig
+    from tradebot.live.adapters.fyers.loops import LIVE_FLAGS, build_fyers_live_loop, build_fyers_paper_loop
+    from tradebot.live.risk import RiskConfig
 
     for kw in ({}, {"risk_config": RiskConfig()}, {"i_understand_real_money": True}):
         with pytest.raises(UserInputError) as info:

@@ -27,9 +27,9 @@ import requests
 
 pytest.importorskip("fyers_apiv3")
 
-from envs.engine import Action  # noqa: E402
-from live.journal import Journal  # noqa: E402
-from live.ports import Side  # noqa: E402
+from tradebot.envs.engine import Action  # noqa: E402
+from tradebot.live.journal import Journal  # noqa: E402
+from tradebot.live.ports import Side  # noqa: E402
 
 from fyers_live_session import (  # noqa: E402
     SYMBOL,
@@ -76,7 +76,7 @@ def _check_journal_against_sim(journal: Journal, state) -> None:
     sent = {c for c, o in orders.items() if o["status"] not in ("PENDING_SUBMIT", "EXPIRED")}
     ours = {c for c in sim_orders if not c.startswith("FY")}
     assert sent == ours  # the journal's sent orders are exactly the simulator's tagged orders
-    from live.adapters.fyers.client import fyers_status
+    from tradebot.live.adapters.fyers.client import fyers_status
 
     for coid in sent:
         o, s = orders[coid], sim_orders[coid]

@@ -89,7 +89,7 @@ def test_http_control_routes(fyers_sdk):
 
 
 def test_enforced_rate_limits(fyers_sample_bars):
-    from live.adapters.fyers.simulator import FyersSimulator
+    from tradebot.live.adapters.fyers.simulator import FyersSimulator
 
     with FyersSimulator(data=[fyers_sample_bars], enforce_rate_limits=True) as sim:
         headers = {"Authorization": f"A-100:{sim.login('A-100')}"}

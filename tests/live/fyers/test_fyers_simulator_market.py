@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.bars import Bars
-from live.adapters.fyers.simulator import hsm
-from live.adapters.fyers.simulator.auth import Auth, AuthError
-from live.adapters.fyers.simulator.market import Market
-from live.adapters.fyers.simulator.orders import Broker, OrderError
+from tradebot.features.bars import Bars
+from tradebot.live.adapters.fyers.simulator import hsm
+from tradebot.live.adapters.fyers.simulator.auth import Auth, AuthError
+from tradebot.live.adapters.fyers.simulator.market import Market
+from tradebot.live.adapters.fyers.simulator.orders import Broker, OrderError
 
 IST = "Asia/Kolkata"
 
@@ -111,7 +111,7 @@ def test_tokens():
 def test_paced_mode_moves_the_clock_on_its_own(fyers_sample_bars):
     import time
 
-    from live.adapters.fyers.simulator import FyersSimulator
+    from tradebot.live.adapters.fyers.simulator import FyersSimulator
 
     with FyersSimulator(data=[fyers_sample_bars], speed=600) as sim:  # a 15 s tick gap takes 25 ms
         start = sim.now()

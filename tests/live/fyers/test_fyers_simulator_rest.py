@@ -58,7 +58,7 @@ def test_validate_authcode_errors(fyers_sdk):
 def test_secret_is_checked_when_configured(fyers_sample_bars, tmp_path):
     from fyers_apiv3 import fyersModel
 
-    from live.adapters.fyers.simulator import FyersSimulator, sdk_patch
+    from tradebot.live.adapters.fyers.simulator import FyersSimulator, sdk_patch
 
     with FyersSimulator(data=[fyers_sample_bars], app_id="MYAPP-100", secret="right") as sim, \
             sdk_patch.pointed_at(sim):
@@ -90,7 +90,7 @@ def test_bad_tokens_are_401_with_fyers_codes(fyers_sdk):
 
 
 def test_token_past_its_exp_is_refused(fyers_sample_bars, tmp_path):
-    from live.adapters.fyers.simulator import FyersSimulator
+    from tradebot.live.adapters.fyers.simulator import FyersSimulator
 
     with FyersSimulator(data=[fyers_sample_bars], token_ttl_s=0.5) as sim:
         token = sim.login("A-100")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from live.adapters.fyers.simulator import FyersSimulator, sdk_patch
+from tradebot.live.adapters.fyers.simulator import FyersSimulator, sdk_patch
 
 pytestmark = pytest.mark.timeout(60)
 

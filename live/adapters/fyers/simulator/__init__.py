@@ -10,7 +10,7 @@ How to run it::
 
     with FyersSimulator(data=["data/sample/NSE_SBIN-EQ_1d.csv.gz"], token_ttl_s=3600) as sim:
         token = sim.login()                # or the auth-code flow through SessionModel
-        with sdk_patch.pointed_at(sim):    # live.adapters.fyers.simulator.sdk_patch
+        with sdk_patch.pointed_at(sim):    # tradebot.live.adapters.fyers.simulator.sdk_patch
             model = fyersModel.FyersModel(client_id="SIMAPP-100", token=token, log_path=tmp)
             model.place_order({...})
         sim.advance(4)                     # step mode: four ticks = one bar
@@ -22,7 +22,7 @@ Python API (``FyersSimulator``)
 slippage_bps=0.0, initial_funds=1_000_000.0, history_sees_future=False, app_id=None, secret=None,
 tradable_indices=True, enforce_rate_limits=False)``
 
-* ``data``: bar files (paths), ``features.bars.Bars``, or ``(symbol, path-or-Bars)`` pairs; default the
+* ``data``: bar files (paths), ``tradebot.features.bars.Bars``, or ``(symbol, path-or-Bars)`` pairs; default the
   bundled NIFTY 1-minute sample. Symbols in Fyers form (from the file name ``NSE_SBIN-EQ_1m.csv.gz``).
 * ``speed``: None = step mode (``advance``); X = X market seconds per wall second.
 * ``start``: "last_session" (the last day of the data), "first", or a time (ISO text/epoch); earlier bars
@@ -68,8 +68,8 @@ order (``orderTag`` ``2:Untagged``, ``parentId`` the entry); closing or flipping
 How real Fyers executes the overlay is not documented: check it on a small order.
 """
 
-from live.adapters.fyers.simulator.faults import HttpFault
-from live.adapters.fyers.simulator.market import TICKS_PER_BAR
-from live.adapters.fyers.simulator.sim import DEFAULT_DATA, FyersSimulator
+from tradebot.live.adapters.fyers.simulator.faults import HttpFault
+from tradebot.live.adapters.fyers.simulator.market import TICKS_PER_BAR
+from tradebot.live.adapters.fyers.simulator.sim import DEFAULT_DATA, FyersSimulator
 
 __all__ = ["FyersSimulator", "HttpFault", "DEFAULT_DATA", "TICKS_PER_BAR"]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from live.adapters.fyers.simulator.symbols import Instrument, make_instrument
+from tradebot.live.adapters.fyers.simulator.symbols import Instrument, make_instrument
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 TICKS_PER_BAR = 4
@@ -125,7 +125,7 @@ class Series:
 
 
 def _series_from(item: Any) -> Series:
-    from features.bars import Bars, load_bars
+    from tradebot.features.bars import Bars, load_bars
 
     if isinstance(item, (str, Path)):
         bars = load_bars(item)

@@ -25,9 +25,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from live.adapters.fyers.simulator.market import IST, Market, SimTick
-from live.adapters.fyers.simulator.symbols import Instrument
-from live.adapters.fyers.simulator.auth import FY_ID
+from tradebot.live.adapters.fyers.simulator.market import IST, Market, SimTick
+from tradebot.live.adapters.fyers.simulator.symbols import Instrument
+from tradebot.live.adapters.fyers.simulator.auth import FY_ID
 
 CANCELLED, TRADED, TRANSIT, REJECTED, PENDING, EXPIRED = 1, 2, 4, 5, 6, 7
 LIMIT, MARKET, STOP, STOP_LIMIT = 1, 2, 3, 4

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from live.adapters.fyers.simulator.market import Quote
-from live.adapters.fyers.simulator.symbols import Instrument
+from tradebot.live.adapters.fyers.simulator.market import Quote
+from tradebot.live.adapters.fyers.simulator.symbols import Instrument
 
 PRECISION = 2
 SCALE = 10 ** PRECISION  # multiplier 1, precision 2: raw 82015 is 820.15

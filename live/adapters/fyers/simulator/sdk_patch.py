@@ -32,7 +32,7 @@ from typing import Any
 from fyers_apiv3 import fyersModel
 from fyers_apiv3.FyersWebsocket import data_ws, defines, order_ws
 
-from live.adapters.fyers.simulator.server import DATA, HSM_PATH, INDEX_MAPPING_PATH, ORDER_WS_PATH, API
+from tradebot.live.adapters.fyers.simulator.server import DATA, HSM_PATH, INDEX_MAPPING_PATH, ORDER_WS_PATH, API
 
 
 class _FastTime:

@@ -19,13 +19,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from live.adapters.fyers.simulator import hsm
-from live.adapters.fyers.simulator.auth import FY_ID, Auth, AuthError
-from live.adapters.fyers.simulator.faults import Faults, HttpFault
-from live.adapters.fyers.simulator.market import IST, HistoryError, Market, SimTick
-from live.adapters.fyers.simulator.orders import REJECTED, Broker, Event, OrderError
-from live.adapters.fyers.simulator.payloads import depth_item, hsm_values, quote_item
-from live.adapters.fyers.simulator.symbols import Instrument, normalise_name
+from tradebot.live.adapters.fyers.simulator import hsm
+from tradebot.live.adapters.fyers.simulator.auth import FY_ID, Auth, AuthError
+from tradebot.live.adapters.fyers.simulator.faults import Faults, HttpFault
+from tradebot.live.adapters.fyers.simulator.market import IST, HistoryError, Market, SimTick
+from tradebot.live.adapters.fyers.simulator.orders import REJECTED, Broker, Event, OrderError
+from tradebot.live.adapters.fyers.simulator.payloads import depth_item, hsm_values, quote_item
+from tradebot.live.adapters.fyers.simulator.symbols import Instrument, normalise_name
 
 log = logging.getLogger(__name__)
 

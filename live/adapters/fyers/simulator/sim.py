@@ -9,11 +9,11 @@ from typing import Any, Callable, TypeVar
 
 from aiohttp import web
 
-from live.adapters.fyers.simulator.auth import Auth
-from live.adapters.fyers.simulator.faults import Faults
-from live.adapters.fyers.simulator.market import Market, _parse_start
-from live.adapters.fyers.simulator.orders import Broker
-from live.adapters.fyers.simulator.server import DATA, HSM_PATH, INDEX_MAPPING_PATH, ORDER_WS_PATH, API, SimServer
+from tradebot.live.adapters.fyers.simulator.auth import Auth
+from tradebot.live.adapters.fyers.simulator.faults import Faults
+from tradebot.live.adapters.fyers.simulator.market import Market, _parse_start
+from tradebot.live.adapters.fyers.simulator.orders import Broker
+from tradebot.live.adapters.fyers.simulator.server import DATA, HSM_PATH, INDEX_MAPPING_PATH, ORDER_WS_PATH, API, SimServer
 
 T = TypeVar("T")
 DEFAULT_DATA = Path(__file__).resolve().parents[4] / "data" / "sample" / "NSE_NIFTY50-INDEX_1m.csv.gz"

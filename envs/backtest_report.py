@@ -8,7 +8,7 @@ offline: plotly.js is embedded once, inline (no CDN, nothing fetched at view tim
   underwater (drawdown) curve, on one shared, zoomable time axis with nights, weekends and
   holidays removed;
 * monthly returns as a heatmap;
-* the metrics table (``envs.metrics.M``), notes on undefined metrics, a trade summary;
+* the metrics table (``tradebot.envs.performance.M``), notes on undefined metrics, a trade summary;
 * the run's configuration (strategy, engine settings, data file), as given by the caller.
 
 Long series are thinned for display only (lines keep each bucket's first, lowest, highest and last
@@ -21,8 +21,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,9 +31,11 @@ import plotly.graph_objects as go
 import plotly.offline as po
 from plotly.subplots import make_subplots
 
-from envs.metrics import DRAWDOWN_WINDOW_DAYS, METRIC_LABELS, M, Metrics, drawdown_series, format_metric, worst_window_drawdown
-from features.bars import Bars
-from features.sessions import IST, SESSION_CLOSE_MINUTE, SESSION_OPEN_MINUTE, is_intraday, session_day
+from tradebot.envs.performance import DRAWDOWN_WINDOW_DAYS, METRIC_LABELS, M, Metrics, drawdown_series, format_metric, worst_window_drawdown
+from tradebot.features.bars import Bars
+from tradebot.core.nse_time import IST, SESSION_CLOSE_MINUTE, SESSION_OPEN_MINUTE, is_intraday, session_day
+from tradebot.core.files import write_text_atomic
+from tradebot.core.serialize import csv_text, json_text
 
 MAX_LINE_POINTS = 6000
 MAX_CANDLES = 2500
@@ -43,31 +43,6 @@ MAX_TRADE_MARKERS = 4000
 
 _GREEN, _RED, _BLUE, _GREY = "#1a9850", "#d73027", "#2c7fb8", "#9e9e9e"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-# --------------------------------------------------------------------------- atomic file writes
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any new file
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------- display helpers
@@ -445,21 +420,6 @@ def equity_frame(result: Any) -> pd.DataFrame:
         "position": result.positions.to_numpy(),
         "drawdown": drawdown_series(equity, result.config.initial_cash).to_numpy(),
     }, index=equity.index.rename("timestamp"))
-
-
-def csv_text(frame: pd.DataFrame, index: bool) -> str:
-    """CSV with ISO 8601 timestamps (offset kept) and full float precision."""
-    out = frame.copy()
-    for col in out.columns:
-        if isinstance(out[col].dtype, pd.DatetimeTZDtype):
-            out[col] = [t.isoformat() if pd.notna(t) else "" for t in out[col]]
-    if index and isinstance(out.index, pd.DatetimeIndex):
-        out.index = pd.Index([t.isoformat() for t in out.index], name=out.index.name or "timestamp")
-    return out.to_csv(index=index, float_format="%.10g")
-
-
-def json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, allow_nan=False, default=str, ensure_ascii=False) + "\n"
 
 
 def write_run_files(out_dir: str | Path, result: Any, bars: Bars, metrics: Metrics, info: Mapping[str, Any],

@@ -2,10 +2,10 @@
 
 Metric keys are the constants of ``M`` (``M.SHARPE == "sharpe"``); never spell them as strings
 elsewhere. ``compute_metrics`` works on plain inputs (an equity curve, per-trade net P&L, positions);
-``metrics_from_result`` adapts an ``envs.backtest.BacktestResult``.
+``metrics_from_result`` adapts an ``tradebot.envs.backtest.BacktestResult``.
 
 Definitions (``r_t`` = per-bar simple return of the equity curve, ``P`` = bars per year from
-``features.sessions.bars_per_year``: 375-minute sessions, 252 sessions a year, so 5-minute bars give
+``tradebot.core.nse_time.bars_per_year``: 375-minute sessions, 252 sessions a year, so 5-minute bars give
 75 × 252 = 18,900 and daily bars 252; risk-free rate 0):
 
 * **returns**: ``r_t = E_t / E_{t-1} - 1`` with ``E_{-1}`` = the initial capital when known (so a loss
@@ -57,7 +57,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
-from features.sessions import bars_per_year
+from tradebot.core.nse_time import bars_per_year
 
 DRAWDOWN_WINDOW_DAYS = 30
 
@@ -365,7 +365,7 @@ def compute_metrics(
 
 
 def metrics_from_result(result: Any, timeframe: str) -> Metrics:
-    """``compute_metrics`` for an ``envs.backtest.BacktestResult`` (equity, trades, positions, costs).
+    """``compute_metrics`` for an ``tradebot.envs.backtest.BacktestResult`` (equity, trades, positions, costs).
 
     The initial capital is the run's ``config.initial_cash``; traded notional sums entry and exit
     value (qty × price) of every closed trade.

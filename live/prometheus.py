@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest
 
-from live.ports import RiskState
+from tradebot.live.ports import RiskState
 
 EQUITY = "tradebot_live_equity_rupees"
 DAY_PNL = "tradebot_live_day_pnl_rupees"

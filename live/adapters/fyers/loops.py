@@ -1,4 +1,4 @@
-"""Trading loops on Fyers: paper on live data, and live (real orders). Mirrors ``live.session.build_replay_loop``.
+"""Trading loops on Fyers: paper on live data, and live (real orders). Mirrors ``tradebot.live.runner.build_replay_loop``.
 
 ```python
 token = load_token()                                         # tradebot fyers login wrote it
@@ -11,7 +11,7 @@ loop = build_fyers_live_loop(["NSE:SBIN-EQ"], journal=..., policy=..., token=tok
 
 Both take the market data from the Fyers data socket (``FyersDataFeed``; the loop's ``BarBuilder`` turns
 ticks into bars) and warm the feature streams up with ``warmup_days`` of history over REST. The paper
-loop fills with ``live.paper.PaperBroker`` (the backtester's engine) and never sends an order to Fyers:
+loop fills with ``tradebot.live.paper.PaperBroker`` (the backtester's engine) and never sends an order to Fyers:
 it does not even build an order client. The live loop sends real orders through
 ``FyersExecutionClient`` and refuses to be built without an explicit risk config file and the
 confirmation flag (the CLI's ``--broker fyers --live --risk-config FILE --i-understand-real-money``).
@@ -27,23 +27,23 @@ from typing import Any
 
 import pandas as pd
 
-from features.bars import Bars
-from features.pipeline import FeaturePipeline
-from features.sessions import IST
-from live.adapters.fyers.auth import FyersToken, install_redaction, load_token
-from live.adapters.fyers.client import FyersExecutionClient
-from live.adapters.fyers.data import FyersDataFeed, TickClock, default_socket_factory, fetch_history
-from live.adapters.fyers.ratelimit import RateLimiter
-from live.adapters.fyers.rest import Endpoints, FyersRest, make_model, state_dir
-from live.journal import Journal
-from live.loop import StreamFeatures, TradingLoop
-from live.metrics import LiveMetrics
-from live.paper import PaperBroker
-from live.ports import Clock, ExecutionClient
-from live.risk import RiskConfig
-from live.session import FYERS_RATE_LIMITS, LiveConfig, default_paper_state
-from tradebot.config import load_config
-from tradebot.errors import UserInputError
+from tradebot.features.bars import Bars
+from tradebot.features.pipeline import FeaturePipeline
+from tradebot.core.nse_time import IST
+from tradebot.live.adapters.fyers.auth import FyersToken, install_redaction, load_token
+from tradebot.live.adapters.fyers.client import FyersExecutionClient
+from tradebot.live.adapters.fyers.data import FyersDataFeed, TickClock, default_socket_factory, fetch_history
+from tradebot.live.adapters.fyers.ratelimit import RateLimiter
+from tradebot.live.adapters.fyers.rest import Endpoints, FyersRest, make_model, state_dir
+from tradebot.live.journal import Journal
+from tradebot.live.loop import StreamFeatures, TradingLoop
+from tradebot.live.prometheus import LiveMetrics
+from tradebot.live.paper import PaperBroker
+from tradebot.live.ports import Clock, ExecutionClient
+from tradebot.live.risk import RiskConfig
+from tradebot.live.runner import FYERS_RATE_LIMITS, LiveConfig, default_paper_state
+from tradebot.core.config import load_config
+from tradebot.core.errors import UserInputError
 
 LIVE_FLAGS = "--broker fyers --live --risk-config FILE --i-understand-real-money"
 

@@ -21,21 +21,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from envs.engine import EngineConfig
-from features.bars import Bars, load_bars
-from features.pipeline import FeatureConfig, FeaturePipeline
-from live.feeds import ReplayFeed
-from live.journal import Journal
-from live.loop import LoopConfig, LoopSummary, StreamFeatures, TradingLoop
-from live.metrics import LiveMetrics
-from live.paper import PaperBroker
-from live.policies import baseline_policy
-from live.risk import RiskConfig
-from tradebot.config import FrozenConfig, load_config
-from tradebot.errors import UserInputError
+from tradebot.envs.engine import EngineConfig
+from tradebot.features.bars import Bars, load_bars
+from tradebot.features.pipeline import FeatureConfig, FeaturePipeline
+from tradebot.live.feeds import ReplayFeed
+from tradebot.live.journal import Journal
+from tradebot.live.loop import LoopConfig, LoopSummary, StreamFeatures, TradingLoop
+from tradebot.live.prometheus import LiveMetrics
+from tradebot.live.paper import PaperBroker
+from tradebot.live.policies import baseline_policy
+from tradebot.live.risk import RiskConfig
+from tradebot.core.config import FrozenConfig, load_config
+from tradebot.core.errors import UserInputError
 
 if TYPE_CHECKING:
-    from envs.backtest import BacktestResult
+    from tradebot.envs.backtest import BacktestResult
 
 FYERS_RATE_LIMITS = (10, 200)  # orders per second, per minute (the paper broker enforces them like the API)
 
@@ -105,12 +105,12 @@ def reference_backtest(bars: Bars, *, config: LiveConfig, start: str | None = No
     The decisions match the loop's: nothing before the first replayed bar, nor during the feature
     warm-up (the loop holds until its feature stream is ready); the ATR is the pipeline's, as the
     stream's; the engine is the session's. A ``model`` is backtested in-process through
-    ``rl.backtest_policy`` (recurrent state fresh at the first bar it decides on, as the served one is).
+    ``tradebot.rl.backtest_policy`` (recurrent state fresh at the first bar it decides on, as the served one is).
     Returns the result and a line saying what was backtested.
     """
-    from envs.backtest import run_backtest
-    from envs.engine import Action
-    from envs.baselines import get_baseline
+    from tradebot.envs.backtest import run_backtest
+    from tradebot.envs.engine import Action
+    from tradebot.envs.baselines import get_baseline
 
     first = replay_split(bars, start)
     pipeline = FeaturePipeline.for_bars(bars, config.features)
@@ -119,8 +119,8 @@ def reference_backtest(bars: Bars, *, config: LiveConfig, start: str | None = No
         raise UserInputError(f"the replay ends inside the features' warm-up ({pipeline.warmup_bars} bars); "
                              "replay more bars or start later")
     if model is not None:
-        from rl.backtest_policy import backtest_policy, policy_env_config, saved_train_config
-        from rl.policy import Policy
+        from tradebot.rl.backtest_policy import backtest_policy, policy_env_config, saved_train_config
+        from tradebot.rl.policy import Policy
 
         saved = saved_train_config(model)
         env_config = policy_env_config(saved.config if saved else None, engine=config.engine)

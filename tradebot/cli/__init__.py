@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from tradebot.clibase import TradebotGroup
+from tradebot.cli.base import TradebotGroup
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
@@ -20,7 +20,7 @@ def main() -> None:
 
 def _load_commands() -> None:
     # Each package contributes its command group; imported lazily so `tradebot --help` stays fast.
-    from tradebot import commands  # noqa: F401
+    from tradebot.cli import commands  # noqa: F401
 
 
 _load_commands()

@@ -24,14 +24,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tradebot.config import load_config
-from tradebot.errors import UserInputError
+from tradebot.core.config import load_config
+from tradebot.core.errors import UserInputError
 
 if TYPE_CHECKING:
-    from envs.backtest import BacktestResult
-    from envs.engine import EngineConfig
-    from envs.metrics import Metrics
-    from features.bars import Bars
+    from tradebot.envs.backtest import BacktestResult
+    from tradebot.envs.engine import EngineConfig
+    from tradebot.envs.performance import Metrics
+    from tradebot.features.bars import Bars
 
 CONFIG_SECTION = "engine"
 
@@ -44,7 +44,7 @@ def load_engine_config(path: Path | None) -> EngineConfig:
     Unknown keys inside ``engine`` are rejected by the config class; a top-level key that looks like
     a misspelt ``engine`` is rejected too (it would otherwise be silently ignored).
     """
-    from envs.engine import EngineConfig
+    from tradebot.envs.engine import EngineConfig
 
     if path is None:
         return EngineConfig()
@@ -70,7 +70,7 @@ def read_actions_csv(path: Path, bars: Bars) -> np.ndarray:
     Timestamps are ISO 8601 with an offset and must be bar (start) timestamps of the data; rows may
     come in any order. Every problem is one ``UserInputError`` naming the CSV line.
     """
-    from envs.engine import Action
+    from tradebot.envs.engine import Action
 
     names_valid = tuple(a.name for a in Action)
     name = str(path)
@@ -150,7 +150,7 @@ def _spinner(text: str) -> Iterator[None]:
 
 
 def _summary_table(title: str, metrics: Metrics) -> Table:
-    from envs.metrics import METRIC_LABELS, M, format_metric
+    from tradebot.envs.performance import METRIC_LABELS, M, format_metric
 
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("metric")
@@ -161,7 +161,7 @@ def _summary_table(title: str, metrics: Metrics) -> Table:
 
 
 def _compare_table(rows: dict[str, Metrics], title: str) -> Table:
-    from envs.metrics import METRIC_LABELS, M, format_metric
+    from tradebot.envs.performance import METRIC_LABELS, M, format_metric
 
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("strategy")
@@ -198,7 +198,7 @@ class _BacktestCommand(click.Command):
     """Fills the strategy list into the help only when help is asked for (it imports the baselines)."""
 
     def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from envs.baselines import BASELINES
+        from tradebot.envs.baselines import BASELINES
 
         lines = "\n".join(f"  {b.name:<14} {b.summary}" for b in BASELINES.values())
         self.help = (self.help or "").replace("{strategies}", lines)
@@ -277,16 +277,16 @@ class _Period:
 
 @dataclass(frozen=True)
 class _PolicySetup:
-    policy: Any  # rl.policy.Policy
+    policy: Any  # tradebot.rl.policy.Policy
     source: str
-    env_config: Any  # envs.trading_env.EnvConfig
+    env_config: Any  # tradebot.envs.trading_env.EnvConfig
     config_location: str | None
-    train_config: Any  # rl.config.TrainConfig | None
+    train_config: Any  # tradebot.rl.config.TrainConfig | None
 
 
 def _engine_override(base: EngineConfig, path: Path | None) -> EngineConfig:
     """``base`` with the keys the --config file's engine section sets (the others stay the policy's)."""
-    from envs.engine import EngineConfig
+    from tradebot.envs.engine import EngineConfig
 
     if path is None:
         return base
@@ -303,8 +303,8 @@ def _load_policy(source: str, config_path: Path | None) -> _PolicySetup:
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from rl.backtest_policy import policy_env_config, saved_train_config
-    from rl.policy import Policy
+    from tradebot.rl.backtest_policy import policy_env_config, saved_train_config
+    from tradebot.rl.policy import Policy
 
     for name in ("ray", "ray.rllib", "mlflow"):  # after the imports: Ray sets its loggers' levels on import
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -312,7 +312,7 @@ def _load_policy(source: str, config_path: Path | None) -> _PolicySetup:
     if source.startswith(("models:/", "runs:/")):
         import mlflow
 
-        from rl.train import default_tracking_uri
+        from tradebot.rl.train import default_tracking_uri
 
         mlflow.set_tracking_uri(default_tracking_uri())
     policy = Policy.load(source, deterministic=True)
@@ -330,8 +330,8 @@ def _baseline_result(baseline: Any, period: _Period, config: EngineConfig, seed:
     share of them is backtested; a baseline that carries positions overnight is computed on the
     period alone (on the history it could hold a position bought before the period).
     """
-    from envs.backtest import run_backtest
-    from envs.engine import compute_atr
+    from tradebot.envs.backtest import run_backtest
+    from tradebot.envs.engine import compute_atr
 
     run_config = baseline.engine_config(config)
     if period.first == 0:
@@ -345,8 +345,8 @@ def _baseline_result(baseline: Any, period: _Period, config: EngineConfig, seed:
 
 
 def _actions_result(actions_path: Path, bars: Bars, period: _Period, config: EngineConfig) -> BacktestResult:
-    from envs.backtest import run_backtest
-    from envs.engine import compute_atr
+    from tradebot.envs.backtest import run_backtest
+    from tradebot.envs.engine import compute_atr
 
     actions = read_actions_csv(actions_path, bars)[:len(period.history)][period.first:]
     atr = None
@@ -357,7 +357,7 @@ def _actions_result(actions_path: Path, bars: Bars, period: _Period, config: Eng
 
 def _write_run(out_dir: Path, result: BacktestResult, bars: Bars, metrics: Metrics, info: dict[str, Any],
                title: str) -> None:
-    from envs.report import write_run_files
+    from tradebot.envs.backtest_report import write_run_files
 
     with _spinner(f"writing {out_dir}"):
         write_run_files(out_dir, result, bars, metrics, info, title)
@@ -416,10 +416,10 @@ def backtest(data_path: Path, strategy: str | None, actions_path: Path | None, p
     if start is not None and end is not None and end <= start:
         raise UserInputError(f"--end {end_text} must be after --start {start_text}")
 
-    from envs.baselines import get_baseline
-    from envs.metrics import metrics_from_result
-    from features.bars import load_bars
-    from rl.backtest_policy import evaluation_history
+    from tradebot.envs.baselines import get_baseline
+    from tradebot.envs.performance import metrics_from_result
+    from tradebot.features.bars import load_bars
+    from tradebot.rl.backtest_policy import evaluation_history
 
     baseline = get_baseline(strategy) if strategy is not None else None  # unknown name: exit 2 before any work
     setup = None
@@ -436,7 +436,7 @@ def backtest(data_path: Path, strategy: str | None, actions_path: Path | None, p
 
     policy_run, notes = None, []
     if setup is not None:
-        from rl.backtest_policy import backtest_policy, overlaps_training
+        from tradebot.rl.backtest_policy import backtest_policy, overlaps_training
 
         with _spinner(f"policy: acting on {data_path.name}"):
             policy_run = backtest_policy(setup.policy, bars, setup.env_config, start, end)
@@ -491,9 +491,10 @@ def backtest(data_path: Path, strategy: str | None, actions_path: Path | None, p
 
 def _compare(data_path: Path, bars: Bars, period: _Period, config: EngineConfig, seed: int, out_dir: Path | None,
              setup: _PolicySetup | None, policy_run: Any, notes: list[str]) -> None:
-    from envs.baselines import BASELINES
-    from envs.metrics import M, metrics_from_result
-    from envs.report import json_text, write_text_atomic
+    from tradebot.envs.baselines import BASELINES
+    from tradebot.envs.performance import M, metrics_from_result
+    from tradebot.core.files import write_text_atomic
+    from tradebot.core.serialize import json_text
 
     eval_bars = period.bars
     rows: dict[str, Metrics] = {}

@@ -1,7 +1,7 @@
 """What a paper session leaves behind, and the check that it traded as a backtest would.
 
 ```python
-result, bars = session_result(journal, symbol, engine)      # an envs.backtest.BacktestResult from the journal
+result, bars = session_result(journal, symbol, engine)      # an tradebot.envs.backtest.BacktestResult from the journal
 parity = compare_trades(result.trades, backtest.trades)     # every difference, listed
 write_session_files(out_dir, journal, symbol, engine, info, backtest=backtest)
 ```
@@ -9,7 +9,7 @@ write_session_files(out_dir, journal, symbol, engine, info, backtest=backtest)
 ``session_result`` rebuilds the backtester's result from the journal alone (the bars the loop
 processed, the equity it recorded after every bar, its fills), so ``write_session_files`` writes the
 same ``metrics.json``, ``equity.csv``, ``trades.csv`` and ``report.html`` as ``tradebot backtest``
-(through ``envs.report.write_run_files``), plus ``parity.json``: the session's trades against a
+(through ``tradebot.envs.backtest_report.write_run_files``), plus ``parity.json``: the session's trades against a
 backtest of the same bars with the same policy (``compare_trades``). Trades are matched by entry time
 and side; quantities, times and exit reasons must be equal, prices equal to 1e-9 relative (the live
 feature stream's ATR equals the batch ATR to rounding). A difference is listed with the risk
@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from envs.backtest import TRADE_COLUMNS, BacktestResult
-from envs.engine import EngineConfig
-from features.bars import Bars
-from live.journal import Journal
-from live.ports import NO_OP_VETO_CODES, decision_event_key
+from tradebot.envs.backtest import TRADE_COLUMNS, BacktestResult
+from tradebot.envs.engine import EngineConfig
+from tradebot.features.bars import Bars
+from tradebot.live.journal import Journal
+from tradebot.live.ports import NO_OP_VETO_CODES, decision_event_key
 
 PARITY_FILE = "parity.json"
 _EXACT = ("exit_time", "qty", "exit_reason")
@@ -226,8 +226,10 @@ def write_session_files(out_dir: str | Path, journal: Journal, symbol: str, engi
                         info: Mapping[str, Any], backtest: BacktestResult | None = None,
                         reference: str = "") -> tuple[BacktestResult, Parity | None]:
     """The backtester's four files for the session, and ``parity.json`` when a ``backtest`` is given."""
-    from envs.metrics import metrics_from_result
-    from envs.report import json_text, write_run_files, write_text_atomic
+    from tradebot.envs.performance import metrics_from_result
+    from tradebot.core.files import write_text_atomic
+    from tradebot.core.serialize import json_text
+    from tradebot.envs.backtest_report import write_run_files
 
     result, bars = session_result(journal, symbol, engine)
     metrics = metrics_from_result(result, bars.timeframe)

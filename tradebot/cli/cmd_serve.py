@@ -4,7 +4,7 @@
   tradebot serve --model URI [--host 127.0.0.1] [--port 8000]
 
 URI: a checkpoint folder or an MLflow model URI (``models:/name/3``, ``models:/name@alias``, ``runs:/id/policy``).
-Endpoints: POST /act, POST /reset, GET /health, GET /metrics (see ``serving.app``). With
+Endpoints: POST /act, POST /reset, GET /health, GET /metrics (see ``tradebot.serving.app``). With
 ``TRADEBOT_SERVE_TOKEN`` set, every request needs ``Authorization: Bearer <token>``. Exit codes: 0 after
 Ctrl-C; 2 bad input (one ``error:`` line), checked before Ray starts.
 """
@@ -28,9 +28,9 @@ def serve(model: str, host: str, port: int, stochastic: bool) -> None:
     import signal
     import threading
 
-    from serving.app import TOKEN_ENV
-    from serving.client import check_model, start_serve
-    from tradebot.errors import UserInputError
+    from tradebot.serving.app import TOKEN_ENV
+    from tradebot.serving.client import check_model, start_serve
+    from tradebot.core.errors import UserInputError
 
     check_model(model)  # one line and exit 2 for a bad path/URI, before Ray starts
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(TOKEN_ENV):

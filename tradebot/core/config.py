@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tradebot.errors import UserInputError
+from tradebot.core.errors import UserInputError
 
 
 class FrozenConfig(BaseModel):

@@ -45,7 +45,7 @@ def tune(config_path: Path, samples: int | None, output: str | None, address: st
     trial's best checkpoint is registered as a new version of tune.registered_model.
     MLflow goes to --tracking-uri / MLFLOW_TRACKING_URI, or sqlite:///mlflow.db in the working directory.
     """
-    from rl.tune import TrialUpdate, base_train_config, check_search_space, load_tune_config, tune_search
+    from tradebot.rl.tune import TrialUpdate, base_train_config, check_search_space, load_tune_config, tune_search
 
     cfg = load_tune_config(config_path)
     check_search_space(cfg, base_train_config(cfg, config_path), config_path)  # bad keys: one line, nothing started

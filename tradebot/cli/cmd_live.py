@@ -23,8 +23,8 @@ from pathlib import Path
 
 import click
 
-from tradebot.clibase import TradebotGroup
-from tradebot.errors import UserInputError
+from tradebot.cli.base import TradebotGroup
+from tradebot.core.errors import UserInputError
 
 _JOURNAL_HELP = "the session's journal (SQLite); a paper session creates it, the other commands need it to exist"
 _OUT_FILES = "metrics.json, equity.csv, trades.csv, report.html, parity.json"
@@ -138,7 +138,7 @@ def live(ctx: click.Context, paper: bool, live_mode: bool, data: Path | None, fe
     if paper and broker != "paper":
         raise UserInputError("--paper fills on the paper broker: drop --broker fyers (or say --live for real orders)")
     if live_mode and (risk_config is None or not real_money):
-        from live.adapters.fyers.session import LIVE_FLAGS
+        from tradebot.live.adapters.fyers.loops import LIVE_FLAGS
 
         raise UserInputError(f"real orders need an explicit risk config and your confirmation: {LIVE_FLAGS} "
                              "(try --paper --feed fyers first: the same data, paper fills)")
@@ -155,8 +155,8 @@ def live(ctx: click.Context, paper: bool, live_mode: bool, data: Path | None, fe
 
 def _monitoring(log_json: bool, metrics_port: int | None):
     """JSON logs on stderr, and the session's metrics (served on 127.0.0.1:PORT when a port is given)."""
-    from live.logs import configure_json_logging
-    from live.metrics import LiveMetrics, serve_metrics
+    from tradebot.live.logs import configure_json_logging
+    from tradebot.live.prometheus import LiveMetrics, serve_metrics
 
     if log_json:
         configure_json_logging()
@@ -189,7 +189,7 @@ def _stop_at(loop, minute: int) -> "threading.Event":
     later; set the returned event to stop watching."""
     import threading
 
-    from live.ports import to_ist
+    from tradebot.live.ports import to_ist
 
     done = threading.Event()
 
@@ -212,11 +212,11 @@ def _fyers_session(*, symbols: list[str], live_mode: bool, timeframe: str, clock
                    paper_state: Path | None, config_path: Path | None, metrics_port: int | None,
                    log_json: bool) -> None:
     """A session on the Fyers data socket: paper fills, or real orders; runs until the feed ends or Ctrl-C."""
-    from features.bars import validate_symbol
-    from live.adapters.fyers.data import TickClock
-    from live.adapters.fyers.session import build_fyers_live_loop, build_fyers_paper_loop
-    from live.session import LiveConfig
-    from serving.client import check_obs_dim, model_features, serve_policy
+    from tradebot.features.bars import validate_symbol
+    from tradebot.live.adapters.fyers.data import TickClock
+    from tradebot.live.adapters.fyers.loops import build_fyers_live_loop, build_fyers_paper_loop
+    from tradebot.live.runner import LiveConfig
+    from tradebot.serving.client import check_obs_dim, model_features, serve_policy
 
     for name in symbols:
         validate_symbol(name)
@@ -249,7 +249,7 @@ def _fyers_session(*, symbols: list[str], live_mode: bool, timeframe: str, clock
                 loop.feed.close()  # the SDK's socket threads would keep the process alive
             _echo_summary(summary, journal)
             if out_dir is not None and summary.bars:
-                from live.report import write_session_files
+                from tradebot.live.run_report import write_session_files
 
                 info = {"mode": "live" if live_mode else "paper", "feed": "fyers", "policy": f"model {model}",
                         "symbols": symbols, "journal": loop.journal.path, "session": loop.journal.session,
@@ -274,8 +274,8 @@ def _paper_replay(*, data: Path, speed: float | None, model: str | None, serve_u
                   seed: int, start: str | None, out_dir: Path | None, journal: Path, paper_state: Path | None,
                   config_path: Path | None, symbol: str | None, parity: bool, metrics_port: int | None,
                   log_json: bool) -> None:
-    from features.bars import load_bars
-    from live.session import LiveConfig, build_replay_loop
+    from tradebot.features.bars import load_bars
+    from tradebot.live.runner import LiveConfig, build_replay_loop
 
     config = LiveConfig.from_yaml(config_path)
     bars = load_bars(data, symbol=symbol)
@@ -285,7 +285,7 @@ def _paper_replay(*, data: Path, speed: float | None, model: str | None, serve_u
     journal.parent.mkdir(parents=True, exist_ok=True)
     policy, stop_serve = None, None
     if model:
-        from serving.client import model_features, serve_policy
+        from tradebot.serving.client import model_features, serve_policy
 
         config = config.model_copy(update={"features": model_features(model)})
         policy, stop_serve = serve_policy(model, serve_url)
@@ -295,7 +295,7 @@ def _paper_replay(*, data: Path, speed: float | None, model: str | None, serve_u
                                  config=config, start=start, speed=speed, metrics=metrics, policy=policy)
         try:
             if model:
-                from serving.client import check_obs_dim
+                from tradebot.serving.client import check_obs_dim
 
                 check_obs_dim(policy, loop, model)
             summary = loop.run()
@@ -317,8 +317,8 @@ def _paper_replay(*, data: Path, speed: float | None, model: str | None, serve_u
 def _write_outputs(out_dir: Path, journal, bars, config, *, start: str | None, strategy: str, seed: int,
                    model: str | None, data: Path, parity: bool) -> bool:
     """The session's files; True when the parity check found differences."""
-    from live.report import write_session_files
-    from live.session import reference_backtest
+    from tradebot.live.run_report import write_session_files
+    from tradebot.live.runner import reference_backtest
 
     backtest, reference = (reference_backtest(bars, config=config, start=start, strategy=strategy, seed=seed,
                                               model=model) if parity else (None, ""))
@@ -340,7 +340,7 @@ def _write_outputs(out_dir: Path, journal, bars, config, *, start: str | None, s
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(journal: Path, as_json: bool) -> None:
     """Risk state, positions, equity, orders and the latest risk events of a session."""
-    from live.journal import journal_status
+    from tradebot.live.journal import journal_status
 
     st = journal_status(journal)
     if as_json:
@@ -371,7 +371,7 @@ def status(journal: Path, as_json: bool) -> None:
 @click.option("--reduce-only", is_flag=True, help="only stop new entries (REDUCING); keep positions and exits")
 def halt(journal: Path, reason: str, reduce_only: bool) -> None:
     """Halt trading: flatten every position and send no new orders (REDUCING with --reduce-only)."""
-    from live.journal import request_control
+    from tradebot.live.journal import request_control
 
     command = "reduce" if reduce_only else "halt"
     cid = request_control(journal, command, reason)
@@ -383,7 +383,7 @@ def halt(journal: Path, reason: str, reduce_only: bool) -> None:
 @click.option("--reason", default="", help="recorded with the resume")
 def resume(journal: Path, reason: str) -> None:
     """Lift a manual halt/reduce and the drawdown kill switch (a daily-loss halt lasts the session)."""
-    from live.journal import request_control
+    from tradebot.live.journal import request_control
 
     cid = request_control(journal, "resume", reason)
     click.echo(f"resume requested (#{cid}); the loop applies it at its next bar or heartbeat")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from tradebot.clibase import TradebotGroup
-from tradebot.errors import UserInputError
+from tradebot.cli.base import TradebotGroup
+from tradebot.core.errors import UserInputError
 
 
 @click.group("fyers", cls=TradebotGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,7 +40,7 @@ def login(auth_code: str | None, redirect_url: str | None, api_base: str | None,
     Example:
       FYERS_APP_ID=XXXXXXXXXX-100 FYERS_SECRET_KEY=... tradebot fyers login
     """
-    from live.adapters.fyers.cli import run_login
+    from tradebot.live.adapters.fyers.cli import run_login
 
     run_login(auth_code=auth_code, redirect_url=redirect_url, api_base=api_base, token_file=token_file, app_id=app_id,
               redirect_uri=redirect_uri, echo=click.echo, prompt=lambda text: click.prompt(text, type=str))
@@ -68,7 +68,7 @@ def simulate(port: int, host: str, data: tuple[Path, ...], speed: float, start: 
     Example:
       tradebot fyers simulate --data data/sample/NSE_SBIN-EQ_1d.csv.gz --speed 600
     """
-    from live.adapters.fyers.simulator import DEFAULT_DATA, FyersSimulator
+    from tradebot.live.adapters.fyers.simulator import DEFAULT_DATA, FyersSimulator
 
     if not 0 <= port <= 65535:
         raise UserInputError(f"--port {port}: give a TCP port between 1 and 65535 (0 for any free port)")
@@ -100,7 +100,7 @@ def simulate(port: int, host: str, data: tuple[Path, ...], speed: float, start: 
     click.echo("Log in through the normal auth-code flow (any app id, secret and redirect URI are accepted),")
     click.echo(f"or get a token with: curl -X POST {sim.base_url}/_sim/login")
     click.echo("Point the SDK at it in Python:")
-    click.echo("  from live.adapters.fyers.simulator import sdk_patch")
+    click.echo("  from tradebot.live.adapters.fyers.simulator import sdk_patch")
     click.echo(f"  sdk_patch.point_sdk_at({sim.port})")
     click.echo("Ctrl-C stops it.", err=False)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tradebot.errors import TradebotError, UserInputError
+from tradebot.core.errors import TradebotError, UserInputError
 
 
 class TradebotGroup(click.Group):

@@ -8,15 +8,15 @@ from tradebot.cli import main
 
 # module path -> attribute holding a click command or group
 _COMMANDS = [
-    ("tradebot.cmd_data", "data"),
-    ("tradebot.cmd_features", "features"),
-    ("tradebot.cmd_backtest", "backtest"),
-    ("tradebot.cmd_train", "train"),
-    ("tradebot.cmd_live", "live"),
-    ("tradebot.cmd_tune", "tune"),
-    ("tradebot.cmd_evaluate", "evaluate"),
-    ("tradebot.cmd_serve", "serve"),
-    ("tradebot.cmd_fyers", "fyers"),
+    ("tradebot.cli.cmd_data", "data"),
+    ("tradebot.cli.cmd_features", "features"),
+    ("tradebot.cli.cmd_backtest", "backtest"),
+    ("tradebot.cli.cmd_train", "train"),
+    ("tradebot.cli.cmd_live", "live"),
+    ("tradebot.cli.cmd_tune", "tune"),
+    ("tradebot.cli.cmd_evaluate", "evaluate"),
+    ("tradebot.cli.cmd_serve", "serve"),
+    ("tradebot.cli.cmd_fyers", "fyers"),
 ]
 
 for module_name, attr in _COMMANDS:

@@ -55,8 +55,8 @@ def _stdout() -> Console:
 @click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
               help="Ray cluster address (default: start a private local Ray instance)")
 def evaluate(config_path: Path, out_dir: Path | None, address: str | None) -> None:
-    from envs.metrics import METRIC_LABELS
-    from rl.evaluate import (
+    from tradebot.envs.performance import METRIC_LABELS
+    from tradebot.rl.evaluate import (
         KEY_COLUMNS,
         SCOPE_FOLD,
         SCOPE_FOLDS,

@@ -35,9 +35,9 @@ def train(config_path: Path, output: Path | None, address: str | None, tracking_
     On a cluster, run.num_env_runners env runners (run.num_cpus_per_env_runner CPUs each) and the
     learner (run.num_gpus_per_learner) are placed by Ray; checkpoints stay in the output folder here.
     """
-    from rl.config import load_train_config
-    from rl.metrics import EPISODE_RETURN_MEAN, ENV_STEPS_PER_S
-    from rl.train import IterationReport, train as run_training
+    from tradebot.rl.config import load_train_config
+    from tradebot.rl.metric_names import EPISODE_RETURN_MEAN, ENV_STEPS_PER_S
+    from tradebot.rl.train import IterationReport, train as run_training
 
     cfg = load_train_config(config_path)
     for name in ("ray", "ray.rllib", "ray.tune", "mlflow"):

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from features.bars import Bars, read_bar_file, symbol_from_filename, validate_symbol
-from features.quality import (
+from tradebot.features.bars import Bars, read_bar_file, symbol_from_filename, validate_symbol
+from tradebot.features.quality import (
     DEFAULT_GAP_THRESHOLD,
     DEFAULT_JUMP_K,
     DEFAULT_JUMP_WINDOW,
@@ -25,10 +25,10 @@ from features.quality import (
     check_quality,
     repair_bars,
 )
-from features.resample import canonical_timeframe, resample
-from features.sessions import is_intraday
-from features.store import STORE_ENV, Store
-from tradebot.errors import UserInputError
+from tradebot.features.resample import canonical_timeframe, resample
+from tradebot.core.nse_time import is_intraday
+from tradebot.features.store import STORE_ENV, Store
+from tradebot.core.errors import UserInputError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_UNREADABLE = 0, 1, 2
 
@@ -280,7 +280,7 @@ def fetch(broker: str, symbol: str, timeframe: str, start: str, end: str, store_
     Example:
       tradebot data fetch --broker fyers --symbol NSE:SBIN-EQ --timeframe 5m --start 2024-01-01 --end 2024-06-30
     """
-    from live.adapters.fyers.cli import run_fetch
+    from tradebot.live.adapters.fyers.cli import run_fetch
 
     validate_symbol(symbol)
     with click.progressbar(length=1, label=f"fetching {symbol} {timeframe}", file=None) as bar:

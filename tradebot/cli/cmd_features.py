@@ -7,14 +7,14 @@ naming the file, line or key and the fix; nothing is written).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from tradebot.errors import UserInputError
+from tradebot.core.files import atomic_writer
+from tradebot.core.errors import UserInputError
 
 PARQUET_METADATA_KEY = b"tradebot.features"  # JSON: config, timeframe, has_volume, feature_names, warmup_bars
 
@@ -49,8 +49,8 @@ def build(data: Path, out: Path, config_path: Path | None, symbol: str | None) -
     Example:
       tradebot features build data/sample/NSE_NIFTY50-INDEX_5m.csv.gz --out nifty_5m_features.parquet
     """
-    from features.bars import load_bars
-    from features.pipeline import FeaturePipeline, load_feature_config
+    from tradebot.features.bars import load_bars
+    from tradebot.features.pipeline import FeaturePipeline, load_feature_config
 
     if not out.parent.is_dir():
         raise UserInputError(f"{out}: directory {out.parent} does not exist; create it or choose another --out")
@@ -92,12 +92,8 @@ def _write_parquet_atomic(frame, out: Path, meta: dict) -> None:
     table = pa.Table.from_pandas(frame, preserve_index=True)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            PARQUET_METADATA_KEY: json.dumps(meta).encode()})
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, out)
+        with atomic_writer(out) as fh:
+            pq.write_table(table, fh)
     except OSError as err:
         raise UserInputError(f"{out}: cannot write ({err.strerror or err}); check the path and permissions") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -1,0 +1,1 @@
+"""The ground floor: errors, config base, file writes, NSE time. Imports nothing above it."""
