@@ -74,7 +74,7 @@ def make_bars(d: dict[str, np.ndarray]):
 
 def run_engine(bars, d, qty: int) -> float:
     from tradebot.envs.backtest import run_signals
-    from tradebot.envs.engine import EngineConfig
+    from tradebot.envs.engine_config import EngineConfig
 
     cfg = EngineConfig.frictionless(fixed_qty=qty, initial_cash=INITIAL_CASH)
     res = run_signals(bars, d["entries"], d["exits"], config=cfg)

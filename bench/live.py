@@ -10,7 +10,7 @@ What is measured (all on one machine, loopback, one Serve replica, torch on 1 th
 2. ``50 symbols``: ``--bars`` bar closes of ``--symbols`` symbols: over HTTP one call after another,
    and through the handle with all symbols of a bar in flight at once (the replica still serialises
    them: one policy, one lock). Reported as acts per second.
-3. ``live loop``: a paper replay session (``tradebot.live.runner.build_replay_loop``, journal on disk) over
+3. ``live loop``: a paper replay run (``tradebot.live.runner.build_replay_loop``, journal on disk) over
    the sample 5-minute NIFTY bars from ``--start`` to ``--end``, the policy called through the handle, over HTTP,
    and in-process; per bar, wall time from the bar's arrival to its decision (every bar) and from the
    bar's arrival to the order's submission to the paper broker (bars that made an order). The
@@ -53,7 +53,7 @@ def _pct(xs: list[float]) -> str:
 
 def _train_tiny(out: Path) -> Path:
 
-    from tradebot.rl.config import TrainConfig
+    from tradebot.rl.train_config import TrainConfig
     from tradebot.rl.train import train_and_save
     from tradebot.core.config import parse_config
 
@@ -88,7 +88,7 @@ def _loop_latency(policy, model: str, journal: Path, start: str, end: str) -> tu
     """(bar -> decided for every bar, bar -> submitted for bars with an order, bars) over a paper replay."""
     from tradebot.features.bars import load_bars
     from tradebot.live.runner import LiveConfig, build_replay_loop
-    from tradebot.serving.client import model_features
+    from tradebot.serving.policy_client import model_features
 
     received: dict[tuple[str, int], float] = {}
     decided: list[float] = []
@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from tradebot.rl.policy import Policy
-    from tradebot.serving.client import HandlePolicy, HttpPolicy, ensure_ray, start_serve
+    from tradebot.serving.app import ensure_ray, start_serve
+    from tradebot.serving.policy_client import HandlePolicy, HttpPolicy
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))

@@ -135,7 +135,7 @@ class Row:
 
 
 def _train_config(args: argparse.Namespace):
-    from tradebot.rl.config import TrainConfig
+    from tradebot.rl.train_config import TrainConfig
     from tradebot.core.config import parse_config
 
     return parse_config(TrainConfig, {

@@ -5,9 +5,12 @@
 
 from gymnasium.envs.registration import register, registry
 
+from tradebot.envs.account import ClosedTrade, EngineAccount
 from tradebot.envs.backtest import TRADE_COLUMNS, BacktestResult, run_backtest, run_signals
 from tradebot.envs.costs import PRODUCTS, cost_vector, order_charges
-from tradebot.envs.engine import ACTION_NAMES, EXIT_REASON_NAMES, Action, EngineConfig, ExitReason
+from tradebot.envs.engine import ACTION_NAMES, EXIT_REASON_NAMES, Action, ExitReason
+from tradebot.envs.engine_config import EngineConfig, load_engine_config
+from tradebot.envs.fill_rules import FillRules
 from tradebot.envs.trading_env import (
     ENV_ID,
     REWARDS,
@@ -19,6 +22,7 @@ from tradebot.envs.trading_env import (
     TradingEnv,
     make_reward,
 )
+from tradebot.envs.window import BacktestWindow
 
 if ENV_ID not in registry:
     # The env enforces reset-before-step itself and passes gymnasium's check_env (tests), so the
@@ -27,7 +31,8 @@ if ENV_ID not in registry:
 
 __all__ = [
     "ACTION_NAMES", "EXIT_REASON_NAMES", "ENV_ID", "PRODUCTS", "REWARDS", "TRADE_COLUMNS",
-    "Action", "BacktestResult", "BatchedTradingEnv", "DifferentialSharpe", "EngineConfig", "EnvConfig",
-    "EpisodeConfig", "ExitReason", "NetLogReturn", "TradingEnv", "cost_vector", "make_reward",
-    "order_charges", "run_backtest", "run_signals",
+    "Action", "BacktestResult", "BacktestWindow", "BatchedTradingEnv", "ClosedTrade", "DifferentialSharpe",
+    "EngineAccount", "EngineConfig", "EnvConfig", "EpisodeConfig", "ExitReason", "FillRules", "NetLogReturn",
+    "TradingEnv", "cost_vector", "load_engine_config", "make_reward", "order_charges", "run_backtest",
+    "run_signals",
 ]

@@ -32,11 +32,11 @@ from tradebot.envs.engine import (
     T_SIDE,
     T_STOP,
     T_TAKE_PROFIT,
-    EngineConfig,
-    market_data,
     run_actions,
-    run_signals as _run_signals,
+    run_signals as signal_kernel,
 )
+from tradebot.envs.engine_config import EngineConfig
+from tradebot.envs.market_data import market_data
 from tradebot.features.bars import Bars, load_bars
 from tradebot.core.errors import UserInputError
 
@@ -204,4 +204,4 @@ def run_signals(bars: Bars | str | Path, entries, exits=None, short_entries=None
     se = _signal("short_entries", short_entries, n)
     sx = _signal("short_exits", short_exits, n)
     data = market_data(bars, config, atr)
-    return _result(bars, _run(_run_signals, n, data, le, lx, se, sx, config.params(), config.cost_vector()), config)
+    return _result(bars, _run(signal_kernel, n, data, le, lx, se, sx, config.params(), config.cost_vector()), config)

@@ -435,6 +435,46 @@ def write_run_files(out_dir: str | Path, result: Any, bars: Bars, metrics: Metri
                  initial_capital=result.config.initial_cash)
 
 
+def run_record(data: str | Path, bars: Bars, strategy: str, config: Any, seed: int,
+               params: Mapping[str, Any] | None = None, actions_file: str | Path | None = None) -> dict[str, Any]:
+    """What produced a backtest (the ``run`` of ``metrics.json`` and ``compare.json``): strategy, data,
+    the evaluated bars, seed, the strategy's parameters and the engine settings (``config``)."""
+    info: dict[str, Any] = {
+        "strategy": strategy,
+        "data": str(data),
+        "symbol": bars.symbol,
+        "timeframe": bars.timeframe,
+        "bars": len(bars),
+        "start": bars.index[0].isoformat(),
+        "end": bars.index[-1].isoformat(),
+        "seed": seed,
+    }
+    if params is not None:
+        info["params"] = dict(params)
+    if actions_file is not None:
+        info["actions_file"] = str(actions_file)
+    info["engine"] = config.model_dump(mode="json")
+    return info
+
+
+def write_compare_files(out_dir: str | Path, rows: Mapping[str, Metrics], params: Mapping[str, Mapping[str, Any]],
+                        run: Mapping[str, Any], policy: Mapping[str, Any] | None = None) -> None:
+    """``compare.csv`` (one row of every metric per strategy; an infinite profit factor is ``inf``) and
+    ``compare.json`` (the same with each strategy's notes and parameters, ``run`` and ``policy``;
+    an infinite value is null there), each written atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame([m.values for m in rows.values()], index=pd.Index(list(rows), name="strategy"))
+    write_text_atomic(out_dir / "compare.csv", table.loc[:, list(M.ALL)].to_csv(float_format="%.10g"))
+    payload: dict[str, Any] = {
+        "strategies": {name: {**m.to_dict(), "params": dict(params[name])} for name, m in rows.items()},
+        "run": dict(run),
+    }
+    if policy is not None:
+        payload["policy"] = dict(policy)
+    write_text_atomic(out_dir / "compare.json", json_text(payload))
+
+
 def write_report(result: Any, bars: Bars, metrics: Mapping[str, float] | Metrics, path: str | Path, title: str,
                  config: Mapping[str, Any] | None = None, initial_capital: float | None = None) -> Path:
     """Write the self-contained HTML report of ``result`` (a ``BacktestResult``) to ``path`` atomically.

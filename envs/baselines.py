@@ -23,13 +23,13 @@ an earlier action. Consequences, documented rather than hidden:
 * No entry is decided when its fill would land on or after the square-off bar (the engine would
   refuse it), before the ATR the engine sizes with is known, or short when shorts are not allowed.
 
-The baselines (``BASELINES``, by name; except buy-and-hold, signals are levels, so after a stop or
-a square-off a baseline re-enters when its condition still holds):
+The baselines (``BASELINES``, by name; except the two long-only ones, signals are levels, so after a
+stop or a square-off a baseline re-enters when its condition still holds):
 
-* ``hold``: the passive benchmark: bought at the first bar and held to the end as a delivery
-  position (unlevered, fully invested, no stop or take-profit), whatever the run's own product: the
-  market's own return after costs. For an index this stands for an index ETF.
-* ``buy_and_hold``: long at the first bar of every session (it fills at the second bar's open;
+* ``buy_and_hold``: the passive benchmark: bought once, at the first bar, and held to the end as a
+  delivery position (unlevered, fully invested, no stop or take-profit), whatever the run's own
+  product: the market's own return after costs. For an index this stands for an index ETF.
+* ``intraday_long``: long at the first bar of every session (it fills at the second bar's open;
   the first session waits for the ATR warm-up) until the engine's square-off closes it (or its
   stop / take-profit: then it waits for the next session). With a product that carries positions
   overnight it is bought once and held (after a stop-out, bought again at the next session).
@@ -53,20 +53,9 @@ import pandas as pd
 import pandas_ta as ta
 from numba import njit
 
-from tradebot.envs.engine import (
-    D_ATR,
-    D_FLAGS,
-    FLAG_LAST_OF_SESSION,
-    S_ENTRY_BAR,
-    S_EQUITY,
-    S_QTY,
-    Action,
-    EngineConfig,
-    market_data,
-    new_state,
-    position_size,
-    step_bar,
-)
+from tradebot.envs.engine import S_ENTRY_BAR, S_EQUITY, S_QTY, Action, new_state, position_size, step_bar
+from tradebot.envs.engine_config import EngineConfig
+from tradebot.envs.market_data import D_ATR, D_FLAGS, FLAG_LAST_OF_SESSION, market_data
 from tradebot.features.bars import Bars
 from tradebot.core.nse_time import SESSION_CLOSE_MINUTE, is_intraday, minute_of_day, session_day, timeframe_minutes
 from tradebot.core.errors import UserInputError
@@ -188,7 +177,7 @@ def _frame(bars: Bars) -> pd.DataFrame:
     return bars.frame
 
 
-def buy_and_hold(bars: Bars, config: EngineConfig) -> np.ndarray:
+def long_from_session_open(bars: Bars, config: EngineConfig) -> np.ndarray:
     """Long once per session, at its first bar where an entry can be sent, held until the engine closes it.
 
     Intraday products: the square-off (or the stop / take-profit) closes it and it waits for the next
@@ -276,7 +265,7 @@ class Baseline:
 
     def engine_config(self, config: EngineConfig | None = None) -> EngineConfig:
         """The engine settings this baseline runs under: ``config`` with its overrides applied
-        (only the passive ``hold`` benchmark has any: it must hold through sessions, unlevered)."""
+        (only the passive ``buy_and_hold`` has any: it must hold through sessions, unlevered)."""
         config = config or EngineConfig()
         if not self.engine_overrides:
             return config
@@ -302,11 +291,11 @@ class Baseline:
 BASELINES: dict[str, Baseline] = {
     b.name: b
     for b in (
-        Baseline("hold", "passive benchmark: buy once, hold to the end (delivery, unlevered, no stops)",
-                 buy_and_hold, engine_overrides={"product": "equity_delivery", "carry_overnight": True,
-                                                 "risk_per_trade": 1.0, "stop_loss": False,
-                                                 "take_profit_atr_mult": None, "allow_short": False}),
-        Baseline("buy_and_hold", "long from each session's first bar until square-off", buy_and_hold),
+        Baseline("buy_and_hold", "passive benchmark: buy once, hold to the end (delivery, unlevered, no stops)",
+                 long_from_session_open, engine_overrides={"product": "equity_delivery", "carry_overnight": True,
+                                                           "risk_per_trade": 1.0, "stop_loss": False,
+                                                           "take_profit_atr_mult": None, "allow_short": False}),
+        Baseline("intraday_long", "long from each session's first bar until square-off", long_from_session_open),
         Baseline("sma_crossover", "long above / short below: SMA(20) vs SMA(50)", sma_crossover,
                  {"fast": 20, "slow": 50, "allow_short": True}),
         Baseline("donchian_atr", "20-bar breakout, 10-bar exit channel, 3×ATR(14) trailing stop", donchian_atr,
@@ -319,8 +308,14 @@ BASELINES: dict[str, Baseline] = {
 }
 
 
+#: former names, refused with the name to use now
+RENAMED_BASELINES: dict[str, str] = {"hold": "buy_and_hold"}
+
+
 def get_baseline(name: str) -> Baseline:
     """The registered baseline ``name``; an unknown name is a ``UserInputError`` listing the valid ones."""
+    if name in RENAMED_BASELINES:
+        raise UserInputError(f"unknown strategy {name!r} (renamed: use {RENAMED_BASELINES[name]})")
     try:
         return BASELINES[name]
     except KeyError:

@@ -9,9 +9,9 @@ kernels (rewards, observations, episode starts) live at the end of this file, ne
 
 Inputs are flat arrays so that numba can take them cheaply:
 
-* ``data`` (n x ``N_DATA`` float64, from ``market_data``): open, high, low, close, ATR, flags and
-  the fraction of the session left, per bar;
-* ``params`` (``N_PARAMS`` float64, from ``EngineConfig.params``);
+* ``data`` (n x ``N_DATA`` float64, from ``tradebot.envs.market_data.market_data``): open, high,
+  low, close, ATR, flags and the fraction of the session left, per bar;
+* ``params`` (``N_PARAMS`` float64, from ``tradebot.envs.engine_config.EngineConfig.params``);
 * ``costs`` (``tradebot.envs.costs.N_COST`` float64, from ``EngineConfig.cost_vector``);
 * ``state`` (``N_STATE`` float64, from ``new_state``): cash, position, open-trade details,
   counters, and the record of the trade closed in the last bar (``S_TRADE`` ... , ``T_*`` layout).
@@ -33,22 +33,20 @@ Order of events inside bar t (the decision was taken at bar t-1's close, using d
    the square-off bar, e.g. a short session, or square-off is disabled);
 6. equity is marked at the close: ``equity = cash + position x close``.
 
-Costs are charged on every order (entry and exit) from the product's NSE cost vector.
+Costs are charged on every order (entry and exit) from the product's NSE cost vector. Python
+callers read an account through ``tradebot.envs.account.EngineAccount``, not through the layouts.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-import re
 from enum import IntEnum
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from numba import njit
-from pydantic import Field, field_validator, model_validator
 
+# numba freezes the layout constants imported here into this file's cached kernels, and its cache
+# only watches this file: after changing a layout in one of these modules, touch this file too.
 from tradebot.envs.costs import (
     COST_BROKERAGE_FLAT,
     COST_BROKERAGE_RATE,
@@ -60,14 +58,36 @@ from tradebot.envs.costs import (
     COST_STAMP_BUY,
     COST_STT_BUY,
     COST_STT_SELL,
-    N_COST,
-    Product,
-    cost_vector,
 )
-from tradebot.features.bars import Bars
-from tradebot.core.nse_time import SESSION_CLOSE_MINUTE, SESSION_OPEN_MINUTE, is_intraday, timeframe_minutes
-from tradebot.core.config import FrozenConfig, load_config
-from tradebot.core.errors import UserInputError
+from tradebot.envs.engine_config import (  # noqa: F401  (P_* and EngineConfig are imported from here too)
+    P_ALLOW_SHORT,
+    P_FIXED_QTY,
+    P_FLAT_AT_SESSION_END,
+    P_INITIAL_CASH,
+    P_LEVERAGE,
+    P_LOT,
+    P_MAX_NOTIONAL,
+    P_RISK,
+    P_SLIP_ATR,
+    P_SLIP_BPS,
+    P_STOP_MULT,
+    P_TP_MULT,
+    P_USE_STOP,
+    P_USE_TP,
+    EngineConfig,
+)
+from tradebot.envs.market_data import (  # noqa: F401  (compute_atr is imported from here too)
+    D_ATR,
+    D_CLOSE,
+    D_FLAGS,
+    D_HIGH,
+    D_LOW,
+    D_OPEN,
+    D_TIME_LEFT,
+    FLAG_LAST_OF_SESSION,
+    FLAG_SQUARE_OFF,
+    compute_atr,
+)
 
 
 class Action(IntEnum):
@@ -94,19 +114,7 @@ class ExitReason(IntEnum):
 
 EXIT_REASON_NAMES: tuple[str, ...] = ("signal", "stop", "take_profit", "square_off", "end_of_data")
 
-# ---- array layouts ---------------------------------------------------------------------------
-# data columns
-D_OPEN, D_HIGH, D_LOW, D_CLOSE, D_ATR, D_FLAGS, D_TIME_LEFT = range(7)
-N_DATA = 7
-# bits of data[:, D_FLAGS]
-FLAG_LAST_OF_SESSION = 1  # the next bar belongs to another session (or there is none)
-FLAG_SQUARE_OFF = 2  # intraday product and the bar starts at/after the square-off time
-
-# params
-(P_INITIAL_CASH, P_RISK, P_STOP_MULT, P_USE_STOP, P_TP_MULT, P_USE_TP, P_SLIP_BPS, P_SLIP_ATR,
- P_LEVERAGE, P_LOT, P_MAX_NOTIONAL, P_ALLOW_SHORT, P_FIXED_QTY, P_FLAT_AT_SESSION_END) = range(14)
-N_PARAMS = 14
-
+# ---- array layouts (market data: tradebot.envs.market_data; params: tradebot.envs.engine_config) ----
 # trade record (a row of the trade log, and the tail of the state vector)
 (T_ENTRY_BAR, T_EXIT_BAR, T_SIDE, T_QTY, T_ENTRY_PRICE, T_EXIT_PRICE, T_STOP, T_TAKE_PROFIT,
  T_GROSS_PNL, T_ENTRY_COSTS, T_EXIT_COSTS, T_PNL, T_REASON) = range(13)
@@ -128,200 +136,6 @@ _R_STOP = 1.0
 _R_TAKE_PROFIT = 2.0
 _R_SQUARE_OFF = 3.0
 _R_END_OF_DATA = 4.0
-
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
-_IST_OFFSET_NS = (5 * 60 + 30) * 60 * 1_000_000_000
-_DAY_NS = 86_400 * 1_000_000_000
-_MINUTE_NS = 60 * 1_000_000_000
-
-
-class EngineConfig(FrozenConfig):
-    """Simulation settings (YAML section ``engine``). Money is in rupees.
-
-    Defaults model a Fyers MIS (intraday) account on NSE cash equity: Rs 10,00,000, risk 1 % of
-    equity per trade with the stop 2 ATR away, take-profit at 3 ATR, slippage 1 bp + 0.02 ATR,
-    5x intraday leverage, square-off at 15:15 IST, shorting allowed, full NSE charges.
-    """
-
-    initial_cash: float = Field(1_000_000.0, gt=0, description="starting cash (rupees)")
-    product: Product = Field("equity_intraday", description="equity_intraday | equity_delivery | index_futures")
-    risk_per_trade: float = Field(0.01, gt=0, le=1, description="fraction of equity lost if the stop is hit")
-    stop_atr_mult: float = Field(2.0, gt=0, description="stop distance in ATRs of the decision bar (also the sizing distance)")
-    stop_loss: bool = Field(True, description="attach a stop-loss order to every entry")
-    take_profit_atr_mult: float | None = Field(3.0, gt=0, description="take-profit distance in ATRs; null: none")
-    slippage_bps: float = Field(1.0, ge=0, description="market-order slippage in basis points of price")
-    slippage_atr: float = Field(0.02, ge=0, description="plus this fraction of the last known ATR")
-    leverage: float = Field(5.0, gt=0, description="notional <= leverage x equity (intraday / futures margin); delivery uses 1")
-    lot_size: int = Field(1, ge=1, description="quantities are whole multiples of this (shares, or units per futures lot)")
-    max_notional: float | None = Field(None, gt=0, description="cap on one position's notional (rupees); null: none")
-    fixed_qty: int | None = Field(None, ge=1, description="trade this many units (rounded down to lots) instead of risk sizing")
-    square_off: str | None = Field("15:15", description="HH:MM IST: intraday positions close at the open of the first bar starting at/after it")
-    carry_overnight: bool | None = Field(None, description="hold positions across sessions; null: only for equity_delivery")
-    allow_short: bool = Field(True, description="allow SELL_SHORT (never for equity_delivery)")
-    costs: bool = Field(True, description="charge the NSE costs of envs/costs.yaml")
-    costs_file: str | None = Field(None, description="another costs YAML; null: the packaged envs/costs.yaml")
-    costs_as_of: dt.date | None = Field(None, description="use the cost schedule in force on this date; null: the latest")
-    atr_period: int = Field(14, ge=1, description="ATR length when the caller gives no ATR")
-
-    @field_validator("square_off")
-    @classmethod
-    def _check_square_off(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        m = _HHMM.match(v)
-        if not m:
-            raise ValueError("use HH:MM (IST), e.g. '15:15'")
-        minute = int(m.group(1)) * 60 + int(m.group(2))
-        if not SESSION_OPEN_MINUTE < minute <= SESSION_CLOSE_MINUTE:
-            raise ValueError("must lie inside the NSE session, after 09:15 and no later than 15:30")
-        return v
-
-    @model_validator(mode="after")
-    def _check_product(self) -> "EngineConfig":
-        if self.product == "equity_intraday" and self.carry_overnight:
-            raise ValueError("equity_intraday positions cannot be carried overnight; "
-                             "use product equity_delivery or index_futures, or drop carry_overnight")
-        return self
-
-    @property
-    def flat_at_session_end(self) -> bool:
-        carry = self.carry_overnight if self.carry_overnight is not None else self.product == "equity_delivery"
-        return not carry
-
-    @property
-    def effective_leverage(self) -> float:
-        return 1.0 if self.product == "equity_delivery" else float(self.leverage)
-
-    @property
-    def shorts_allowed(self) -> bool:
-        return bool(self.allow_short) and self.product != "equity_delivery"
-
-    @property
-    def needs_atr(self) -> bool:
-        """Whether sizing, stops, take-profits or slippage read the ATR."""
-        return (self.fixed_qty is None or self.stop_loss or self.take_profit_atr_mult is not None
-                or self.slippage_atr > 0)
-
-    @property
-    def square_off_minute(self) -> int | None:
-        if self.square_off is None or not self.flat_at_session_end:
-            return None
-        hh, mm = self.square_off.split(":")
-        return int(hh) * 60 + int(mm)
-
-    @classmethod
-    def frictionless(cls, fixed_qty: int, **overrides) -> "EngineConfig":
-        """Next-open fills of a fixed size with no costs, slippage, stops or square-off (delivery, long only)."""
-        base = dict(product="equity_delivery", costs=False, slippage_bps=0.0, slippage_atr=0.0, fixed_qty=fixed_qty,
-                    stop_loss=False, take_profit_atr_mult=None, allow_short=False, square_off=None)
-        base.update(overrides)
-        return cls(**base)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, section: str = "engine") -> "EngineConfig":
-        return load_config(cls, path, section)
-
-    def params(self) -> np.ndarray:
-        """The engine's float64 parameter vector (``P_*`` layout)."""
-        p = np.zeros(N_PARAMS, dtype=np.float64)
-        p[P_INITIAL_CASH] = self.initial_cash
-        p[P_RISK] = self.risk_per_trade
-        p[P_STOP_MULT] = self.stop_atr_mult
-        p[P_USE_STOP] = 1.0 if self.stop_loss else 0.0
-        p[P_TP_MULT] = self.take_profit_atr_mult if self.take_profit_atr_mult is not None else 0.0
-        p[P_USE_TP] = 1.0 if self.take_profit_atr_mult is not None else 0.0
-        p[P_SLIP_BPS] = self.slippage_bps * 1e-4
-        p[P_SLIP_ATR] = self.slippage_atr
-        p[P_LEVERAGE] = self.effective_leverage
-        p[P_LOT] = float(self.lot_size)
-        p[P_MAX_NOTIONAL] = self.max_notional if self.max_notional is not None else np.inf
-        p[P_ALLOW_SHORT] = 1.0 if self.shorts_allowed else 0.0
-        p[P_FIXED_QTY] = float(self.fixed_qty) if self.fixed_qty is not None else 0.0
-        p[P_FLAT_AT_SESSION_END] = 1.0 if self.flat_at_session_end else 0.0
-        return p
-
-    def cost_vector(self) -> np.ndarray:
-        """The product's NSE cost vector, or zeros when ``costs`` is off."""
-        if not self.costs:
-            return np.zeros(N_COST, dtype=np.float64)
-        return cost_vector(self.product, self.costs_as_of, self.costs_file)
-
-
-# ---- market data -----------------------------------------------------------------------------
-
-def compute_atr(bars: Bars, period: int = 14) -> np.ndarray:
-    """ATR in price units (pandas_ta, Wilder smoothing); NaN during the warm-up."""
-    import pandas_ta as ta
-
-    f = bars.frame
-    atr = ta.atr(f["high"], f["low"], f["close"], length=period)
-    if atr is None:  # pandas_ta returns None when there are fewer bars than the period
-        return np.full(len(bars), np.nan)
-    return atr.to_numpy(dtype=np.float64)
-
-
-def session_layout(index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
-    """(session id, minute of day) per bar in IST, from the integer timestamps (fast for 1M bars).
-
-    Same values as ``tradebot.core.nse_time.session_day`` / ``minute_of_day`` (IST has no DST).
-    """
-    ns = index.as_unit("ns").asi8 + _IST_OFFSET_NS
-    return ns // _DAY_NS, (ns % _DAY_NS) // _MINUTE_NS
-
-
-def market_data(bars: Bars, config: EngineConfig, atr: np.ndarray | None = None) -> np.ndarray:
-    """The engine's per-bar array (``D_*`` columns) for ``bars`` under ``config``.
-
-    ``atr``: ATR in price units per bar; None: pandas_ta ATR(``config.atr_period``) when the
-    config reads the ATR (sizing, stops, ATR slippage), else NaN.
-    """
-    n = len(bars)
-    if atr is None and config.needs_atr:
-        atr = compute_atr(bars, config.atr_period)
-    if atr is None:
-        atr = np.empty(0)  # the kernel writes NaN
-    else:
-        atr = np.ascontiguousarray(atr, dtype=np.float64)
-        if atr.shape != (n,):
-            raise UserInputError(f"atr has shape {atr.shape}; expected one value per bar ({n},)")
-    f = bars.frame
-    idx = bars.index
-    ns = idx.asi8 if idx.unit == "ns" else idx.as_unit("ns").asi8
-    intraday_bars = is_intraday(bars.timeframe)
-    sq = config.square_off_minute if intraday_bars else None
-    horizon = sq if sq is not None else SESSION_CLOSE_MINUTE
-    data = np.empty((n, N_DATA), dtype=np.float64)
-    _fill_market(data, f["open"].to_numpy(), f["high"].to_numpy(), f["low"].to_numpy(), f["close"].to_numpy(), atr,
-                 ns, -1 if sq is None else sq, intraday_bars,
-                 timeframe_minutes(bars.timeframe) if intraday_bars else 0, horizon)
-    return data
-
-
-@njit(cache=True, error_model="numpy")
-def _fill_market(data, o, h, lo, c, atr, ns, square_off_minute, intraday_bars, bar_minutes, horizon):
-    n = o.shape[0]
-    span = float(horizon - SESSION_OPEN_MINUTE)
-    has_atr = atr.shape[0] == n
-    day = (ns[0] + _IST_OFFSET_NS) // _DAY_NS if n > 0 else 0
-    for t in range(n):
-        local = ns[t] + _IST_OFFSET_NS
-        minute = (local % _DAY_NS) // _MINUTE_NS
-        next_day = (ns[t + 1] + _IST_OFFSET_NS) // _DAY_NS if t + 1 < n else day + 1
-        flags = FLAG_LAST_OF_SESSION if next_day != day else 0
-        if square_off_minute >= 0 and minute >= square_off_minute:
-            flags |= FLAG_SQUARE_OFF
-        data[t, D_OPEN] = o[t]
-        data[t, D_HIGH] = h[t]
-        data[t, D_LOW] = lo[t]
-        data[t, D_CLOSE] = c[t]
-        data[t, D_ATR] = atr[t] if has_atr else np.nan
-        data[t, D_FLAGS] = flags
-        if intraday_bars:
-            left = (horizon - (minute + bar_minutes)) / span
-            data[t, D_TIME_LEFT] = min(max(left, 0.0), 1.0)
-        else:
-            data[t, D_TIME_LEFT] = 0.0
-        day = next_day
 
 
 # ---- costs -----------------------------------------------------------------------------------

@@ -33,19 +33,23 @@ Definitions (``r_t`` = per-bar simple return of the equity curve, ``P`` = bars p
 * **calmar** = ``cagr / |max_drawdown|``.
 * Trade statistics use each closed trade's **net** P&L (after costs): **trades** (count),
   **win_rate** = winners / trades (a winner has P&L > 0), **profit_factor** = gross profit / gross
-  loss, **expectancy** = mean P&L per trade (currency), **avg_win** = mean P&L of winners,
-  **avg_loss** = mean P&L of losers (a negative number).
+  loss (``inf`` when there are winners and no loser; 0 when there is neither, as
+  ``quantstats.stats.profit_factor`` of the P&L series), **expectancy** = mean P&L per trade
+  (currency), **avg_win** = mean P&L of winners, **avg_loss** = mean P&L of losers (a negative number).
 * **exposure** = share of bars that end holding a position (long or short).
 * **turnover** = traded notional (entries and exits, both sides counted) / mean equity over the run.
 * **costs** = total charges paid (brokerage, STT, exchange, stamp, GST …, in currency; slippage is in
   the fill prices, not here); **costs_pct** = costs / initial capital.
 * **final_equity**, **bars**, **invalid_actions** (counted no-op actions) for context.
 
-Undefined values are never NaN or infinite: every metric is a finite float so it can go to JSON,
-MLflow and a comparison table. A ratio whose denominator is zero (flat equity → Sharpe; no losing bar
-→ Sortino; no losing trade → profit factor; no drawdown → Calmar; no trades → trade statistics;
-fewer than two bars → Sharpe/Sortino/volatility; a CAGR that overflows because a handful of bars is
-annualised) is reported as **0.0**, and ``Metrics.notes`` says which ones and why.
+Undefined values are never NaN, and only the profit factor can be infinite: the other metrics are
+finite floats. A ratio whose denominator is zero (flat equity → Sharpe; no losing bar → Sortino; no
+drawdown → Calmar; no trades → trade statistics; fewer than two bars → Sharpe/Sortino/volatility; a
+CAGR that overflows because a handful of bars is annualised) is reported as **0.0**, and
+``Metrics.notes`` says which ones and why. A profit factor with winners and no losing trade is
+``inf``: tables show ``inf``, ``compare.csv`` writes ``inf``, and JSON, which has no infinity, records
+it as ``null`` (``metrics.json``, ``compare.json``: ``Metrics.to_dict``), with a note saying so;
+``Metrics.from_dict`` reads it back as ``inf``. MLflow is given finite values only.
 """
 
 from __future__ import annotations
@@ -122,8 +126,13 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 
-def format_metric(key: str, value: float) -> str:
-    """A metric value as a person reads it (percentages, 2-decimal ratios, whole counts, ₹ amounts)."""
+def format_metric(key: str, value: float | None) -> str:
+    """A metric value as a person reads it (percentages, 2-decimal ratios, whole counts, ₹ amounts);
+    ``inf`` for an infinite one (a profit factor without losing trades), ``n/a`` for a missing one."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
     kind = METRIC_FORMATS.get(key, "ratio")
     if kind == "pct":
         return f"{value * 100:.2f}%"
@@ -136,7 +145,8 @@ def format_metric(key: str, value: float) -> str:
 
 @dataclass(frozen=True)
 class Metrics(Mapping[str, float]):
-    """Metric values keyed by ``M`` constants (all finite floats), plus notes on undefined ones."""
+    """Metric values keyed by ``M`` constants (floats, finite but for an ``inf`` profit factor), plus
+    notes on undefined ones."""
 
     values: dict[str, float]
     notes: tuple[str, ...] = field(default=())
@@ -151,8 +161,17 @@ class Metrics(Mapping[str, float]):
         return len(self.values)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"metrics": {...}, "notes": [...]}``, ready for JSON."""
-        return {"metrics": dict(self.values), "notes": list(self.notes)}
+        """``{"metrics": {...}, "notes": [...]}``, ready for JSON (an infinite value is None: null)."""
+        return {"metrics": {k: (v if math.isfinite(v) else None) for k, v in self.values.items()},
+                "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Metrics":
+        """The ``Metrics`` a ``to_dict`` (e.g. a ``metrics.json``) holds; null reads back as the
+        profit factor's ``inf`` (the one metric JSON cannot hold), NaN for any other key."""
+        values = {str(k): (float(v) if v is not None else (math.inf if k == M.PROFIT_FACTOR else math.nan))
+                  for k, v in dict(data["metrics"]).items()}
+        return cls(values=values, notes=tuple(data.get("notes", ())))
 
 
 def periods_per_year(timeframe: str) -> float:
@@ -342,12 +361,16 @@ def compute_metrics(
     v[M.AVG_WIN] = float(wins.mean()) if len(wins) else 0.0
     v[M.AVG_LOSS] = float(losses.mean()) if len(losses) else 0.0
     gross_loss = float(-losses.sum())
+    gross_profit = float(wins.sum())
     if gross_loss > 0:
-        v[M.PROFIT_FACTOR] = _finite(float(wins.sum()) / gross_loss)
+        v[M.PROFIT_FACTOR] = _finite(gross_profit / gross_loss)
+    elif gross_profit > 0:
+        v[M.PROFIT_FACTOR] = math.inf
+        notes.append(f"{M.PROFIT_FACTOR}: no losing trade (gross loss 0): infinite, shown as inf (null in JSON)")
     else:
         v[M.PROFIT_FACTOR] = 0.0
         if len(pnl):
-            notes.append(f"{M.PROFIT_FACTOR}: no losing trade (gross loss 0), reported as 0")
+            notes.append(f"{M.PROFIT_FACTOR}: no winning or losing trade (every trade broke even), reported as 0")
 
     if positions is not None and len(positions):
         pos = np.asarray(positions, dtype="float64")

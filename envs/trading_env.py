@@ -57,17 +57,15 @@ from tradebot.envs.engine import (
     S_ENTRY_PRICE,
     S_QTY,
     S_TRADE,
-    EngineConfig,
     batched_reset,
     batched_step,
-    compute_atr,
     env_reset,
     env_step_info,
-    market_data,
     new_state,
-    session_layout,
     write_obs,
 )
+from tradebot.envs.engine_config import EngineConfig
+from tradebot.envs.market_data import compute_atr, market_data, session_layout
 from tradebot.features.bars import Bars, load_bars
 from tradebot.features.pipeline import FeatureConfig, FeaturePipeline
 from tradebot.core.config import FrozenConfig, load_config, parse_config
@@ -183,8 +181,6 @@ def _env_config(config: EnvConfig | dict | str | Path | None) -> EnvConfig:
         return parse_config(EnvConfig, config, "env config")
     return EnvConfig.from_yaml(config)
 
-
-# ---- observations and the per-step kernel ----------------------------------------------------
 
 # ---- shared preparation ----------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tradebot.core.nse_time import IST, detect_timeframe
 from tradebot.core.errors import UserInputError
+from tradebot.core.nse_time import IST, detect_timeframe
 
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")

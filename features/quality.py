@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from tradebot.features.bars import BAR_COLUMNS, PRICE_COLUMNS, symbol_from_filename
 from tradebot.features.resample import SESSION_EXCHANGES
+
+from tradebot.core.errors import UserInputError
 from tradebot.core.nse_time import (
     IST,
     SESSION_CLOSE_MINUTE,
@@ -42,7 +43,6 @@ from tradebot.core.nse_time import (
     session_day,
     timeframe_minutes,
 )
-from tradebot.core.errors import UserInputError
 
 DEFAULT_JUMP_K = 20.0
 DEFAULT_JUMP_WINDOW = 50

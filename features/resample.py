@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
 from tradebot.features.bars import BAR_COLUMNS, Bars
+
+from tradebot.core.errors import UserInputError
 from tradebot.core.nse_time import (
     IST,
     SESSION_OPEN_MINUTE,
@@ -24,7 +25,6 @@ from tradebot.core.nse_time import (
     minute_of_day,
     timeframe_minutes,
 )
-from tradebot.core.errors import UserInputError
 
 #: Exchanges whose regular session is the NSE cash/F&O session 09:15–15:30 IST.
 SESSION_EXCHANGES = frozenset({"NSE", "BSE", "NFO", "BFO"})

@@ -30,12 +30,12 @@ from typing import Iterator, NamedTuple
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from tradebot.core.files import atomic_writer
 from tradebot.features.bars import BAR_COLUMNS, Bars, validate_symbol
 from tradebot.features.resample import canonical_timeframe
-from tradebot.core.nse_time import IST, is_intraday, timeframe_minutes
+
 from tradebot.core.errors import UserInputError
+from tradebot.core.files import atomic_writer
+from tradebot.core.nse_time import IST, is_intraday, timeframe_minutes
 
 try:  # POSIX advisory locks; without them (Windows) writes are still atomic, just not serialised
     import fcntl

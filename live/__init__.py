@@ -11,9 +11,12 @@ Public API (imported lazily, so ``tradebot live status`` does not load the engin
 * ``PaperBroker``: the execution client that fills through ``tradebot.envs.engine``.
 * ``RiskConfig``, ``RiskEngine``, ``RateLimiter``.
 * ``Journal``, ``request_control``, ``journal_status``.
-* ``TradingLoop``, ``LoopConfig``, ``StreamFeatures``, ``current_bar``; ``ScheduledPolicy``, ``baseline_policy``.
+* ``TradingLoop``, ``LoopConfig``, ``current_bar``; its parts: ``OrderManager`` (order state, submit once,
+  cancel), ``tradebot.live.reconcile`` (start-up reconciliation, pure functions), ``StreamFeatures`` /
+  ``Observations`` (what the policy sees); ``ScheduledPolicy``, ``baseline_policy``.
 * ``LiveMetrics``, ``serve_metrics``; ``configure_json_logging``.
-* ``LiveConfig``, ``build_replay_loop``, ``run_replay_session``.
+* ``LiveConfig``, ``build_replay_loop``, ``run_replay``; ``run_paper_replay``, ``run_on_fyers``,
+  ``RunOutcome`` (what ``tradebot live`` runs: monitoring, Serve, the loop, the run's files and parity).
 
 Broker adapters live in ``live/adapters/<broker>/`` and are the only code that imports a broker SDK.
 """
@@ -28,7 +31,7 @@ _EXPORTS = {
         "Bar", "Tick", "Heartbeat", "OrderRequest", "OrderUpdate", "Fill", "PositionReport", "AccountReport",
         "RiskDecision", "RiskEvent", "Side", "OrderStatus", "Intent", "RiskState", "Verdict", "DataFeed",
         "ExecutionClient", "SimClock", "WallClock", "client_order_id")},
-    "BarBuilder": "tradebot.live.bars",
+    "BarBuilder": "tradebot.live.bar_builder",
     "ReplayFeed": "tradebot.live.feeds",
     "QueueFeed": "tradebot.live.feeds",
     "PaperBroker": "tradebot.live.paper",
@@ -40,7 +43,9 @@ _EXPORTS = {
     "journal_status": "tradebot.live.journal",
     "TradingLoop": "tradebot.live.loop",
     "LoopConfig": "tradebot.live.loop",
-    "StreamFeatures": "tradebot.live.loop",
+    "StreamFeatures": "tradebot.live.observations",
+    "Observations": "tradebot.live.observations",
+    "OrderManager": "tradebot.live.orders",
     "current_bar": "tradebot.live.loop",
     "ScheduledPolicy": "tradebot.live.policies",
     "baseline_policy": "tradebot.live.policies",
@@ -49,7 +54,10 @@ _EXPORTS = {
     "configure_json_logging": "tradebot.live.logs",
     "LiveConfig": "tradebot.live.runner",
     "build_replay_loop": "tradebot.live.runner",
-    "run_replay_session": "tradebot.live.runner",
+    "run_replay": "tradebot.live.runner",
+    "RunOutcome": "tradebot.live.launch",
+    "run_paper_replay": "tradebot.live.launch",
+    "run_on_fyers": "tradebot.live.launch",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -58,4 +66,4 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'live' has no attribute {name!r}")
+    raise AttributeError(f"module 'tradebot.live' has no attribute {name!r}")

@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 
 from tradebot.features.bars import Bars
-from tradebot.live.market import DAY_NS, IST_OFFSET_NS, bar_end, last_of_session_by_clock
+from tradebot.core.nse_time import DAY_NS, IST_OFFSET_NS, bar_end, last_of_session_by_clock
 from tradebot.live.ports import NS_PER_SECOND, Bar, Clock, DataFeed, FeedEvent, Heartbeat, SimClock, Tick, WallClock
 from tradebot.core.errors import UserInputError
 

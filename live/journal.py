@@ -1,4 +1,4 @@
-"""The journal: one SQLite file (WAL mode) holding everything a live session did and decided.
+"""The journal: one SQLite file (WAL mode) holding everything a live or paper run did and decided.
 
 Tables: ``bars`` (every bar the loop received, and whether it finished processing it), ``decisions``
 (one per symbol and bar: time, model version, features hash, the policy's action, the risk verdict and
@@ -16,6 +16,10 @@ id before anything is sent again, so a retry never duplicates an order.
 
 Several processes may use one journal (the loop writes; ``tradebot live halt`` and ``status`` read and
 write control rows): WAL mode and a busy timeout make that safe.
+
+One journal belongs to one run: the ``run`` name is stored in ``meta`` (journals written before the
+rename store it under ``session``; both are read), and client order ids derive from it. Every SQL
+statement on a journal is in this module.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from tradebot.live.ports import (
     RiskDecision,
     RiskEvent,
     Side,
+    decision_event_key,
     to_ist,
 )
 from tradebot.core.errors import UserInputError
@@ -104,14 +109,16 @@ def _now_ns() -> int:
 
 
 class Journal:
-    """The session journal; ``path=":memory:"`` for a throw-away one (tests)."""
+    """A run's journal; ``path=":memory:"`` for a throw-away one (tests). ``run``: the run it belongs to
+    (checked against the stored name; stored when new)."""
 
-    def __init__(self, path: str | Path = ":memory:", session: str | None = None, *, create: bool = True):
+    def __init__(self, path: str | Path = ":memory:", run: str | None = None, *, create: bool = True):
         self.path = str(path)
         if self.path != ":memory:":
             p = Path(self.path)
             if not create and not p.is_file():
-                raise UserInputError(f"{p}: journal not found (check the path; `tradebot live run` creates it)")
+                raise UserInputError(f"{p}: journal not found (check the path; `tradebot live --paper ...` or "
+                                     "`tradebot live --live ...` creates it)")
             if p.is_dir():
                 raise UserInputError(f"{p}: is a directory; give the journal's file path")
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -130,17 +137,32 @@ class Journal:
             self.set_meta("schema", SCHEMA_VERSION)
         elif version != SCHEMA_VERSION:
             raise UserInputError(f"{self.path}: journal schema {version}, this tradebot writes {SCHEMA_VERSION}")
-        stored = self.get_meta("session")
-        if session is not None:
-            if stored is None:
-                self.set_meta("session", session)
-            elif stored != session:
-                raise UserInputError(f"{self.path}: journal of session {stored!r}, not {session!r}; use its own "
-                                     "journal file per session (client order ids derive from the session name)")
+        if run is not None:
+            self.bind_run(run)
 
     @property
-    def session(self) -> str | None:
-        return self.get_meta("session")
+    def run(self) -> str | None:
+        """The name of the run this journal belongs to (None: not bound yet)."""
+        return self.get_meta("run") or self.get_meta("session")
+
+    def bind_run(self, run: str) -> None:
+        """Store ``run`` as this journal's run, or refuse a journal of another run."""
+        stored = self.run
+        if stored is None:
+            self.set_meta("run", run)
+        elif stored != run:
+            raise UserInputError(f"{self.path}: journal of run {stored!r}, not {run!r}; use one journal file per "
+                                 "run (client order ids derive from the run name)")
+
+    def check_setup(self, **setup: str) -> None:
+        """Store the run's set-up (``timeframe=``, ``symbols=``), or refuse one that differs from the stored."""
+        for key, value in setup.items():
+            stored = self.get_meta(key)
+            if stored is None:
+                self.set_meta(key, value)
+            elif stored != value:
+                raise UserInputError(f"{self.path}: journal was written for {key} {stored}, not {value}; "
+                                     "use a new journal for another set-up")
 
     def close(self) -> None:
         self.db.close()
@@ -258,7 +280,7 @@ class Journal:
         return dict(zip([c[0] for c in cur.description], row)) if row else None
 
     def order_requests(self) -> list[OrderRequest]:
-        """Every order request of the session, oldest first."""
+        """Every order request of the run, oldest first."""
         return [OrderRequest.from_dict(json.loads(r)) for (r,) in
                 self.db.execute("SELECT request FROM orders ORDER BY created_ns, client_order_id")]
 
@@ -299,6 +321,18 @@ class Journal:
                          u.client_order_id))
         return True
 
+    def force_order_status(self, u: OrderUpdate) -> bool:
+        """Take the broker's status whatever the journal has, a terminal one included (reconciliation:
+        the broker is authoritative). True if it changed."""
+        row = self.db.execute("SELECT status FROM orders WHERE client_order_id=?", (u.client_order_id,)).fetchone()
+        if row is None or row[0] == u.status.value:
+            return False
+        self.db.execute("UPDATE orders SET status=?, filled_qty=?, avg_price=?, reason=?, updated_ns=?, "
+                        "broker_order_id=COALESCE(?, broker_order_id) WHERE client_order_id=?",
+                        (u.status.value, u.filled_qty, _nan(u.avg_price), u.reason, u.ts, u.broker_order_id,
+                         u.client_order_id))
+        return True
+
     def expire_order(self, client_order_id: str, reason: str, now: int) -> None:
         self.db.execute("UPDATE orders SET status=?, reason=?, updated_ns=? WHERE client_order_id=?",
                         (OrderStatus.EXPIRED.value, reason, now, client_order_id))
@@ -310,6 +344,9 @@ class Journal:
             (f.fill_id, f.client_order_id, f.position_id, f.symbol, f.side.value, f.qty, f.price, f.costs, f.ts, f.kind,
              _nan(f.stop_price), _nan(f.take_profit_price), _nan(f.realized_pnl), recorded_ns))
         return bool(cur.rowcount)
+
+    def fill_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT fill_id FROM fills")}
 
     def fills(self) -> list[Fill]:
         out = []
@@ -372,6 +409,19 @@ class Journal:
         cols = ("id", "ts", "symbol", "kind", "state", "reason", "details")
         return [dict(zip(cols, r)) for r in reversed(rows)]
 
+    def intervening_decisions(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """Decisions with a ``veto``, ``resize`` or ``override`` verdict (of ``symbol``), in bar order, each
+        with ``code``: the reason code its risk event recorded (None when there is none)."""
+        kinds = ("veto", "resize", "override")
+        only = " AND symbol=?" if symbol else ""
+        args: tuple[Any, ...] = (*kinds, symbol) if symbol else kinds
+        rows = self.db.execute("SELECT symbol, bar_ts, action, final_action, verdict, reasons FROM decisions "
+                               f"WHERE verdict IN (?, ?, ?){only} ORDER BY bar_ts", args).fetchall()
+        codes = dict(self.db.execute("SELECT key, json_extract(details, '$.code') FROM risk_events "
+                                     f"WHERE kind IN (?, ?, ?){only}", args).fetchall())
+        return [{"symbol": s, "bar_ts": int(ts), "action": int(a), "final_action": int(f), "verdict": v,
+                 "reasons": r, "code": codes.get(decision_event_key(v, s, ts))} for s, ts, a, f, v, r in rows]
+
     # ---------------------------------------------------------------------- control
     def request(self, command: str, reason: str = "", source: str = "cli", now: int | None = None) -> int:
         """Queue a manual command for the running (or next) loop; returns its id."""
@@ -417,7 +467,7 @@ class Journal:
         pending = self.controls_after(applied)
         return {
             "journal": self.path,
-            "session": self.session,
+            "run": self.run,
             "risk_state": state,
             "conditions": {k: {"state": s, "reason": r} for k, (s, r) in conditions.items()},
             "pending_commands": [{"id": i, "command": c, "reason": r} for i, c, r in pending],

@@ -1,10 +1,11 @@
 """``PaperBroker``: an ``ExecutionClient`` that fills through the backtester's fill engine.
 
-Each symbol is one engine account (``tradebot.envs.engine`` state vector, ``initial_cash`` of the engine
-config). When the loop hands it a closed bar (``on_bar(bar, atr)``), the broker runs
-``tradebot.envs.engine.step_bar`` once for that bar with the working order turned into the engine's action,
-exactly as ``run_backtest`` runs it with the action decided at the previous bar: same fill prices,
-slippage, costs, stop-loss / take-profit, square-off and session-end rules, same numbers. Nothing
+Each symbol is one engine account (``tradebot.envs.account.EngineAccount``, ``initial_cash`` of the
+engine config). When the loop hands it a closed bar (``on_bar(bar, atr)``), the broker runs
+``tradebot.envs.engine.step_bar`` once for that bar (``EngineAccount.step``) with the working order
+turned into the engine's action, exactly as ``run_backtest`` runs it with the action decided at the
+previous bar: same fill prices, slippage, costs, stop-loss / take-profit, square-off and session-end
+rules, same numbers. Nothing
 about fills is computed here; this module only translates orders to actions and the engine's state
 changes back to fills and order updates.
 
@@ -43,51 +44,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tradebot.envs.engine import (
-    D_ATR,
-    D_FLAGS,
-    EXIT_REASON_NAMES,
-    FLAG_SQUARE_OFF,
-    N_DATA,
-    N_STATE,
-    P_ALLOW_SHORT,
-    P_FIXED_QTY,
-    P_LOT,
-    P_STOP_MULT,
-    P_TP_MULT,
-    P_USE_STOP,
-    P_USE_TP,
-    S_BAR,
-    S_CASH,
-    S_CLOSED,
-    S_COSTS_TOTAL,
-    S_ENTRY_BAR,
-    S_ENTRY_COSTS,
-    S_ENTRY_PRICE,
-    S_EQUITY,
-    S_INVALID,
-    S_QTY,
-    S_REALIZED,
-    S_STOP,
-    S_TP,
-    S_TRADE,
-    T_ENTRY_COSTS,
-    T_ENTRY_PRICE,
-    T_EXIT_COSTS,
-    T_EXIT_PRICE,
-    T_PNL,
-    T_QTY,
-    T_REASON,
-    T_SIDE,
-    T_STOP,
-    T_TAKE_PROFIT,
-    Action,
-    EngineConfig,
-    ExitReason,
-    new_state,
-    step_bar,
-)
-from tradebot.live.market import engine_row
+from tradebot.envs.account import EngineAccount, refused_entry_reason
+from tradebot.envs.engine import EXIT_REASON_NAMES, Action, ExitReason
+from tradebot.envs.engine_config import EngineConfig
+from tradebot.envs.fill_rules import FillRules
+from tradebot.envs.market_data import market_row, row_atr
 from tradebot.live.ports import (
     NS_PER_SECOND,
     AccountReport,
@@ -123,7 +84,7 @@ _EXIT_SUFFIX = {int(ExitReason.STOP): "SL", int(ExitReason.TAKE_PROFIT): "TP", i
 
 @dataclass
 class _Account:
-    state: np.ndarray
+    engine: EngineAccount
     prev_row: np.ndarray | None
     bar_index: int  # bars processed
     last_ts: int
@@ -172,8 +133,7 @@ class PaperBroker(ExecutionClient):
         self.path = str(path) if path is not None else ":memory:"
         self.clock = clock or WallClock()
         self.rate_limits = rate_limits
-        self._params = engine.params()
-        self._costs = engine.cost_vector()
+        self._rules = FillRules(engine)
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._accounts: dict[str, _Account] = {}
@@ -220,13 +180,13 @@ class PaperBroker(ExecutionClient):
         self._accounts = {}
         for sym, state, prev, idx, last, pid, opened in db.execute(
                 "SELECT symbol, state, prev_row, bar_index, last_ts, position_id, opened_ts FROM accounts"):
-            self._accounts[sym] = _Account(np.frombuffer(state, dtype=np.float64).copy(),
+            self._accounts[sym] = _Account(EngineAccount.from_bytes(state),
                                            None if prev is None else np.frombuffer(prev, dtype=np.float64).copy(),
                                            int(idx), int(last), pid, int(opened))
         with self._tx():
             for sym in self.symbols:
                 if sym not in self._accounts:
-                    acct = _Account(new_state(self._params), None, 0, -1, "", 0)
+                    acct = _Account(EngineAccount.new(self._rules), None, 0, -1, "", 0)
                     self._accounts[sym] = acct
                     self._save_account(sym, acct)
         self._orders = {}
@@ -264,7 +224,7 @@ class PaperBroker(ExecutionClient):
     def _save_account(self, symbol: str, a: _Account) -> None:
         self._need().execute(
             "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (symbol, a.state.tobytes(), None if a.prev_row is None else a.prev_row.tobytes(), a.bar_index, a.last_ts,
+            (symbol, a.engine.to_bytes(), None if a.prev_row is None else a.prev_row.tobytes(), a.bar_index, a.last_ts,
              a.position_id, a.opened_ts))
 
     def _save_order(self, o: _Order) -> None:
@@ -315,14 +275,14 @@ class PaperBroker(ExecutionClient):
         acct = self._accounts.get(order.symbol)
         if acct is None:
             return f"unknown symbol (this paper broker trades {', '.join(self.symbols)})"
-        lot = self._params[P_LOT]
+        lot = self._rules.lot
         if not (order.qty > 0 and math.isfinite(order.qty)) or order.qty % lot != 0:
             return f"quantity {order.qty} is not a positive whole number of lots of {lot:g}"
         if order.order_type != "MARKET":
             return f"order type {order.order_type} not supported (market orders only)"
         if order.symbol in self._working:
             return "an order is already working for this symbol (one at a time)"
-        held = acct.state[S_QTY]
+        held = acct.engine.qty
         if order.reduce_only:
             if held == 0.0 or (held > 0) == (order.side is Side.BUY):
                 return "reduce-only order does not reduce the position"
@@ -331,7 +291,7 @@ class PaperBroker(ExecutionClient):
         else:
             if held != 0.0:
                 return "entries are taken only when flat"
-            if order.side is Side.SELL and self._params[P_ALLOW_SHORT] <= 0.0:
+            if order.side is Side.SELL and not self._rules.shorts_allowed:
                 return "short selling is not allowed for this product"
         return None
 
@@ -373,21 +333,21 @@ class PaperBroker(ExecutionClient):
         with self._lock:
             out = []
             for sym, a in self._accounts.items():
-                q = float(a.state[S_QTY])
-                if q != 0.0:
-                    out.append(PositionReport(symbol=sym, qty=q, avg_price=float(a.state[S_ENTRY_PRICE]),
-                                              stop_price=float(a.state[S_STOP]), take_profit_price=float(a.state[S_TP]),
-                                              opened_ts=a.opened_ts, position_id=a.position_id))
+                e = a.engine
+                if e.qty != 0.0:
+                    out.append(PositionReport(symbol=sym, qty=e.qty, avg_price=e.entry_price, stop_price=e.stop_price,
+                                              take_profit_price=e.take_profit_price, opened_ts=a.opened_ts,
+                                              position_id=a.position_id))
             return out
 
     def account_report(self) -> AccountReport:
         with self._lock:
             accts = self._accounts.values()
             return AccountReport(ts=max((a.last_ts for a in accts), default=-1),
-                                 equity=float(sum(a.state[S_EQUITY] for a in accts)),
-                                 cash=float(sum(a.state[S_CASH] for a in accts)),
-                                 realized_pnl=float(sum(a.state[S_REALIZED] for a in accts)),
-                                 costs=float(sum(a.state[S_COSTS_TOTAL] for a in accts)))
+                                 equity=float(sum(a.engine.equity for a in accts)),
+                                 cash=float(sum(a.engine.cash for a in accts)),
+                                 realized_pnl=float(sum(a.engine.realized_pnl for a in accts)),
+                                 costs=float(sum(a.engine.costs_total for a in accts)))
 
     def poll_events(self) -> list[OrderUpdate | Fill]:
         with self._lock:
@@ -415,23 +375,19 @@ class PaperBroker(ExecutionClient):
                 raise UserInputError(f"paper broker got a bar for {bar.symbol}; it trades {', '.join(self.symbols)}")
             if bar.ts <= acct.last_ts:
                 return  # already processed (a replay after a restart)
-            row = engine_row(bar, atr, self.config)
-            data = np.empty((2, N_DATA))
-            data[0] = acct.prev_row if acct.prev_row is not None else np.nan
-            data[1] = row
+            row = market_row(bar, atr, self.config)
+            prev = acct.prev_row
             coid = self._working.get(bar.symbol)
             order = self._orders[coid] if coid is not None and self._orders[coid].request.bar_ts < bar.ts else None
-            action, params = self._action(order, data[0, D_ATR])
-            before = acct.state.copy()
-            step_bar(acct.state, data, 1, action, 2 if bar.final else 3, params, self._costs)
-            fills, updates = self._outcome(acct, before, order, bar, data)
+            action, rules = self._action(order, row_atr(prev))
+            before = acct.engine.copy()
+            acct.engine.step(prev, row, action, rules, final=bar.final)
+            fills, updates = self._outcome(acct, before, order, bar, prev, row)
             if order is not None and order.status is not OrderStatus.ACCEPTED:
                 self._working.pop(bar.symbol, None)
-            g = float(acct.bar_index)
-            # step_bar numbers bars inside its two-row window; keep the account's own bar numbers
-            acct.state[S_BAR] = g
-            if order is not None and not order.request.reduce_only and order.status is OrderStatus.FILLED:
-                acct.state[S_ENTRY_BAR] = g
+            # the step numbers bars inside its two-row window; keep the account's own bar numbers
+            entered = order is not None and not order.request.reduce_only and order.status is OrderStatus.FILLED
+            acct.engine.renumber(acct.bar_index, acct.bar_index if entered else None)
             acct.prev_row = row
             acct.last_ts = bar.ts
             acct.bar_index += 1
@@ -446,43 +402,36 @@ class PaperBroker(ExecutionClient):
             self._events.extend(fills)
             self._events.extend(updates)
 
-    def _action(self, order: _Order | None, atr_prev: float) -> tuple[int, np.ndarray]:
+    def _action(self, order: _Order | None, atr_prev: float) -> tuple[int, FillRules]:
         if order is None:
-            return int(Action.HOLD), self._params
+            return int(Action.HOLD), self._rules
         r = order.request
         if r.reduce_only:
-            return int(Action.CLOSE_LONG if r.side is Side.SELL else Action.CLOSE_SHORT), self._params
-        params = self._params.copy()
-        params[P_FIXED_QTY] = r.qty
-        # the order's bracket distances; the engine's own ATR multiples when they agree
-        for key, use, dist in ((P_STOP_MULT, P_USE_STOP, r.stop_loss), (P_TP_MULT, P_USE_TP, r.take_profit)):
-            if dist is None or not (atr_prev > 0.0):
-                continue
-            if params[use] <= 0.0 or not math.isclose(dist, params[key] * atr_prev, rel_tol=1e-12, abs_tol=0.0):
-                params[use] = 1.0
-                params[key] = dist / atr_prev
-        return int(Action.BUY_LONG if r.side is Side.BUY else Action.SELL_SHORT), params
+            return int(Action.CLOSE_LONG if r.side is Side.SELL else Action.CLOSE_SHORT), self._rules
+        # the order's size and bracket distances; the engine's own ATR multiples when they agree
+        rules = self._rules.for_order(r.qty, r.stop_loss, r.take_profit, atr_prev)
+        return int(Action.BUY_LONG if r.side is Side.BUY else Action.SELL_SHORT), rules
 
-    def _outcome(self, acct: _Account, before: np.ndarray, order: _Order | None, bar: Bar,
-                 data: np.ndarray) -> tuple[list[Fill], list[OrderUpdate]]:
+    def _outcome(self, acct: _Account, before: EngineAccount, order: _Order | None, bar: Bar,
+                 prev_row: np.ndarray | None, row: np.ndarray) -> tuple[list[Fill], list[OrderUpdate]]:
         """The engine's state change in this bar as fills and order updates."""
-        s = acct.state
+        s = acct.engine
         fills: list[Fill] = []
         updates: list[OrderUpdate] = []
         now = self.clock.now_ns()
-        invalid = s[S_INVALID] > before[S_INVALID]
+        invalid = s.invalid_actions > before.invalid_actions
         entry = order is not None and not order.request.reduce_only
         opened = entry and not invalid
-        closed = s[S_CLOSED] > 0.0
-        tr = s[S_TRADE:]
+        tr = s.closed_trade
+        closed = tr is not None
         if opened:
             coid = order.request.client_order_id
-            src_open = closed  # flat before this bar: a trade closed in it is this entry's
-            qty = float(tr[T_QTY]) if src_open else abs(float(s[S_QTY]))
-            price = float(tr[T_ENTRY_PRICE]) if src_open else float(s[S_ENTRY_PRICE])
-            costs = float(tr[T_ENTRY_COSTS]) if src_open else float(s[S_ENTRY_COSTS])
-            stop = float(tr[T_STOP]) if src_open else float(s[S_STOP])
-            tp = float(tr[T_TAKE_PROFIT]) if src_open else float(s[S_TP])
+            # flat before this bar: a trade closed in it is this entry's
+            qty = tr.qty if closed else abs(s.qty)
+            price = tr.entry_price if closed else s.entry_price
+            costs = tr.entry_costs if closed else s.entry_costs
+            stop = tr.stop_price if closed else s.stop_price
+            tp = tr.take_profit_price if closed else s.take_profit_price
             fills.append(Fill(fill_id=f"{coid}:E", client_order_id=coid, position_id=coid, symbol=bar.symbol,
                               side=order.request.side, qty=qty, price=price, costs=costs, ts=bar.ts, kind="entry",
                               stop_price=stop, take_profit_price=tp))
@@ -492,19 +441,19 @@ class PaperBroker(ExecutionClient):
             acct.position_id, acct.opened_ts = coid, bar.ts
         elif entry:
             order.status, order.updated_ns = OrderStatus.REJECTED, now
-            order.reason = self._why_no_entry(before, data, order.request.side)
+            order.reason = refused_entry_reason(before, prev_row, row, order.request.side is Side.SELL, self._rules)
         if closed:
-            reason = int(tr[T_REASON])
+            reason = int(tr.reason)
             pid = acct.position_id
             by_order = (order is not None and order.request.reduce_only and reason == int(ExitReason.SIGNAL))
             coid = order.request.client_order_id if by_order else f"{pid}:{_EXIT_SUFFIX.get(reason, 'X')}"
-            side = Side.SELL if tr[T_SIDE] > 0 else Side.BUY
+            side = Side.SELL if tr.side > 0 else Side.BUY
             fills.append(Fill(fill_id=f"{coid}:X" if by_order else coid, client_order_id=coid, position_id=pid,
-                              symbol=bar.symbol, side=side, qty=float(tr[T_QTY]), price=float(tr[T_EXIT_PRICE]),
-                              costs=float(tr[T_EXIT_COSTS]), ts=bar.ts, kind=_EXIT_KIND[reason],
-                              realized_pnl=float(tr[T_PNL])))
+                              symbol=bar.symbol, side=side, qty=tr.qty, price=tr.exit_price,
+                              costs=tr.exit_costs, ts=bar.ts, kind=_EXIT_KIND[reason],
+                              realized_pnl=tr.pnl))
             if by_order:
-                order.status, order.filled_qty, order.avg_price = OrderStatus.FILLED, float(tr[T_QTY]), float(tr[T_EXIT_PRICE])
+                order.status, order.filled_qty, order.avg_price = OrderStatus.FILLED, tr.qty, tr.exit_price
                 order.updated_ns, order.reason = now, ""
             acct.position_id, acct.opened_ts = "", 0
         if order is not None and order.request.reduce_only and order.status is OrderStatus.ACCEPTED:
@@ -518,24 +467,11 @@ class PaperBroker(ExecutionClient):
             updates.append(order.update())
         return fills, updates
 
-    def _why_no_entry(self, before: np.ndarray, data: np.ndarray, side: Side) -> str:
-        """Why the engine refused an entry (for the record; the engine itself decided)."""
-        p = self._params
-        atr = data[0, D_ATR]
-        if before[S_QTY] != 0.0:
-            return "position not flat at the fill"
-        if int(data[1, D_FLAGS]) & FLAG_SQUARE_OFF:
-            return "the fill bar starts at or after the square-off time"
-        if side is Side.SELL and p[P_ALLOW_SHORT] <= 0.0:
-            return "short selling is not allowed for this product"
-        if not (atr > 0.0 and math.isfinite(atr)):
-            return "no ATR known before the fill bar (sizing and stops need it)"
-        return "the engine sized the entry to zero (equity, margin or notional limits)"
+    def account(self, symbol: str) -> EngineAccount:
+        """A copy of the engine account of ``symbol``."""
+        with self._lock:
+            return self._accounts[symbol].engine.copy()
 
     def state_vector(self, symbol: str) -> np.ndarray:
-        """A copy of the engine account of ``symbol`` (``tradebot.envs.engine.S_*`` layout)."""
-        with self._lock:
-            return self._accounts[symbol].state.copy()
-
-
-assert N_STATE == S_TRADE + 13  # the trade record layout this module reads
+        """A copy of the engine account of ``symbol`` as the kernel's state vector."""
+        return self.account(symbol).state

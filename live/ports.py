@@ -8,22 +8,25 @@ Commands and events are frozen dataclasses. Times are integers, nanoseconds sinc
 (UTC), as pandas stores them (``to_ist(ns)`` shows one in IST); prices are rupees; quantities are
 units (shares, or index units for NIFTY).
 
-ExecutionClient hooks (all required):
+ExecutionClient hooks (the last two optional):
 
 ===================================  =====================================================================
 hook                                 contract
 ===================================  =====================================================================
-``connect()`` / ``disconnect()``     open / close the session; ``connect`` raises ``FatalError`` when it
-                                     cannot trade at all (e.g. re-authentication needed)
+``connect()`` / ``disconnect()``     open / close the connection; ``connect`` raises ``FatalError`` when
+                                     it cannot trade at all (e.g. re-authentication needed)
 ``submit(order) -> OrderUpdate``     send one order. Idempotent on ``order.client_order_id``: a known id
                                      returns its current status and never creates a second order.
+                                     Retrying a temporary failure (transport, rate limit) is the
+                                     adapter's own job, bounded, looking the id up before each resend.
                                      Raises ``RejectedError`` (refused: record it, do not retry),
-                                     ``RetryableError`` (transport or rate limit: look the id up with
-                                     ``order_status`` before retrying, bounded), ``FatalError`` (halt)
+                                     ``RetryableError`` (the adapter's retries gave up; the caller looks
+                                     the id up once with ``order_status`` and never resends), ``FatalError``
+                                     (halt)
 ``cancel(client_order_id)``          cancel one working order; returns its ``OrderUpdate``
 ``cancel_all(symbol=None)``          cancel every working order (of one symbol); returns the updates
 ``order_status(client_order_id)``    the broker's ``OrderUpdate`` for that id, or None when it never got it
-``order_status_reports()``           the latest ``OrderUpdate`` of every order of this session
+``order_status_reports()``           the latest ``OrderUpdate`` of every order of this run
 ``fill_reports(since_ns=None)``      every ``Fill`` (at or after ``since_ns``)
 ``position_reports()``               one ``PositionReport`` per symbol with a non-zero position
 ``account_report()``                 an ``AccountReport`` (equity marked at the last price the broker knows)
@@ -32,6 +35,9 @@ hook                                 contract
                                      over before ``connect`` on start, so that a broker that keeps no
                                      state of its own (Fyers) knows the brackets and intents of the
                                      orders it reports after a restart
+``on_bar(bar, atr)``                 optional (default: nothing): every closed bar, before the loop decides
+                                     on it. A simulated venue (the paper broker) fills the working orders
+                                     with it; a real broker has the exchange for that and ignores it
 ===================================  =====================================================================
 
 The loop reconciles from the ``*_reports`` hooks on start (before trading) and consumes
@@ -172,14 +178,14 @@ FeedEvent = Bar | Tick | Heartbeat
 
 # -------------------------------------------------------------------------- commands, events
 
-def client_order_id(session: str, symbol: str, bar_ts: int, intent: Intent | str) -> str:
-    """The deterministic client order id of the order ``intent`` decided at bar ``bar_ts``.
+def client_order_id(run: str, symbol: str, bar_ts: int, intent: Intent | str) -> str:
+    """The deterministic client order id of the order ``intent`` decided at bar ``bar_ts`` in the run ``run``.
 
-    The same (session, symbol, bar, intent) always gives the same id, so an order that is decided
+    The same (run, symbol, bar, intent) always gives the same id, so an order that is decided
     again after a crash carries the id it had, and the broker (and the journal's unique key) can
     refuse to create it twice. 20 characters, ``[0-9A-Z]`` (fits broker order tags).
     """
-    digest = hashlib.sha256(f"{session}|{symbol}|{int(bar_ts)}|{Intent(intent).value}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{run}|{symbol}|{int(bar_ts)}|{Intent(intent).value}".encode()).hexdigest()
     return "TB" + digest[:18].upper()
 
 
@@ -399,12 +405,8 @@ class ExecutionClient(abc.ABC):
     def restore_requests(self, requests: Sequence[OrderRequest]) -> None:
         """The journal's order requests, before ``connect`` (optional; see the module docstring)."""
 
-
-@runtime_checkable
-class SimulatedVenue(Protocol):
-    """A broker that needs the market data to fill (the paper broker): the loop hands it each bar."""
-
-    def on_bar(self, bar: Bar, atr: float) -> None: ...
+    def on_bar(self, bar: Bar, atr: float) -> None:
+        """A closed bar and its ATR (optional): a simulated venue fills with it; a real broker ignores it."""
 
 
 @runtime_checkable

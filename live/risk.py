@@ -63,23 +63,20 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from tradebot.envs.engine import (
-    P_LEVERAGE,
-    P_LOT,
-    P_MAX_NOTIONAL,
-    P_STOP_MULT,
-    P_TP_MULT,
-    Action,
-    EngineConfig,
-    order_cost,
-    position_size,
-    slipped,
+from tradebot.envs.engine import Action, EngineConfig
+from tradebot.envs.fill_rules import FillRules
+from tradebot.core.nse_time import (
+    SESSION_CLOSE_MINUTE,
+    SESSION_OPEN_MINUTE,
+    bar_ns,
+    hhmm_minute,
+    is_intraday,
+    ist_day,
+    ist_minute,
+    session_bounds_ns,
 )
-from tradebot.core.nse_time import SESSION_CLOSE_MINUTE, SESSION_OPEN_MINUTE, is_intraday
-from tradebot.live.market import bar_ns, hhmm_minute, ist_day, ist_minute, session_bounds_ns
 from tradebot.live.ports import (
     NS_PER_SECOND,
     Bar,
@@ -199,12 +196,8 @@ class RiskEngine:
         self.timeframe = timeframe
         self.intraday = is_intraday(timeframe)
         self._bar_ns = bar_ns(timeframe)
-        self._params = engine.params()
-        self._costs = engine.cost_vector()
-        self._sizing = self._params.copy()  # the engine's sizing without its fill-price margin caps
-        self._sizing[P_LEVERAGE] = np.inf
-        self._sizing[P_MAX_NOTIONAL] = np.inf
-        self.lot = float(self._params[P_LOT])
+        self._rules = FillRules(engine)
+        self.lot = self._rules.lot
         self.limiter = RateLimiter(config.orders_per_second, config.orders_per_minute)
         self.conditions: dict[str, tuple[RiskState, str]] = {}
         self.day: int | None = None
@@ -372,12 +365,12 @@ class RiskEngine:
     def worst_loss(self, side: int, qty: float, price: float, atr: float) -> float:
         """Rupees lost by an entry of ``qty`` decided at ``price`` if its stop fills at the stop price:
         the engine's entry slippage, stop distance, exit slippage and both orders' costs."""
-        p = self._params
-        fill = slipped(price, float(side), atr, p)
-        stop = fill - side * p[P_STOP_MULT] * atr
-        exit_fill = slipped(stop, float(-side), atr, p)
-        return (qty * side * (fill - exit_fill) + order_cost(self._costs, fill, qty, side > 0)
-                + order_cost(self._costs, exit_fill, qty, side < 0))
+        r = self._rules
+        fill = r.fill_price(price, side, atr)
+        stop = fill - side * r.stop_distance(atr)
+        exit_fill = r.fill_price(stop, -side, atr)
+        return (qty * side * (fill - exit_fill) + r.order_cost(fill, qty, side > 0)
+                + r.order_cost(exit_fill, qty, side < 0))
 
     def open_risk(self, position: PositionReport) -> float:
         """What an open position can still lose down to its stop (from its last mark), costs included."""
@@ -387,8 +380,9 @@ class RiskEngine:
         if not math.isfinite(position.stop_price):
             return q * close  # no stop: all of it (such a position is flattened at once)
         stop = position.stop_price
-        exit_fill = slipped(stop, float(-side), atr if math.isfinite(atr) else 0.0, self._params)
-        return q * max(0.0, side * (close - exit_fill)) + order_cost(self._costs, exit_fill, q, side < 0)
+        r = self._rules
+        exit_fill = r.fill_price(stop, -side, atr if math.isfinite(atr) else 0.0)
+        return q * max(0.0, side * (close - exit_fill)) + r.order_cost(exit_fill, q, side < 0)
 
     def loss_budget(self, symbol: str, equity: float, positions: Mapping[str, PositionReport],
                     next_session: bool = False) -> float:
@@ -419,7 +413,7 @@ class RiskEngine:
         return lo * self.lot
 
     def evaluate(self, symbol: str, bar: Bar, proposed: int, *, position: PositionReport | None,
-                 working: OrderRequest | None, equity: float, atr: float, now: int, session: str,
+                 working: OrderRequest | None, equity: float, atr: float, now: int, run: str,
                  positions: Mapping[str, PositionReport] | None = None) -> tuple[RiskDecision, list[RiskEvent]]:
         """Judge the policy's ``proposed`` action at the close of ``bar``; returns the decision (with
         the order to send, if any) and the events to record."""
@@ -440,7 +434,7 @@ class RiskEngine:
             return d, events
 
         def exit_order(intent: Intent, reason: str) -> OrderRequest:
-            return OrderRequest(client_order_id=client_order_id(session, symbol, bar.ts, intent), symbol=symbol,
+            return OrderRequest(client_order_id=client_order_id(run, symbol, bar.ts, intent), symbol=symbol,
                                 side=Side.SELL if held > 0 else Side.BUY, qty=abs(held), intent=intent, bar_ts=bar.ts,
                                 created_ns=now, product=self.engine.product, reduce_only=True,
                                 reference_price=bar.close, atr=atr, reason=reason)
@@ -501,7 +495,7 @@ class RiskEngine:
             return decide(Action.HOLD, Verdict.VETO, [veto], code=code)
 
         price = bar.close
-        q_engine = float(position_size(equity, atr, slipped(price, float(side), atr, self._params), self._sizing))
+        q_engine = self._rules.position_size(equity, atr, self._rules.fill_price(price, side, atr), margin_caps=False)
         caps = (("max_position", self._floor_lots(float(self.config.max_position)), self.config.max_position),
                 ("max_notional", self._floor_lots(self.config.max_notional / price), self.config.max_notional))
         q = min(q_engine, *(cap for _, cap, _ in caps))
@@ -515,11 +509,11 @@ class RiskEngine:
             why = reasons[0] if reasons else "the engine's sizing rounds to zero"
             return decide(Action.HOLD, Verdict.VETO, [f"entry sized to zero: {why}"], budget=budget,
                           code="loss_budget" if why.startswith("loss budget") else "size_zero")
-        order = OrderRequest(client_order_id=client_order_id(session, symbol, bar.ts, Intent.ENTRY), symbol=symbol,
+        order = OrderRequest(client_order_id=client_order_id(run, symbol, bar.ts, Intent.ENTRY), symbol=symbol,
                              side=Side.BUY if side > 0 else Side.SELL, qty=q, intent=Intent.ENTRY, bar_ts=bar.ts,
                              created_ns=now, product=self.engine.product, reduce_only=False,
-                             stop_loss=float(self._params[P_STOP_MULT] * atr),
-                             take_profit=float(self._params[P_TP_MULT] * atr),
+                             stop_loss=self._rules.stop_distance(atr),
+                             take_profit=self._rules.take_profit_distance(atr),
                              reference_price=price, atr=atr, reason="policy entry")
         if q < q_engine:
             return decide(proposed, Verdict.RESIZE, [f"resized {q_engine:g} -> {q:g}: {r}" for r in reasons],
@@ -528,10 +522,10 @@ class RiskEngine:
         return decide(proposed, Verdict.ACCEPT, [], order, budget=budget)
 
     def flatten_order(self, symbol: str, position: PositionReport, bar_ts: int, reason: str, now: int,
-                      session: str) -> OrderRequest:
+                      run: str) -> OrderRequest:
         """A flatten between bars (heartbeat: halt, stale data), keyed on the last bar so that it is
         sent at most once per bar."""
-        return OrderRequest(client_order_id=client_order_id(session, symbol, bar_ts, Intent.FLATTEN), symbol=symbol,
+        return OrderRequest(client_order_id=client_order_id(run, symbol, bar_ts, Intent.FLATTEN), symbol=symbol,
                             side=Side.SELL if position.qty > 0 else Side.BUY, qty=abs(position.qty),
                             intent=Intent.FLATTEN, bar_ts=bar_ts, created_ns=now, product=self.engine.product,
                             reduce_only=True, reference_price=self.marks.get(symbol, (math.nan,))[0], reason=reason)

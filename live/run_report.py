@@ -1,19 +1,19 @@
-"""What a paper session leaves behind, and the check that it traded as a backtest would.
+"""What a paper or live run leaves behind, and the check that it traded as a backtest would.
 
 ```python
-result, bars = session_result(journal, symbol, engine)      # an tradebot.envs.backtest.BacktestResult from the journal
+result, bars = run_result(journal, symbol, engine)          # a tradebot.envs.backtest.BacktestResult from the journal
 parity = compare_trades(result.trades, backtest.trades)     # every difference, listed
-write_session_files(out_dir, journal, symbol, engine, info, backtest=backtest)
+write_run_report(out_dir, journal, symbol, engine, info, backtest=backtest)
 ```
 
-``session_result`` rebuilds the backtester's result from the journal alone (the bars the loop
-processed, the equity it recorded after every bar, its fills), so ``write_session_files`` writes the
+``run_result`` rebuilds the backtester's result from the journal alone (the bars the loop
+processed, the equity it recorded after every bar, its fills), so ``write_run_report`` writes the
 same ``metrics.json``, ``equity.csv``, ``trades.csv`` and ``report.html`` as ``tradebot backtest``
-(through ``tradebot.envs.backtest_report.write_run_files``), plus ``parity.json``: the session's trades against a
+(through ``tradebot.envs.backtest_report.write_run_files``), plus ``parity.json``: the run's trades against a
 backtest of the same bars with the same policy (``compare_trades``). Trades are matched by entry time
 and side; quantities, times and exit reasons must be equal, prices equal to 1e-9 relative (the live
 feature stream's ATR equals the batch ATR to rounding). A difference is listed with the risk
-engine's interventions in the session (vetoes, resizes, overrides, halts), the usual cause: the
+engine's interventions in the run (vetoes, resizes, overrides, halts), the usual cause: the
 backtest has no risk engine.
 """
 
@@ -32,7 +32,7 @@ from tradebot.envs.backtest import TRADE_COLUMNS, BacktestResult
 from tradebot.envs.engine import EngineConfig
 from tradebot.features.bars import Bars
 from tradebot.live.journal import Journal
-from tradebot.live.ports import NO_OP_VETO_CODES, decision_event_key
+from tradebot.live.ports import NO_OP_VETO_CODES, to_ist
 
 PARITY_FILE = "parity.json"
 _EXACT = ("exit_time", "qty", "exit_reason")
@@ -52,10 +52,10 @@ def journal_bars(journal: Journal, symbol: str, timeframe: str | None = None) ->
     return Bars.from_frame(frame, symbol=symbol, source="journal", timeframe=timeframe or rows[0].timeframe)
 
 
-def session_result(journal: Journal, symbol: str, engine: EngineConfig) -> tuple[BacktestResult, Bars]:
-    """The session's result in the backtester's shape (equity, cash, position after each bar; trades).
+def run_result(journal: Journal, symbol: str, engine: EngineConfig) -> tuple[BacktestResult, Bars]:
+    """The run's result in the backtester's shape (equity, cash, position after each bar; trades).
 
-    Equity and cash are the account's: with several symbols in one session they cover all of them,
+    Equity and cash are the account's: with several symbols in one run they cover all of them,
     while the positions and trades are ``symbol``'s."""
     bars = journal_bars(journal, symbol)
     index = bars.index
@@ -108,7 +108,7 @@ def _trades(journal: Journal, symbol: str, index: pd.DatetimeIndex) -> pd.DataFr
 
 @dataclass(frozen=True)
 class Parity:
-    """The paper session's trades against a backtest's.
+    """The paper run's trades against a backtest's.
 
     ``agree``: no difference at all. ``consistent``: every difference comes after the risk engine first
     changed an outcome (the backtest has no risk engine; from there on the two legitimately part);
@@ -143,15 +143,15 @@ class Parity:
 
     def summary(self) -> str:
         if self.agree:
-            return (f"parity: the paper session's {self.paper_trades} trade(s) equal the backtest's "
+            return (f"parity: the paper run's {self.paper_trades} trade(s) equal the backtest's "
                     f"({self.backtest_trades})")
-        head = (f"parity: {len(self.differences)} difference(s) between the paper session's {self.paper_trades} "
+        head = (f"parity: {len(self.differences)} difference(s) between the paper run's {self.paper_trades} "
                 f"trade(s) and the backtest's {self.backtest_trades}")
         if self.consistent:
             return (f"{head}, all after the risk engine first changed an outcome ({self.first_intervention}; "
                     f"{len(self.risk_interventions)} intervention(s) in all; the backtest has no risk engine): "
                     f"consistent; see {PARITY_FILE}")
-        return (f"{head}; {len(self.unexplained)} of them before any risk intervention: the paper session and the "
+        return (f"{head}; {len(self.unexplained)} of them before any risk intervention: the paper run and the "
                 f"backtest disagree (a bug: please report it with {PARITY_FILE})")
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,30 +210,23 @@ def risk_interventions(journal: Journal, symbol: str | None = None) -> list[dict
     """Decisions in which the risk engine changed what the policy's action does (a veto, a smaller entry,
     a flatten), in time order: what a backtest, which has no risk engine, does not do. Vetoes of actions
     the fill engine ignores as well (``NO_OP_VETO_CODES``) change nothing and are left out."""
-    where = "WHERE verdict IN ('veto', 'resize', 'override')" + (" AND symbol=?" if symbol else "")
-    args = (symbol,) if symbol else ()
-    rows = journal.db.execute("SELECT symbol, bar_ts, action, final_action, verdict, reasons FROM decisions "
-                              f"{where} ORDER BY bar_ts", args).fetchall()
-    codes = dict(journal.db.execute("SELECT key, json_extract(details, '$.code') FROM risk_events "
-                                    f"WHERE kind IN ('veto', 'resize', 'override')"
-                                    + (" AND symbol=?" if symbol else ""), args).fetchall())
-    return [{"symbol": s, "time": pd.Timestamp(int(ts), tz="UTC").tz_convert("Asia/Kolkata").isoformat(),
-             "proposed": int(a), "final": int(f), "verdict": v, "reasons": r}
-            for s, ts, a, f, v, r in rows if codes.get(decision_event_key(v, s, ts)) not in NO_OP_VETO_CODES]
+    return [{"symbol": d["symbol"], "time": to_ist(d["bar_ts"]).isoformat(), "proposed": d["action"],
+             "final": d["final_action"], "verdict": d["verdict"], "reasons": d["reasons"]}
+            for d in journal.intervening_decisions(symbol) if d["code"] not in NO_OP_VETO_CODES]
 
 
-def write_session_files(out_dir: str | Path, journal: Journal, symbol: str, engine: EngineConfig,
-                        info: Mapping[str, Any], backtest: BacktestResult | None = None,
-                        reference: str = "") -> tuple[BacktestResult, Parity | None]:
-    """The backtester's four files for the session, and ``parity.json`` when a ``backtest`` is given."""
+def write_run_report(out_dir: str | Path, journal: Journal, symbol: str, engine: EngineConfig,
+                     info: Mapping[str, Any], backtest: BacktestResult | None = None,
+                     reference: str = "") -> tuple[BacktestResult, Parity | None]:
+    """The backtester's four files for the run, and ``parity.json`` when a ``backtest`` is given."""
     from tradebot.envs.performance import metrics_from_result
     from tradebot.core.files import write_text_atomic
     from tradebot.core.serialize import json_text
     from tradebot.envs.backtest_report import write_run_files
 
-    result, bars = session_result(journal, symbol, engine)
+    result, bars = run_result(journal, symbol, engine)
     metrics = metrics_from_result(result, bars.timeframe)
-    write_run_files(out_dir, result, bars, metrics, info, f"Paper session · {symbol}")
+    write_run_files(out_dir, result, bars, metrics, info, f"Paper run · {symbol}")
     parity = None
     if backtest is not None:
         parity = compare_trades(result.trades, backtest.trades, risk_interventions(journal, symbol), reference)
@@ -241,5 +234,4 @@ def write_session_files(out_dir: str | Path, journal: Journal, symbol: str, engi
     return result, parity
 
 
-__all__ = ["Parity", "compare_trades", "journal_bars", "risk_interventions", "session_result",
-           "write_session_files"]
+__all__ = ["Parity", "compare_trades", "journal_bars", "risk_interventions", "run_result", "write_run_report"]

@@ -1,7 +1,8 @@
-"""A paper session over a bar file: the whole live stack wired together (what ``tradebot live run`` runs).
+"""A paper replay run over a bar file: the whole live stack wired together (what ``tradebot live --paper
+--replay`` runs).
 
 ```python
-summary = run_replay_session("data/sample/NSE_NIFTY50-INDEX_5m.csv.gz", journal="out/paper.db",
+summary = run_replay("data/sample/NSE_NIFTY50-INDEX_5m.csv.gz", journal="out/paper.db",
                              strategy="sma_crossover")
 ```
 
@@ -21,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tradebot.envs.engine import EngineConfig
+from tradebot.envs.engine_config import EngineConfig
+from tradebot.envs.window import first_bar_at_or_after
 from tradebot.features.bars import Bars, load_bars
 from tradebot.features.pipeline import FeatureConfig, FeaturePipeline
 from tradebot.live.feeds import ReplayFeed
 from tradebot.live.journal import Journal
-from tradebot.live.loop import LoopConfig, LoopSummary, StreamFeatures, TradingLoop
+from tradebot.live.loop import LoopConfig, LoopSummary, TradingLoop
+from tradebot.live.observations import StreamFeatures
 from tradebot.live.prometheus import LiveMetrics
 from tradebot.live.paper import PaperBroker
 from tradebot.live.policies import baseline_policy
@@ -65,7 +68,7 @@ def build_replay_loop(data: str | Path | Bars, *, journal: str | Path, paper_sta
                       metrics: LiveMetrics | None = None,
                       logger: logging.Logger | None = None,
                       on_stage: Callable[[str, str, int], None] | None = None) -> TradingLoop:
-    """The loop of a paper replay session (not started); ``run_replay_session`` runs it.
+    """The loop of a paper replay run (not started); ``run_replay`` runs it.
 
     ``policy``: any ``policy(symbol, obs)``; default: the baseline ``strategy`` as a schedule.
     """
@@ -86,7 +89,7 @@ def build_replay_loop(data: str | Path | Bars, *, journal: str | Path, paper_sta
                          rate_limits=FYERS_RATE_LIMITS)
     if policy is None:
         policy = baseline_policy(strategy, bars, config.engine, seed=seed, **(strategy_params or {}))
-    return TradingLoop(feed=feed, broker=broker, policy=policy, journal=Journal(journal, session=config.loop.session),
+    return TradingLoop(feed=feed, broker=broker, policy=policy, journal=Journal(journal, run=config.loop.run),
                        features={bars.symbol: StreamFeatures(pipeline, history)}, engine=config.engine,
                        risk=config.risk, config=config.loop, timeframe=bars.timeframe, metrics=metrics, logger=logger,
                        on_stage=on_stage)
@@ -94,23 +97,24 @@ def build_replay_loop(data: str | Path | Bars, *, journal: str | Path, paper_sta
 
 def replay_split(bars: Bars, start: str | None) -> int:
     """Index of the first replayed bar (``start`` and later; earlier bars only warm the features up)."""
-    return int(bars.index.searchsorted(bars.between(start, None).index[0])) if start else 0
+    return first_bar_at_or_after(bars.index, start) if start else 0
 
 
 def reference_backtest(bars: Bars, *, config: LiveConfig, start: str | None = None, strategy: str = "sma_crossover",
                        seed: int = 0, strategy_params: dict[str, Any] | None = None,
                        model: str | None = None) -> tuple["BacktestResult", str]:
-    """A backtest of the bars a replay session trades, with its policy: what the session must equal.
+    """A backtest of the bars a replay run trades, with its policy: what the run must equal.
 
-    The decisions match the loop's: nothing before the first replayed bar, nor during the feature
+    The window is the run's: every bar as history, trading from the first replayed bar. The
+    decisions match the loop's: nothing before the first replayed bar, nor during the feature
     warm-up (the loop holds until its feature stream is ready); the ATR is the pipeline's, as the
-    stream's; the engine is the session's. A ``model`` is backtested in-process through
+    stream's; the engine is the run's. A ``model`` is backtested in-process through
     ``tradebot.rl.backtest_policy`` (recurrent state fresh at the first bar it decides on, as the served one is).
     Returns the result and a line saying what was backtested.
     """
-    from tradebot.envs.backtest import run_backtest
-    from tradebot.envs.engine import Action
     from tradebot.envs.baselines import get_baseline
+    from tradebot.envs.engine import Action
+    from tradebot.envs.window import BacktestWindow
 
     first = replay_split(bars, start)
     pipeline = FeaturePipeline.for_bars(bars, config.features)
@@ -129,13 +133,13 @@ def reference_backtest(bars: Bars, *, config: LiveConfig, start: str | None = No
     actions = np.asarray(get_baseline(strategy)(bars, config.engine, seed=seed, **(strategy_params or {})),
                          dtype=np.int8).copy()
     actions[:decide_from] = int(Action.HOLD)
-    atr = pipeline.atr(bars).to_numpy()
-    result = run_backtest(bars.slice(first, len(bars)), actions[first:], config.engine, atr=atr[first:])
+    window = BacktestWindow(bars, first)
+    result = window.run(window.traded(actions), config.engine, atr=pipeline.atr(bars).to_numpy())
     return result, f"strategy {strategy} (seed {seed}) from {bars.index[first].isoformat()}"
 
 
-def run_replay_session(data: str | Path | Bars, **kwargs: Any) -> LoopSummary:
-    """Build and run a paper replay session to the end of the data; see ``build_replay_loop``."""
+def run_replay(data: str | Path | Bars, **kwargs: Any) -> LoopSummary:
+    """Build and run a paper replay run to the end of the data; see ``build_replay_loop``."""
     loop = build_replay_loop(data, **kwargs)
     try:
         return loop.run()

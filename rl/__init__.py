@@ -1,8 +1,8 @@
 """Training (RLlib PPO-LSTM, MLflow) and the one policy wrapper used everywhere a policy acts.
 
-Public API (imported lazily, so ``import tradebot.rl.config`` does not pull in Ray and torch):
+Public API (imported lazily, so ``import tradebot.rl.train_config`` does not pull in Ray and torch):
 
-* ``TrainConfig``, ``load_train_config``: the training YAML (``tradebot.rl.config``).
+* ``TrainConfig``, ``load_train_config``: the training YAML (``tradebot.rl.train_config``).
 * ``TrainResult``, ``IterationReport``: what a run returns / reports; the function itself is
   ``tradebot.rl.train.train`` (the package attribute ``tradebot.rl.train`` is that module).
 * ``Policy``, ``ObsNormaliser``: load a checkpoint or ``models:/name/version`` and act one bar at a
@@ -15,8 +15,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "TrainConfig": "tradebot.rl.config",
-    "load_train_config": "tradebot.rl.config",
+    "TrainConfig": "tradebot.rl.train_config",
+    "load_train_config": "tradebot.rl.train_config",
     "TrainResult": "tradebot.rl.train",
     "IterationReport": "tradebot.rl.train",
     "Policy": "tradebot.rl.policy",
@@ -29,4 +29,4 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'rl' has no attribute {name!r}")
+    raise AttributeError(f"module 'tradebot.rl' has no attribute {name!r}")

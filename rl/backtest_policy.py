@@ -7,9 +7,11 @@ env_config = policy_env_config(saved.config if saved else None)
 run = backtest_policy(policy, load_bars(path), env_config, start="2021-06-01", end="2021-07-01")
 run.result          # tradebot.envs.backtest.BacktestResult over the evaluated bars only
 run.bars, run.actions
+setup = load_policy_setup("models:/tradebot-ppo-lstm-demo/1")    # all of the above but the run, in one call
 ```
 
-How the actions are made. A ``TradingEnv`` is built on every bar before ``end`` with the env
+The evaluated period is a ``tradebot.envs.window.BacktestWindow``: every bar before ``end`` is the
+history, trading starts at ``start``. How the actions are made. A ``TradingEnv`` is built on the history with the env
 section of the training config (same features, same causal normalisation, same engine; episodes
 forced to one window from ``start`` to the last bar), reset at the first bar at or after ``start``
 and stepped with the policy's own deterministic action for each bar (``Policy.act``, one bar at a
@@ -18,10 +20,10 @@ the features up: the account starts flat with ``engine.initial_cash`` at ``start
 reported equity, trades and metrics cover ``[start, end)`` only, so nothing the policy did (or
 learned) before ``start`` shows in the result.
 
-How the result is computed. The collected actions go through ``tradebot.envs.backtest.run_backtest`` on the
-evaluated bars with the env's engine config and the ATR the env used (the feature pipeline's ATR
-over the full history), i.e. through the same numba fill engine the env steps: the equity curve and
-the trades are exactly those of the env (tested).
+How the result is computed. The collected actions go through the window's backtest
+(``BacktestWindow.run``) with the env's engine config and the ATR the env used (the feature pipeline's
+ATR over the full history), i.e. through the same numba fill engine the env steps: the equity curve
+and the trades are exactly those of the env (tested).
 
 Which config. A checkpoint written by ``tradebot train`` / ``tradebot tune`` holds ``config.yaml``
 (older checkpoints: ``<output>/config.yaml`` two folders up); a model registered by them holds it
@@ -32,7 +34,6 @@ observation size does not match the env is refused with one line.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,13 +41,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from tradebot.rl.config import DEFAULT_ENV_ID, TrainConfig
 from tradebot.core.config import parse_config
 from tradebot.core.errors import UserInputError
+from tradebot.rl.train_config import DEFAULT_ENV_ID, TrainConfig
 
 if TYPE_CHECKING:
+    from tradebot.envs.window import BacktestWindow, DateLike
     from tradebot.envs.backtest import BacktestResult
-    from tradebot.envs.engine import EngineConfig
+    from tradebot.envs.engine_config import EngineConfig
     from tradebot.envs.trading_env import EnvConfig, TradingEnv
     from tradebot.features.bars import Bars
     from tradebot.rl.policy import Policy
@@ -56,8 +58,6 @@ MODEL_CONFIG_PATH = "artifacts/policy/config.yaml"  # inside a model registered 
 BACKTEST_STREAM = "backtest"
 _MLFLOW_SCHEMES = ("models:/", "runs:/")
 _TRADING_ENV_IDS = (DEFAULT_ENV_ID, "tradebot/Trading-v0")
-
-DateLike = str | dt.date | pd.Timestamp | None
 
 
 @dataclass(frozen=True)
@@ -70,18 +70,27 @@ class SavedConfig:
 
 @dataclass(frozen=True)
 class PolicyActions:
-    """The policy's decisions over the evaluated bars (``history[first:]``)."""
+    """The policy's decisions over the evaluated bars of ``window``."""
 
-    history: Bars  # every bar before ``end`` (the features' warm-up plus the evaluated bars)
-    first: int  # index in ``history`` of the first evaluated bar
+    window: BacktestWindow  # history: every bar before ``end``; trading from the first evaluated bar
     actions: np.ndarray  # int8, one per evaluated bar; the last is HOLD (no later bar to fill it)
-    atr: np.ndarray  # the env's ATR (price units) over the evaluated bars
+    atr: np.ndarray  # the env's ATR (price units) over the history
     env_config: EnvConfig
+
+    @property
+    def history(self) -> Bars:
+        """Every bar before ``end``: the features' warm-up plus the evaluated bars."""
+        return self.window.history
+
+    @property
+    def first(self) -> int:
+        """Index in ``history`` of the first evaluated bar."""
+        return self.window.first
 
     @property
     def bars(self) -> Bars:
         """The evaluated bars."""
-        return self.history.slice(self.first, len(self.history))
+        return self.window.bars
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,10 @@ class PolicyBacktest:
     @property
     def actions(self) -> np.ndarray:
         return self.run.actions
+
+    @property
+    def window(self) -> BacktestWindow:
+        return self.run.window
 
     @property
     def warmup_bars(self) -> int:
@@ -169,40 +182,68 @@ def policy_env_config(train_config: TrainConfig | None = None, engine: EngineCon
     return parse_config(EnvConfig, raw, where)
 
 
-# ---- the evaluated period --------------------------------------------------------------------
+@dataclass(frozen=True)
+class PolicySetup:
+    """A policy ready to backtest: the policy, where it came from, its training config and its env."""
 
-def _timestamp(value: DateLike, tz) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    ts = pd.Timestamp(value)
-    return ts.tz_localize(tz) if ts.tzinfo is None else ts.tz_convert(tz)
+    policy: Policy
+    source: str
+    env_config: EnvConfig
+    saved: SavedConfig | None
+
+    @property
+    def train_config(self) -> TrainConfig | None:
+        return self.saved.config if self.saved is not None else None
+
+    @property
+    def config_location(self) -> str | None:
+        return self.saved.location if self.saved is not None else None
+
+    def notes(self, window: BacktestWindow) -> list[str]:
+        """What a reader of the policy's backtest over ``window`` should know (in-sample dates, defaults)."""
+        notes = []
+        if self.train_config is not None:
+            note = overlaps_training(self.train_config, window.bars.index[0], window.bars.index[-1])
+            if note:
+                notes.append(note)
+        if self.saved is None:
+            notes.append("the model has no saved training config: the env's default features were used")
+        return notes
+
+    def info(self, window: BacktestWindow, notes: list[str]) -> dict[str, Any]:
+        """The policy's part of a run record (``metrics.json`` / ``compare.json``)."""
+        info: dict[str, Any] = {"model": self.source,
+                                "train_config": self.config_location or "none saved (env defaults)",
+                                "features": self.env_config.features.model_dump(mode="json"),
+                                "warmup_bars": window.first}
+        if self.train_config is not None:
+            data = self.train_config.data
+            info["trained_on"] = {"train": [str(data.train.start), str(data.train.end)],
+                                  "validation": [str(data.validation.start), str(data.validation.end)]
+                                  if data.validation is not None else None}
+        if notes:
+            info["notes"] = notes
+        return info
 
 
-def evaluation_history(bars: Bars, start: DateLike = None, end: DateLike = None) -> tuple[Bars, int | None]:
-    """``(every bar before end, index of the first bar at or after start or None)``.
+def load_policy_setup(source: str, engine_file: Path | None = None) -> PolicySetup:
+    """Load the policy of a checkpoint folder or an MLflow model URI (MLflow: ``MLFLOW_TRACKING_URI``, default
+    ``sqlite:///mlflow.db``) with the env of its saved training config; ``engine_file``: a YAML file whose
+    ``engine`` section overrides the keys it sets."""
+    from tradebot.envs.engine_config import load_engine_config
+    from tradebot.rl.policy import Policy
 
-    Dates are read in IST, as ``Bars.between`` reads them (``start <= bar < end``).
-    """
-    history = bars.between(None, _timestamp(end, bars.index.tz)) if end is not None else bars
-    if len(history) == 0:
-        raise UserInputError(f"no bars before --end {end}; the data starts {bars.index[0].isoformat()}")
-    first = None
-    if start is not None:
-        first = int(history.index.searchsorted(_timestamp(start, history.index.tz)))
-        if first >= len(history) - 1:
-            raise UserInputError(f"fewer than 2 bars between --start {start} and --end {end or 'the end of the data'} "
-                                 f"(data: {bars.index[0].date()} .. {bars.index[-1].date()})")
-    return history, first
+    if source.startswith(_MLFLOW_SCHEMES):
+        import mlflow
 
+        from tradebot.rl.tracking import default_tracking_uri
 
-def first_session_bar_at_or_after(index: pd.DatetimeIndex, position: int) -> int:
-    """The first bar at or after ``position`` that opens a session (``position`` itself if none does)."""
-    from tradebot.core.nse_time import session_day
-
-    day = np.asarray(session_day(index))
-    starts = np.flatnonzero(np.r_[True, day[1:] != day[:-1]])
-    later = starts[starts >= position]
-    return int(later[0]) if len(later) and later[0] < len(index) - 1 else position
+        mlflow.set_tracking_uri(default_tracking_uri())
+    policy = Policy.load(source, deterministic=True)
+    saved = saved_train_config(source)
+    train_config = saved.config if saved is not None else None
+    engine = load_engine_config(engine_file, base=policy_env_config(train_config).engine)
+    return PolicySetup(policy, source, policy_env_config(train_config, engine), saved)
 
 
 # ---- policy -> actions -> backtest -----------------------------------------------------------
@@ -229,20 +270,22 @@ def policy_actions(policy: Policy, bars: Bars, env_config: EnvConfig, start: Dat
     import torch
 
     from tradebot.envs.engine import Action
+    from tradebot.envs.window import BacktestWindow
 
-    history, first = evaluation_history(bars, start, end)
-    env, atr = _trading_env(history, env_config)
+    window = BacktestWindow.from_dates(bars, start, end)
+    env, atr = _trading_env(window.history, env_config)
     dim = int(env.observation_space.shape[0])
     if dim != policy.obs_dim:
         raise UserInputError(f"{policy.source or 'policy'}: takes {policy.obs_dim} observation values but the env "
                              f"gives {dim} with this feature config and data; backtest it on the kind of bars and "
                              "with the features it was trained with (its saved config.yaml)")
-    if first is None:
-        first = first_session_bar_at_or_after(history.index, env.warmup)
-    elif first < env.warmup:
+    if start is None:
+        window = window.starting_at_session(env.warmup)
+    elif window.first < env.warmup:
+        first_usable = window.history.index[env.warmup].isoformat()
         raise UserInputError(f"--start {start} falls inside the features' warm-up (the first usable bar is "
-                             f"{history.index[env.warmup].isoformat()}); give a later --start or data from earlier")
-    n = len(history)
+                             f"{first_usable}); give a later --start or data from earlier")
+    n, first = len(window.history), window.first
     actions = np.full(n - first, int(Action.HOLD), dtype=np.int8)
     policy.reset(BACKTEST_STREAM)
     obs, _ = env.reset(options={"start": first})
@@ -259,14 +302,12 @@ def policy_actions(policy: Policy, bars: Bars, env_config: EnvConfig, start: Dat
         torch.set_num_threads(threads)
         policy.reset(BACKTEST_STREAM)
         env.close()
-    return PolicyActions(history=history, first=first, actions=actions, atr=atr[first:], env_config=env_config)
+    return PolicyActions(window=window, actions=actions, atr=atr, env_config=env_config)
 
 
 def backtest_actions(run: PolicyActions) -> BacktestResult:
     """Run collected actions through the fill engine over the evaluated bars (the env's engine and ATR)."""
-    from tradebot.envs.backtest import run_backtest
-
-    return run_backtest(run.bars, run.actions, run.env_config.engine, atr=run.atr)
+    return run.window.run(run.actions, run.env_config.engine, atr=run.atr)
 
 
 def backtest_policy(policy: Policy, bars: Bars, env_config: EnvConfig, start: DateLike = None,

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from tradebot.rl.config import TrainConfig
+    from tradebot.rl.train_config import TrainConfig
     from tradebot.core.config import load_config
 
     ap = argparse.ArgumentParser(prog="python -m tradebot.rl.synthetic", description=main.__doc__.splitlines()[0])

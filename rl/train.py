@@ -55,23 +55,23 @@ from typing import Any
 
 import numpy as np
 
-from tradebot.core.files import write_text_atomic
-from tradebot.rl import metric_names
-from tradebot.rl.config import TrainConfig
-from tradebot.rl.policy import NORMALISER_SUBDIR, ObsNormaliser, Policy, export_policy
 from tradebot.core.config import parse_config
 from tradebot.core.errors import UserInputError
+from tradebot.core.files import write_text_atomic
+from tradebot.rl import metric_names
+from tradebot.rl.policy import NORMALISER_SUBDIR, ObsNormaliser, Policy
+from tradebot.rl.tracking import flatten_params, open_experiment, register_policy
+from tradebot.rl.train_config import CONFIG_FILE, TrainConfig
 
 RLLIB_ENV_NAME = "tradebot_train_env"
 STATE_FILE = "state.json"
-CONFIG_FILE = "config.yaml"
 CHECKPOINTS_DIR = "checkpoints"
 VALIDATION_STREAM = "validation"
 _CKPT_RE = re.compile(r"^iter_(\d{6})$")
 # Keys of the config that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = ("run.iterations", "run.output_dir", "run.patience", "run.checkpoint_every",
-                      "run.keep_checkpoints", "run.num_env_runners", "run.num_cpus_per_env_runner",
-                      "run.num_gpus_per_learner")
+RESUMABLE_CHANGES = ("run.iterations", "run.output_dir", "run.patience", "run.checkpoint_every",
+                     "run.keep_checkpoints", "run.num_env_runners", "run.num_cpus_per_env_runner",
+                     "run.num_gpus_per_learner")
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,9 @@ class TrainResult:
 
 
 @dataclass
-class _State:
-    """``<output>/state.json``: everything needed to continue a run after an interruption."""
+class TrainState:
+    """``<output>/state.json``: everything needed to continue a run after an interruption (``train`` and
+    the Tune trainable of ``tradebot.rl.tune`` both keep one)."""
 
     mlflow_run_id: str | None = None
     iteration: int = 0
@@ -117,7 +118,7 @@ class _State:
     final_checkpoint: str | None = None
 
     @classmethod
-    def read(cls, path: Path) -> "_State | None":
+    def read(cls, path: Path) -> "TrainState | None":
         if not path.is_file():
             return None
         try:
@@ -159,8 +160,9 @@ def make_env(env_config: dict[str, Any]):
         raise UserInputError(f"run.env_id {env_config['env_id']!r}: {err}") from None
 
 
-def _train_env_config(cfg: TrainConfig) -> dict[str, Any]:
-    # An absolute path: EnvRunner processes need not share the driver's working directory.
+def train_env_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The ``make_env`` dict of the training dates (an absolute data path: EnvRunner processes need
+    not share the driver's working directory)."""
     return {"env_id": cfg.run.env_id, "path": str(Path(cfg.data.path).resolve()), "symbol": cfg.data.symbol,
             "start": cfg.data.train.start.isoformat(), "end": cfg.data.train.end.isoformat(),
             "config": dict(cfg.env)}
@@ -235,7 +237,7 @@ def build_algo_config(cfg: TrainConfig, *, num_cpus_per_env_runner: float | None
     return (
         PPOConfig()
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
-        .environment(RLLIB_ENV_NAME, env_config=_train_env_config(cfg))
+        .environment(RLLIB_ENV_NAME, env_config=train_env_config(cfg))
         .framework("torch")
         .env_runners(num_env_runners=r.num_env_runners, num_envs_per_env_runner=1,
                      num_cpus_per_env_runner=num_cpus_per_env_runner, env_to_module_connector=_obs_filter)
@@ -364,9 +366,9 @@ def _prune_checkpoints(out: Path, keep: int, protect: set[str]) -> None:
 
 
 def _config_differences(old: TrainConfig, new: TrainConfig) -> list[tuple[str, str, str]]:
-    a, b = old.flat_params(), new.flat_params()
+    a, b = flatten_params(old.model_dump(mode="json")), flatten_params(new.model_dump(mode="json"))
     return [(k, a.get(k, "<unset>"), b.get(k, "<unset>")) for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES]
+            if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
 
 
 def _check_resumable(out: Path, cfg: TrainConfig) -> None:
@@ -384,26 +386,6 @@ def _check_resumable(out: Path, cfg: TrainConfig) -> None:
                              "change) or pass another --output")
 
 
-# ---- MLflow -----------------------------------------------------------------------------------
-
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI``, else a sqlite file ``mlflow.db`` in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def _experiment_id(name: str, tracking_uri: str) -> str:
-    import mlflow
-
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = None
-    if tracking_uri.startswith("sqlite:///"):  # keep the artifacts next to the database file
-        db = Path(tracking_uri[len("sqlite:///"):])
-        location = (db.parent / "mlruns" / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)).resolve().as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
-
-
 # ---- the entry point --------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, *, output_dir: str | Path | None = None, address: str | None = None,
@@ -412,13 +394,13 @@ def train(cfg: TrainConfig, *, output_dir: str | Path | None = None, address: st
     """Train (or continue training) ``cfg`` into ``output_dir`` (default ``cfg.run.output_dir``).
 
     ``address``: a Ray cluster to join (default ``RAY_ADDRESS``, else a private local instance);
-    ``tracking_uri``: the MLflow server or store (default ``default_tracking_uri()``).
+    ``tracking_uri``: the MLflow server or store (default ``tradebot.rl.tracking.default_tracking_uri()``).
     """
     if output_dir is not None:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"output_dir": str(output_dir)})})
     out = Path(cfg.run.output_dir)
     state_path = out / STATE_FILE
-    state = _State.read(state_path)
+    state = TrainState.read(state_path)
     resumed = state is not None
     if resumed:
         _check_resumable(out, cfg)
@@ -426,13 +408,13 @@ def train(cfg: TrainConfig, *, output_dir: str | Path | None = None, address: st
             return _result(out, state, resumed=True, already_complete=True)
 
     # Fail fast, before Ray starts: data, dates and the env config are checked by building the envs.
-    make_env(_train_env_config(cfg)).close()
+    make_env(train_env_config(cfg)).close()
     val_env, val_start = validation_env(cfg, cfg.run.seed)
     try:
         (out / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
         if state is None:
             write_text_atomic(out / CONFIG_FILE, cfg.to_yaml())
-            state = _State()
+            state = TrainState()
         return _run(cfg, out, state, val_env, val_start, address, tracking_uri, on_iteration, resumed)
     finally:
         if val_env is not None:
@@ -462,16 +444,13 @@ def init_ray(address: str | None, *, num_cpus: float, **kwargs: Any) -> None:
         ray.init(address="local", num_cpus=int(math.ceil(num_cpus)), include_dashboard=False, **kwargs)
 
 
-def _run(cfg: TrainConfig, out: Path, state: _State, val_env, val_start, address: str | None,
+def _run(cfg: TrainConfig, out: Path, state: TrainState, val_env, val_start, address: str | None,
          tracking_uri: str | None, on_iteration: Callable[[IterationReport], None] | None,
          resumed: bool) -> TrainResult:
     import mlflow
     import ray
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    tracking_uri = tracking_uri or default_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment_id = _experiment_id(cfg.run.mlflow_experiment, tracking_uri)
+    experiment = open_experiment(cfg.run.mlflow_experiment, tracking_uri)
 
     started_ray = False
     if not ray.is_initialized():
@@ -485,11 +464,11 @@ def _run(cfg: TrainConfig, out: Path, state: _State, val_env, val_start, address
                      "num_gpus_per_learner": resolve_gpus_per_learner(cfg.run.num_gpus_per_learner)}
         algo = build_algorithm(cfg, out / state.checkpoint if state.checkpoint else None, **resources)
         run_kwargs = ({"run_id": state.mlflow_run_id} if state.mlflow_run_id
-                      else {"experiment_id": experiment_id, "run_name": out.resolve().name})
+                      else {"experiment_id": experiment.experiment_id, "run_name": out.resolve().name})
         with mlflow.start_run(**run_kwargs) as run:
             if not state.mlflow_run_id:
                 state.mlflow_run_id = run.info.run_id
-                mlflow.log_params(cfg.flat_params())
+                mlflow.log_params(flatten_params(cfg.model_dump(mode="json")))
                 mlflow.set_tags({"output_dir": str(out.resolve()), "env_id": cfg.run.env_id,
                                  "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
                                  "num_gpus_per_learner": str(resources["num_gpus_per_learner"])})
@@ -515,7 +494,7 @@ def _log_mlflow_metrics(values: dict[str, float], step: int) -> None:
     mlflow.log_metrics(values, step=step)
 
 
-def train_loop(algo, cfg: TrainConfig, out: Path, state: _State, val_env, val_start,
+def train_loop(algo, cfg: TrainConfig, out: Path, state: TrainState, val_env, val_start,
                on_iteration: Callable[[IterationReport], None] | None, *,
                log_metrics: Callable[[dict[str, float], int], None] | None = None,
                validate_first: bool = False) -> None:
@@ -562,7 +541,7 @@ def train_loop(algo, cfg: TrainConfig, out: Path, state: _State, val_env, val_st
             on_iteration(IterationReport(it, run.iterations, values, validation, state.best_validation_return, saved))
 
 
-def _register(cfg: TrainConfig, out: Path, state: _State) -> None:
+def _register(cfg: TrainConfig, out: Path, state: TrainState) -> None:
     """Log the final checkpoint and register its policy (the best on validation, else the last)."""
     import mlflow
 
@@ -574,32 +553,7 @@ def _register(cfg: TrainConfig, out: Path, state: _State) -> None:
     state.write(out / STATE_FILE)
 
 
-def register_policy(checkpoint: Path, registered_model: str, *, config_file: Path | None = None) -> tuple[str, int]:
-    """Log ``checkpoint`` to the active MLflow run and register its policy: ``(models:/name/N, N)``.
-
-    The run gets the checkpoint as artifacts (``checkpoint/``) and the policy export as the pyfunc
-    model ``policy``, registered as a new version of ``registered_model`` (linked to the run). The
-    training config (``config_file``, else the checkpoint's own ``config.yaml``) travels inside the
-    export, so the registered model says which observation layout and engine it was trained with.
-    """
-    import mlflow
-
-    from tradebot.rl.mlflow_model import log_policy_model
-
-    mlflow.log_artifacts(str(checkpoint), artifact_path="checkpoint")
-    with tempfile.TemporaryDirectory(prefix="tradebot-policy-") as tmp:
-        policy_dir = export_policy(checkpoint, Path(tmp) / "policy")
-        source = config_file if config_file is not None and config_file.is_file() else checkpoint / CONFIG_FILE
-        if source.is_file():
-            shutil.copyfile(source, policy_dir / CONFIG_FILE)
-        policy = Policy.from_checkpoint(policy_dir)  # also proves the export loads on its own
-        info = log_policy_model(policy_dir, obs_dim=policy.obs_dim, num_actions=policy.num_actions,
-                                registered_model=registered_model)
-    version = int(info.registered_model_version)
-    return f"models:/{registered_model}/{version}", version
-
-
-def _result(out: Path, state: _State, *, resumed: bool, already_complete: bool = False) -> TrainResult:
+def _result(out: Path, state: TrainState, *, resumed: bool, already_complete: bool = False) -> TrainResult:
     return TrainResult(
         output_dir=out, iterations=state.iteration, stopped_early=state.stopped_early,
         final_checkpoint=out / (state.final_checkpoint or state.checkpoint or ""),

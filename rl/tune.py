@@ -54,7 +54,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import logging
-import math
 import os
 import re
 from collections.abc import Callable
@@ -67,14 +66,22 @@ from pydantic import Field, model_validator
 from ray.tune import Callback
 from ray.tune.logger import LoggerCallback
 
-from tradebot.core.files import write_text_atomic
-from tradebot.rl import metric_names
-from tradebot.rl.config import DEFAULT_ENV_ID, TrainConfig, load_train_config
 from tradebot.core.config import FrozenConfig, load_config, parse_config
 from tradebot.core.errors import TradebotError, UserInputError
+from tradebot.core.files import write_text_atomic
+from tradebot.rl import metric_names
+from tradebot.rl.tracking import (
+    PARENT_RUN_TAG,
+    finite_metrics,
+    flatten_params,
+    is_finite_number,
+    log_params,
+    open_experiment,
+    register_policy,
+)
+from tradebot.rl.train_config import CONFIG_FILE, DEFAULT_ENV_ID, TrainConfig, load_train_config
 
 TRIAL_SCORE = "trial_score"  # tune.metric at the trial's best checkpoint (what ranks the trials)
-PARENT_RUN_TAG = "mlflow.parentRunId"
 TRIAL_ID_TAG = "trial_id"
 NODE_ID_KEY = "ray_node_id"  # in every trial result, and a tag of the trial's MLflow run (with ray_node_ip)
 NODE_IP_TAG = "ray_node_ip"
@@ -186,6 +193,14 @@ class TuneFileConfig(FrozenConfig):
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     tune: TuneSection = Field(default_factory=TuneSection)
 
+    def trial_count(self, num_samples: int | None = None) -> int:
+        """Trials the search runs: ``num_samples`` (default ``tune.num_samples``) x the values of every grid."""
+        samples = num_samples if num_samples is not None else self.tune.num_samples
+        grid = 1
+        for dim in self.search.values():
+            grid *= len(dim.grid) if dim.grid is not None else 1
+        return max(1, samples) * grid
+
 
 def load_tune_config(path: str | Path) -> TuneFileConfig:
     return load_config(TuneFileConfig, path)
@@ -273,9 +288,8 @@ def _trainable(overrides: dict[str, Any], *, base: dict[str, Any], resources: di
 
     from tradebot.rl.train import (
         CHECKPOINTS_DIR,
-        CONFIG_FILE,
         IterationReport,
-        _State,
+        TrainState,
         build_algorithm,
         train_loop,
         validation_env,
@@ -288,7 +302,7 @@ def _trainable(overrides: dict[str, Any], *, base: dict[str, Any], resources: di
     (out / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / CONFIG_FILE, cfg.to_yaml())
     val_env, val_start = validation_env(cfg, cfg.run.seed)
-    state = _State()
+    state = TrainState()
     latest: dict[str, float] = {}
     score: list[float] = []
     import ray
@@ -323,10 +337,6 @@ def _trainable(overrides: dict[str, Any], *, base: dict[str, Any], resources: di
 
 # ---- MLflow and progress callbacks (run in the driver) ---------------------------------------
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
-
-
 class _MlflowTrials(LoggerCallback):
     """One MLflow child run per trial, logged from the driver (no MLflow inside the trials).
 
@@ -352,8 +362,6 @@ class _MlflowTrials(LoggerCallback):
         return MlflowClient(self.tracking_uri)
 
     def log_trial_start(self, trial) -> None:
-        from mlflow.entities import Param
-
         if trial.trial_id in self.run_ids:
             return
         client = self._client()
@@ -363,15 +371,11 @@ class _MlflowTrials(LoggerCallback):
                                 tags={PARENT_RUN_TAG: self.parent_run_id, SEARCH_TAG: self.search_name,
                                       TRIAL_ID_TAG: trial.trial_id, "trial_name": str(trial)})
         self.run_ids[trial.trial_id] = run.info.run_id
-        params = {k: v for k, v in cfg.flat_params().items() if k != "run.output_dir"}
-        client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+        params = {k: v for k, v in flatten_params(cfg.model_dump(mode="json")).items() if k != "run.output_dir"}
+        log_params(client, run.info.run_id, params)
         client.log_text(run.info.run_id, cfg.to_yaml(), "config.yaml")
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-        import time
-
-        from mlflow.entities import Metric
-
         run_id = self.run_ids.get(trial.trial_id)
         if run_id is None:
             return
@@ -381,9 +385,7 @@ class _MlflowTrials(LoggerCallback):
             client.set_tag(run_id, NODE_ID_KEY, str(result[NODE_ID_KEY]))
             client.set_tag(run_id, NODE_IP_TAG, str(result.get("node_ip", "")))
         self.last_iteration[trial.trial_id] = step
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(result[k]), now, step) for k in (*_TRIAL_METRICS, "time_total_s")
-                   if _finite(result.get(k))]
+        metrics = finite_metrics({k: result.get(k) for k in (*_TRIAL_METRICS, "time_total_s")}, step)
         if metrics:
             self._client().log_batch(run_id, metrics=metrics)
 
@@ -432,7 +434,7 @@ class _Progress(Callback):
                                        self.best))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        values = {k: float(result[k]) for k in _TRIAL_METRICS if _finite(result.get(k))}
+        values = {k: float(result[k]) for k in _TRIAL_METRICS if is_finite_number(result.get(k))}
         best = values.get(TRIAL_SCORE)
         if best is not None and (self.best is None or best > self.best):
             self.best = best
@@ -509,24 +511,14 @@ def tune_search(cfg: TuneFileConfig, *, config_path: str | Path | None = None, a
 
     ``address``: a Ray cluster to run the trials on (default ``RAY_ADDRESS``, else a private local
     instance); ``output_dir``: Tune's storage, a folder or URI (default ``tune.output_dir``);
-    ``tracking_uri``: the MLflow server or store (default ``tradebot.rl.train.default_tracking_uri()``).
+    ``tracking_uri``: the MLflow server or store (default ``tradebot.rl.tracking.default_tracking_uri()``).
     """
-    import mlflow
     import ray
-    from mlflow.entities import Param
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from tradebot.rl.train import (
-        _experiment_id,
-        _train_env_config,
-        build_algo_config,
-        default_tracking_uri,
-        init_ray,
-        make_env,
-        resolve_gpus_per_learner,
-    )
+    from tradebot.rl.train import build_algo_config, init_ray, make_env, resolve_gpus_per_learner, train_env_config
 
     t = cfg.tune
     samples = num_samples if num_samples is not None else t.num_samples
@@ -535,19 +527,16 @@ def tune_search(cfg: TuneFileConfig, *, config_path: str | Path | None = None, a
     base = base_train_config(cfg, config_path)
     check_search_space(cfg, base, config_path)
     base_cfg = parse_config(TrainConfig, base, "base training config")
-    make_env(_train_env_config(base_cfg)).close()  # fail fast on data and env config, before Ray starts
+    make_env(train_env_config(base_cfg)).close()  # fail fast on data and env config, before Ray starts
     name = t.name or f"tune-{dt.datetime.now():%Y%m%d-%H%M%S}"
     storage = storage_location(output_dir or t.output_dir)
     if _storage_exists(_join(storage, name)):
         raise UserInputError(f"{_join(storage, name)} exists already; set tune.name to a new name or leave it null")
     searched = tuple(cfg.search)
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    tracking_uri = tracking_uri or default_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment_id = _experiment_id(t.mlflow_experiment, tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri)
+    experiment = open_experiment(t.mlflow_experiment, tracking_uri)
+    client = experiment.client()
 
     started_ray = False
     concurrent = t.max_concurrent_trials
@@ -555,7 +544,7 @@ def tune_search(cfg: TuneFileConfig, *, config_path: str | Path | None = None, a
     cpus_per_trial = 1.0 + runners * base_cfg.run.num_cpus_per_env_runner
     if not ray.is_initialized():
         cpus = max(cpus_per_trial, min(float(os.cpu_count() or 1), cpus_per_trial * concurrent))
-        # Trial output stays in Ray's session logs; failures show in the summary and in each
+        # Trial output stays in Ray's log folder; failures show in the summary and in each
         # trial folder's error.txt.
         init_ray(address, num_cpus=cpus, logging_level=logging.ERROR, log_to_driver=False)
         started_ray = True
@@ -568,7 +557,7 @@ def tune_search(cfg: TuneFileConfig, *, config_path: str | Path | None = None, a
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, base=base, resources=resources, metric=t.metric), placement)
 
-        parent = client.create_run(experiment_id, run_name=name,
+        parent = client.create_run(experiment.experiment_id, run_name=name,
                                    tags={SEARCH_TAG: name, "storage_dir": _join(storage, name),
                                          "ray_address": address or os.environ.get("RAY_ADDRESS") or "local"})
         parent_id = parent.info.run_id
@@ -576,10 +565,11 @@ def tune_search(cfg: TuneFileConfig, *, config_path: str | Path | None = None, a
                    "scheduler": f"ASHA grace_period={cfg.scheduler.grace_period} "
                                 f"reduction_factor={cfg.scheduler.reduction_factor}",
                    **{f"search.{k}": d.describe() for k, d in cfg.search.items()}}
-        client.log_batch(parent_id, params=[Param(k, v[:6000]) for k, v in summary.items()])
+        log_params(client, parent_id, summary)
         client.log_text(parent_id, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "tune.yaml")
 
-        tracker = _MlflowTrials(tracking_uri, experiment_id, parent_id, name, base, searched)
+        tracker = _MlflowTrials(experiment.tracking_uri, experiment.experiment_id, parent_id, name, base,
+                                searched)
         callbacks: list[Any] = [tracker]
         if on_update is not None:
             callbacks.append(_Progress(on_update))
@@ -601,7 +591,7 @@ def tune_search(cfg: TuneFileConfig, *, config_path: str | Path | None = None, a
                 failure_config=tune.FailureConfig(max_failures=0)),
         )
         grid = tuner.fit()
-        result = _finish(grid, cfg, name, storage, tracker, parent_id, client, tracking_uri)
+        result = _finish(grid, cfg, name, storage, tracker, parent_id, client, experiment.tracking_uri)
         client.set_terminated(parent_id, "FINISHED")
         return result
     except BaseException:
@@ -617,20 +607,18 @@ def _finish(grid, cfg: TuneFileConfig, name: str, storage: str, tracker: _Mlflow
             client, tracking_uri: str) -> TuneResult:
     import mlflow
 
-    from tradebot.rl.train import register_policy
-
     trials: list[TrialSummary] = []
     best = None
     for res in grid:
         metrics = res.metrics or {}
         trial_id = metrics.get("trial_id") or Path(res.path).name.removeprefix("trial_")
         score = metrics.get(TRIAL_SCORE)
-        score = float(score) if _finite(score) else None
+        score = float(score) if is_finite_number(score) else None
         best_return = metrics.get(metric_names.BEST_VALIDATION_RETURN)
         error = None if res.error is None else (str(res.error).strip().splitlines() or [type(res.error).__name__])[-1]
         summary = TrialSummary(trial_id=trial_id, params={k: res.config.get(k) for k in cfg.search},
                                iterations=int(metrics.get("training_iteration") or 0), score=score,
-                               best_validation_return=float(best_return) if _finite(best_return) else None,
+                               best_validation_return=float(best_return) if is_finite_number(best_return) else None,
                                status="failed" if res.error is not None else "finished",
                                mlflow_run_id=tracker.run_ids.get(trial_id), error=error)
         trials.append(summary)

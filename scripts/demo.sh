@@ -34,8 +34,8 @@ MODEL=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["model_u
 echo; echo "== 7. the registered policy beside every baseline on June 2021, held back from training and validation"
 tradebot backtest --data "$SAMPLE" --policy "$MODEL" --compare --start 2021-06-01 --end 2021-07-01 --out "$OUT/policy_june"
 
-echo; echo "== 8. a paper session: the last week of June replayed as a live feed, the policy served by Ray Serve,"
-echo "   orders through the risk engine to the paper broker; then the session's report and its parity with a backtest"
+echo; echo "== 8. a paper run: the last week of June replayed as a live feed, the policy served by Ray Serve,"
+echo "   orders through the risk engine to the paper broker; then the run's report and its parity with a backtest"
 rm -rf "$OUT/paper"
 tradebot live --paper --replay "$SAMPLE" --model "$MODEL" --start 2021-06-21 --speed max --out "$OUT/paper" --no-log-json
 tradebot live status --journal "$OUT/paper/journal.db"
@@ -45,7 +45,7 @@ EXPERIMENT=$(python -c 'import yaml; print(yaml.safe_load(open("experiments/demo
 echo
 echo "Done. Look at:"
 echo "  $OUT/policy_june/report.html     (the trained policy on June 2021: equity, drawdown, trades on price, metrics)"
-echo "  $OUT/paper/report.html           (the paper session through Serve; parity.json: its trades vs a backtest)"
+echo "  $OUT/paper/report.html           (the paper run through Serve; parity.json: its trades vs a backtest)"
 echo "  $OUT/policy_june/compare.csv     (the policy and every baseline on June 2021, after costs)"
 echo "  $OUT/sma_crossover/report.html   (one baseline over January-June in detail)"
 echo "  $OUT/compare/compare.csv          (baseline table, January-June)"

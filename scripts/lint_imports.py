@@ -32,12 +32,20 @@ def stage(dest: Path) -> None:
             shutil.copy2(f, out / f.name)
 
 
+def lint(staged: Path) -> subprocess.CompletedProcess:
+    """Run ``lint-imports`` with the contracts of pyproject.toml on a staged tree."""
+    exe = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(exe), str(ROOT / "pyproject.toml"), "--no-cache"], cwd=staged,
+                          env={**os.environ, "PYTHONPATH": str(staged)}, text=True, capture_output=True)
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tradebot-lint-") as tmp:
         stage(Path(tmp))
-        env = {**os.environ, "PYTHONPATH": tmp}
-        exe = Path(sys.executable).with_name("lint-imports")
-        return subprocess.call([str(exe), str(ROOT / "pyproject.toml"), "--no-cache"], cwd=tmp, env=env)
+        done = lint(Path(tmp))
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        return done.returncode
 
 
 if __name__ == "__main__":

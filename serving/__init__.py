@@ -1,7 +1,8 @@
-"""Ray Serve for the trained policy: ``tradebot.serving.app`` (the deployment, ``build_app``, ``app_builder``) and
-``tradebot.serving.client`` (``HandlePolicy`` / ``HttpPolicy`` for the live loop, ``start_serve`` / ``local_serve``).
+"""Ray Serve for the trained policy: ``tradebot.serving.app`` (the deployment, ``build_app``, ``app_builder``,
+and running it: ``start_serve`` / ``local_serve`` / ``serve_until_stopped``) and ``tradebot.serving.policy_client``
+(``HandlePolicy`` / ``HttpPolicy``, the live loop's policy callables).
 
-Imported lazily: ``import serving`` does not load Ray.
+Imported lazily: ``import tradebot.serving`` does not load Ray.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ _EXPORTS = {
     "build_app": "tradebot.serving.app",
     "app_builder": "tradebot.serving.app",
     "TOKEN_ENV": "tradebot.serving.app",
-    "HandlePolicy": "tradebot.serving.client",
-    "HttpPolicy": "tradebot.serving.client",
-    "start_serve": "tradebot.serving.client",
-    "local_serve": "tradebot.serving.client",
+    "start_serve": "tradebot.serving.app",
+    "local_serve": "tradebot.serving.app",
+    "HandlePolicy": "tradebot.serving.policy_client",
+    "HttpPolicy": "tradebot.serving.policy_client",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -26,4 +27,4 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'serving' has no attribute {name!r}")
+    raise AttributeError(f"module 'tradebot.serving' has no attribute {name!r}")

@@ -26,19 +26,28 @@ the replica; the token itself is never logged or stored in the deployment config
 
 Serve config: ``serving/serve_config.yaml`` (``serve run serving/serve_config.yaml``) builds the app
 with ``tradebot.serving.app:app_builder`` from ``args: {model: URI}``.
+
+Running it from Python: ``start_serve`` / ``local_serve`` (Ray and Serve in this process, for the live
+loop and tests) and ``serve_until_stopped`` (``tradebot serve``). The callers' side is
+``tradebot.serving.policy_client``.
 """
 
+import contextlib
 import hashlib
 import hmac
 import os
+import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from ray import serve
+
+from tradebot.core.errors import UserInputError
 
 TOKEN_ENV = "TRADEBOT_SERVE_TOKEN"
 APP_NAME = "tradebot-policy"
@@ -199,3 +208,92 @@ def app_builder(args: dict[str, Any]):
     if not args.get("model"):
         raise ValueError("serve args need 'model': a checkpoint folder or an MLflow model URI")
     return build_app(str(args["model"]), deterministic=bool(args.get("deterministic", True)))
+
+
+# ---- running the app ----------------------------------------------------------------------------
+
+def check_model(model: str) -> None:
+    """Fail fast (one line, before Ray starts) when ``model`` cannot be loaded as a policy."""
+    from tradebot.rl.policy import Policy
+
+    Policy.load(model)  # raises UserInputError naming the path/URI and the fix
+
+
+def ensure_ray(num_cpus: int = 2) -> None:
+    """A private local Ray (no dashboard) unless one is running in this process; its files under RAY_TMPDIR."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    tmp = os.environ.setdefault("RAY_TMPDIR", os.path.join(tempfile.gettempdir(), f"tradebot-ray-{os.getuid()}"))
+    os.makedirs(tmp, exist_ok=True)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=tmp, logging_level="ERROR",
+             log_to_driver=False)
+
+
+def start_serve(model: str, *, host: str = DEFAULT_HOST, port: int | None = None, token: str | None = None,
+                deterministic: bool = True) -> Any:
+    """Ray (if needed) + Serve + the policy app; returns the app's ``DeploymentHandle``.
+
+    ``port`` None: no HTTP proxy is needed by the caller, but Serve still binds ``host`` on a free port.
+    """
+    ensure_ray()
+    if port is None:
+        port = _free_port(host)
+    serve.start(http_options={"host": host, "port": port})
+    return serve.run(build_app(model, token=token, deterministic=deterministic), name=APP_NAME, route_prefix="/",
+                     blocking=False)
+
+
+def serve_until_stopped(model: str, *, host: str = DEFAULT_HOST, port: int = 8000, deterministic: bool = True,
+                        on_ready: Callable[[dict[str, Any]], None] | None = None,
+                        on_stopping: Callable[[], None] | None = None) -> None:
+    """Serve ``model`` on ``host:port`` until Ctrl-C (SIGINT) or SIGTERM, then shut Serve and Ray down.
+
+    ``on_ready`` gets the server's ``info`` (model version, observation size) once it answers; a port
+    that cannot be bound is a ``UserInputError``.
+    """
+    import signal
+
+    import ray
+
+    try:
+        handle = start_serve(model, host=host, port=port, deterministic=deterministic)
+        info = handle.info.remote().result(timeout_s=60)
+    except OSError as err:
+        raise UserInputError(f"cannot serve on {host}:{port} ({err}); pick another --port") from None
+
+    def stop(signum, frame):  # Ctrl-C (SIGINT) and `kill` (SIGTERM): shut Serve down cleanly
+        raise KeyboardInterrupt
+
+    # installed once Ray runs: ray.init sets its own SIGTERM handler, which aborts the process
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        if on_ready is not None:
+            on_ready(info)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        if on_stopping is not None:
+            on_stopping()
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def local_serve(model: str, **kwargs: Any) -> Iterator[Any]:
+    """``start_serve`` for the duration of a ``with`` block; Serve is shut down after it."""
+    handle = start_serve(model, **kwargs)
+    try:
+        yield handle
+    finally:
+        serve.shutdown()
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

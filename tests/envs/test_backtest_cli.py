@@ -168,6 +168,47 @@ def test_backtest_unknown_strategy_exit_2_lists_names(cli, tmp_path, small_data)
     assert not out.exists()
 
 
+def test_backtest_former_strategy_name_exit_2_names_the_new_one(cli, tmp_path, small_data):
+    out = tmp_path / "x"
+    result = cli("backtest", "--data", small_data, "--strategy", "hold", "--out", out)
+    _one_error_line(result, "unknown strategy 'hold' (renamed: use buy_and_hold)")
+    assert not out.exists()
+
+
+def test_backtest_start_end_trade_only_the_period_after_a_warm_up(cli, tmp_path):
+    out = tmp_path / "feb"
+    result = cli("backtest", "--data", SAMPLE_5M, "--strategy", "sma_crossover", "--start", "2021-02-01",
+                 "--end", "2021-03-01", "--out", out)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "metrics.json").read_text())
+    run = payload["run"]
+    assert run["start"] == "2021-02-01T09:15:00+05:30" and run["end"] < "2021-03-01" and run["warmup_bars"] > 1000
+    equity = pd.read_csv(out / "equity.csv")
+    assert equity["equity"].iloc[0] == 1_000_000.0 and equity["position"].iloc[0] == 0  # flat at the first bar
+    assert len(equity) == run["bars"] == payload["metrics"][M.BARS]
+    trades = pd.read_csv(out / "trades.csv")
+    assert len(trades) > 0 and trades["entry_time"].min() > run["start"]
+
+
+def test_compare_files_write_an_infinite_profit_factor_as_inf_and_null(tmp_path):
+    from tradebot.envs.backtest_report import write_compare_files
+    from tradebot.envs.performance import Metrics, compute_metrics
+
+    index = pd.date_range("2021-01-01 09:15", periods=3, freq="5min", tz="Asia/Kolkata")
+    winner = compute_metrics(pd.Series([100.0, 101.0, 102.0], index=index), timeframe="5m", initial_capital=100.0,
+                             trade_pnl=[1.0, 1.0])
+    mixed = compute_metrics(pd.Series([100.0, 101.0, 100.5], index=index), timeframe="5m", initial_capital=100.0,
+                            trade_pnl=[1.0, -0.5])
+    write_compare_files(tmp_path, {"winner": winner, "mixed": mixed}, {"winner": {}, "mixed": {"k": 1}}, {"seed": 0})
+    table = pd.read_csv(tmp_path / "compare.csv", index_col="strategy")
+    assert table.loc["winner", M.PROFIT_FACTOR] == float("inf") and table.loc["mixed", M.PROFIT_FACTOR] == 2.0
+    payload = json.loads((tmp_path / "compare.json").read_text())
+    assert payload["strategies"]["winner"]["metrics"][M.PROFIT_FACTOR] is None
+    assert any("null in JSON" in n for n in payload["strategies"]["winner"]["notes"])
+    assert Metrics.from_dict(payload["strategies"]["winner"])[M.PROFIT_FACTOR] == float("inf")
+    assert payload["strategies"]["mixed"]["params"] == {"k": 1} and payload["run"] == {"seed": 0}
+
+
 @pytest.mark.parametrize("yaml_text, needles", [
     ("engine:\n  initial_cassh: 5\n", ("unknown config key 'initial_cassh'", "initial_cash")),
     ("engine:\n  leverage: -1\n", ("leverage",)),

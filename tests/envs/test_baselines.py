@@ -9,7 +9,8 @@ import pytest
 
 from tradebot.envs.backtest import run_backtest
 from tradebot.envs.baselines import BASELINES, get_baseline, replay_data
-from tradebot.envs.engine import Action, EngineConfig
+from tradebot.envs.engine import Action
+from tradebot.envs.engine_config import EngineConfig
 from tradebot.features.bars import load_bars
 from tradebot.core.nse_time import session_day
 from tradebot.core.errors import UserInputError
@@ -98,8 +99,8 @@ def test_random_baseline_reproducible_by_seed(bars_5m):
     assert not np.array_equal(a, random(bars_5m, seed=43))
 
 
-def test_buy_and_hold_enters_once_per_session_long_only(bars_5m):
-    actions = BASELINES["buy_and_hold"](bars_5m, NO_STOPS)
+def test_intraday_long_enters_once_per_session_long_only(bars_5m):
+    actions = BASELINES["intraday_long"](bars_5m, NO_STOPS)
     day = session_day(bars_5m.index)
     buys = day[actions == Action.BUY_LONG]
     assert len(buys) == len(np.unique(buys)) >= len(np.unique(day)) - 2
@@ -108,8 +109,8 @@ def test_buy_and_hold_enters_once_per_session_long_only(bars_5m):
     assert set(result.trades["exit_reason"].astype(str)) == {"square_off"}  # the engine closes it
 
 
-def test_buy_and_hold_first_fill_at_second_bar_of_a_session(bars_5m):
-    actions = BASELINES["buy_and_hold"](bars_5m, NO_STOPS)
+def test_intraday_long_first_fill_at_second_bar_of_a_session(bars_5m):
+    actions = BASELINES["intraday_long"](bars_5m, NO_STOPS)
     day = session_day(bars_5m.index)
     starts = np.flatnonzero(np.r_[True, day[1:] != day[:-1]])
     later = starts[starts > 100][:5]  # after the ATR warm-up
@@ -141,6 +142,12 @@ def test_unknown_strategy_lists_the_valid_names():
         assert name in str(err.value)
 
 
+def test_the_former_name_hold_is_refused_with_the_new_one():
+    with pytest.raises(UserInputError) as err:
+        get_baseline("hold")
+    assert str(err.value) == "unknown strategy 'hold' (renamed: use buy_and_hold)"
+
+
 def test_baseline_parameters_override_and_unknown_ones_are_refused(bars_5m):
     sma = BASELINES["sma_crossover"]
     fast = sma(bars_5m, fast=5, slow=10)
@@ -158,9 +165,9 @@ def test_baselines_survive_tiny_inputs(bars_5m, name):
         assert actions.shape == (n,)
 
 
-def test_hold_is_the_passive_benchmark_whatever_the_run_config(bars_5m):
-    """`hold` buys once and holds to the end, unlevered, even when the run's product is intraday."""
-    hold = BASELINES["hold"]
+def test_buy_and_hold_is_the_passive_benchmark_whatever_the_run_config(bars_5m):
+    """`buy_and_hold` buys once and holds to the end, unlevered, even when the run's product is intraday."""
+    hold = BASELINES["buy_and_hold"]
     config = hold.engine_config(EngineConfig())  # intraday defaults in, delivery out
     assert config.product == "equity_delivery" and not config.flat_at_session_end
     result = run_backtest(bars_5m, hold(bars_5m, EngineConfig()), config)

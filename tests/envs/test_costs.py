@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-import numpy as np
 import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
 from tradebot.envs.costs import CHARGE_NAMES, PRODUCTS, cost_vector, load_cost_table, order_charges
-from tradebot.envs.engine import EngineConfig, order_cost
+from tradebot.envs.engine import order_cost
+from tradebot.envs.engine_config import EngineConfig
 from tradebot.core.errors import UserInputError
 
 

@@ -11,7 +11,9 @@ from hypothesis import given, settings, strategies as st
 
 from tradebot.envs.backtest import TRADE_COLUMNS, run_backtest, run_signals
 from tradebot.envs.costs import order_charges
-from tradebot.envs.engine import ACTION_NAMES, Action, EngineConfig, session_layout
+from tradebot.envs.engine import ACTION_NAMES, Action
+from tradebot.envs.engine_config import EngineConfig
+from tradebot.envs.market_data import session_layout
 from tradebot.features.bars import Bars, load_bars
 from tradebot.core.nse_time import minute_of_day, session_day
 from tradebot.core.errors import UserInputError
@@ -350,7 +352,7 @@ def test_engine_invariants_hold_for_random_bars_actions_and_configs(seed, sessio
     r = run_backtest(bars, actions, config)
     f = bars.frame
     o, hi, lo, c = (f[k].to_numpy() for k in ("open", "high", "low", "close"))
-    from tradebot.envs.engine import compute_atr
+    from tradebot.envs.market_data import compute_atr
     atr = compute_atr(bars, config.atr_period)
     eq, cash, pos = r.equity.to_numpy(), r.cash.to_numpy(), r.positions.to_numpy()
     scale = config.initial_cash

@@ -14,7 +14,8 @@ from gymnasium.utils.env_checker import check_env
 
 import tradebot.envs as envs  # noqa: F401  (registers tradebot/Trading-v0)
 from tradebot.envs.backtest import run_backtest
-from tradebot.envs.engine import D_ATR, S_ENTRY_PRICE, Action, reward_reset, reward_step, session_layout
+from tradebot.envs.engine import Action, reward_reset, reward_step
+from tradebot.envs.market_data import session_layout
 from tradebot.envs.trading_env import (
     ENV_ID,
     POSITION_FEATURES,

@@ -25,6 +25,7 @@ from tradebot.envs.performance import (
     Metrics,
     compute_metrics,
     drawdown_series,
+    format_metric,
     periods_per_year,
     returns_from_equity,
     worst_window_drawdown,
@@ -207,11 +208,34 @@ def test_single_bar_and_empty_equity_never_crash():
     assert isinstance(m, Metrics) and m[M.BARS] == 0 and m[M.FINAL_EQUITY] == CAPITAL
 
 
-def test_only_winning_trades_profit_factor_zero_with_note():
+def test_only_winning_trades_profit_factor_inf_with_note_and_null_in_json():
     equity = pd.Series([CAPITAL, CAPITAL + 5], index=_intraday_index(2))
     m = compute_metrics(equity, timeframe="5m", initial_capital=CAPITAL, trade_pnl=[5.0])
-    assert m[M.PROFIT_FACTOR] == 0.0 and m[M.WIN_RATE] == 1.0
-    assert any(M.PROFIT_FACTOR in n for n in m.notes)
+    assert m[M.PROFIT_FACTOR] == math.inf and m[M.WIN_RATE] == 1.0
+    assert any(M.PROFIT_FACTOR in n and "inf" in n for n in m.notes)
+    assert format_metric(M.PROFIT_FACTOR, m[M.PROFIT_FACTOR]) == "inf"
+    text = json.dumps(m.to_dict(), allow_nan=False)  # JSON has no infinity: null
+    assert json.loads(text)["metrics"][M.PROFIT_FACTOR] is None
+    assert Metrics.from_dict(json.loads(text)).values == m.values  # and reads back as inf
+    assert all(math.isfinite(v) for k, v in m.items() if k != M.PROFIT_FACTOR)
+
+
+@pytest.mark.parametrize("pnl", [[100.0, -50.0, 30.0, -20.0, 0.0], [5.0, 3.0], [5.0, 0.0], [0.0, 0.0], [-4.0],
+                                 [0.0], []])
+def test_profit_factor_matches_quantstats_on_the_trade_pnl(pnl):
+    """quantstats' profit factor of a P&L series (no price-to-return conversion): inf without a loss,
+    0 without a win or a loss."""
+    equity = pd.Series([CAPITAL, CAPITAL + 1], index=_intraday_index(2))
+    m = compute_metrics(equity, timeframe="5m", initial_capital=CAPITAL, trade_pnl=pnl)
+    want = qs_stats.profit_factor(pd.Series(pnl, dtype="float64"), prepare_returns=False)
+    assert m[M.PROFIT_FACTOR] == pytest.approx(want, rel=1e-12)
+
+
+def test_breakeven_trades_profit_factor_zero_with_note():
+    equity = pd.Series([CAPITAL, CAPITAL], index=_intraday_index(2))
+    m = compute_metrics(equity, timeframe="5m", initial_capital=CAPITAL, trade_pnl=[0.0, 0.0])
+    assert m[M.PROFIT_FACTOR] == 0.0 and m[M.TRADES] == 2
+    assert any(M.PROFIT_FACTOR in n and "broke even" in n for n in m.notes)
 
 
 def test_wiped_out_account_stays_finite():

@@ -16,16 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from tradebot.features.bars import Bars, load_bars
-from tradebot.features.pipeline import (
-    ATR_COLUMN,
-    CANDLE_PATTERNS,
-    CausalNormaliser,
-    FeatureConfig,
-    FeaturePipeline,
-    FeatureStream,
-    NormalisationConfig,
-    load_feature_config,
-)
+from tradebot.features.feature_config import CANDLE_PATTERNS, FeatureConfig, NormalisationConfig, load_feature_config
+from tradebot.features.normaliser import CausalNormaliser
+from tradebot.features.pipeline import ATR_COLUMN, FeaturePipeline, FeatureStream
 from tradebot.core.nse_time import minute_of_day, session_day
 from tradebot.core.config import parse_config
 from tradebot.core.errors import UserInputError
@@ -263,7 +256,7 @@ def test_calendar_features_match_session_helpers(nifty):
 def test_talib_fast_paths_equal_pandas_ta_calls(nifty):
     import pandas_ta as ta
 
-    from tradebot.features import pipeline as fp
+    from tradebot.features import indicators as fp
 
     f = nifty.frame.iloc[:2000]
     o, h, lo, c = (f[k] for k in ("open", "high", "low", "close"))

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from tradebot.features.resample import resample
-from tradebot.live.bars import BarBuilder
+from tradebot.live.bar_builder import BarBuilder
 from tradebot.live.feeds import ReplayFeed
-from tradebot.live.market import bar_end, bar_start_for
+from tradebot.core.nse_time import bar_end, bar_start_for
 from tradebot.live.ports import NS_PER_SECOND, Bar, Tick, to_ist, to_ns
 from live_helpers import SAMPLE_1M, sample_bars
 from tradebot.core.errors import UserInputError

@@ -15,7 +15,7 @@ from tradebot.cli.cmd_live import live
 def _config(tmp_path):
     path = tmp_path / "live.yaml"
     path.write_text(yaml.safe_dump({"live": {"features": MINIMAL_FEATURES.model_dump(mode="json"),
-                                             "loop": {"session": "cli-test"},
+                                             "loop": {"run": "cli-test"},
                                              "risk": {"max_daily_loss": 0.03}}}))
     return path
 
@@ -37,7 +37,7 @@ def test_paper_replay_status_halt_resume(tmp_path):
 
     res = runner.invoke(live, ["status", "--journal", str(journal), "--json"])
     st = json.loads(res.output)
-    assert st["session"] == "cli-test" and st["risk_state"] == "ACTIVE" and st["decisions"] == 150
+    assert st["run"] == "cli-test" and st["risk_state"] == "ACTIVE" and st["decisions"] == 150
     assert st["last_bar"]["time"].startswith("2021-03-03T15:25")
 
     res = runner.invoke(live, ["halt", "--journal", str(journal), "--reason", "fat finger"])

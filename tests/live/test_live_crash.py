@@ -1,4 +1,4 @@
-"""Crash safety: a paper replay session is SIGKILLed at random points (and at the exact points where a
+"""Crash safety: a paper replay run is SIGKILLed at random points (and at the exact points where a
 crash hurts most), restarted each time, and must end with the journal, the broker and the positions
 exactly as an uninterrupted run leaves them, with no order sent twice."""
 
@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 
 from tradebot.live.journal import Journal
-from live_crash_session import SYMBOL, build
+from live_crash_run import SYMBOL, build
 from live_helpers import sample_bars
 
 HERE = Path(__file__).resolve().parent
-SCRIPT = HERE / "live_crash_session.py"
+SCRIPT = HERE / "live_crash_run.py"
 
 
 @pytest.fixture(scope="module")
-def session_files(tmp_path_factory):
+def run_files(tmp_path_factory):
     """Eight sessions of the 5m sample as a CSV, and a busy schedule of random actions (the invalid ones
     -- a close when flat, an entry when holding -- are vetoed by the risk engine)."""
     tmp = tmp_path_factory.mktemp("crash")
@@ -102,9 +102,9 @@ def _snapshot(journal: Path, paper: Path) -> dict:
         j.close()
 
 
-def test_sigkill_at_random_points_then_restart_ends_exactly_like_an_uninterrupted_run(session_files):
-    tmp, csv, npy, n = session_files
-    # the reference: the same session, uninterrupted, in this process
+def test_sigkill_at_random_points_then_restart_ends_exactly_like_an_uninterrupted_run(run_files):
+    tmp, csv, npy, n = run_files
+    # the reference: the same run, uninterrupted, in this process
     ref_j, ref_p = tmp / "ref.db", tmp / "ref.paper.db"
     loop = build(csv, npy, ref_j, ref_p)
     summary = loop.run()

@@ -30,8 +30,8 @@ SYM = "NSE:TEST-EQ"
 BUY, CL = int(Action.BUY_LONG), int(Action.CLOSE_LONG)
 
 
-def _order(bar_ts=1, intent=Intent.ENTRY, session="s") -> OrderRequest:
-    return OrderRequest(client_order_id=client_order_id(session, SYM, bar_ts, intent), symbol=SYM, side=Side.BUY,
+def _order(bar_ts=1, intent=Intent.ENTRY, run="s") -> OrderRequest:
+    return OrderRequest(client_order_id=client_order_id(run, SYM, bar_ts, intent), symbol=SYM, side=Side.BUY,
                         qty=10.0, intent=intent, bar_ts=bar_ts, created_ns=bar_ts, stop_loss=2.0, take_profit=3.0,
                         reference_price=100.0, atr=1.0)
 
@@ -99,11 +99,16 @@ def test_status_lists_the_risk_events_that_changed_something_not_no_op_vetoes():
     assert len(j.risk_events()) == 23  # every event stays in the journal
 
 
-def test_session_and_setup_are_checked(tmp_path):
+def test_run_and_setup_are_checked(tmp_path):
     path = tmp_path / "j.db"
-    Journal(path, session="a").close()
-    with pytest.raises(UserInputError, match="session 'a'"):
-        Journal(path, session="b")
+    Journal(path, run="a").close()
+    with pytest.raises(UserInputError, match="run 'a'"):
+        Journal(path, run="b")
+    j = Journal(path)
+    j.check_setup(symbols="NSE:A-EQ")
+    with pytest.raises(UserInputError, match="symbols NSE:A-EQ, not NSE:B-EQ"):
+        j.check_setup(symbols="NSE:B-EQ")
+    j.close()
     with pytest.raises(UserInputError, match="journal not found"):
         Journal(tmp_path / "nope.db", create=False)
     (tmp_path / "junk.db").write_text("not sqlite at all " * 100)
@@ -111,14 +116,26 @@ def test_session_and_setup_are_checked(tmp_path):
         Journal(tmp_path / "junk.db")
 
 
+def test_a_journal_written_before_the_rename_keeps_its_run_name(tmp_path):
+    path = tmp_path / "old.db"
+    old = Journal(path)
+    old.set_meta("session", "paper-1")  # the meta key journals had before runs were called runs
+    old.close()
+    j = Journal(path, run="paper-1")
+    assert j.run == "paper-1" and j.get_meta("run") is None and j.status()["run"] == "paper-1"
+    j.close()
+    with pytest.raises(UserInputError, match="journal of run 'paper-1', not 'other'"):
+        Journal(path, run="other")
+
+
 def test_control_requests_from_another_process_and_status(tmp_path):
     path = tmp_path / "j.db"
-    Journal(path, session="s").close()
+    Journal(path, run="s").close()
     assert request_control(path, "halt", "lunch") == 1
     assert request_control(path, "resume") == 2
     st = journal_status(path)
     assert [c["command"] for c in st["pending_commands"]] == ["halt", "resume"]
-    assert st["risk_state"] == "ACTIVE" and st["session"] == "s"
+    assert st["risk_state"] == "ACTIVE" and st["run"] == "s"
     with pytest.raises(UserInputError, match="unknown command"):
         request_control(path, "panic")
 
@@ -144,7 +161,7 @@ def _bars(n=20):
 def test_a_lost_acknowledgement_is_looked_up_not_resent():
     bars = _bars()
     actions = np.full(20, BUY)
-    loop = replay_loop(bars, actions, np.full(20, 1.0), sleep=lambda s: None)
+    loop = replay_loop(bars, actions, np.full(20, 1.0))
     loop.broker = broker = LostAck(EngineConfig(), [SYM], clock=loop.feed.clock)
     loop.run()
     counts = broker.submit_counts()
@@ -154,34 +171,51 @@ def test_a_lost_acknowledgement_is_looked_up_not_resent():
 
 
 class Flaky(PaperBroker):
-    """Refuses the first N submits with a temporary error before anything reaches the 'exchange'."""
+    """Fails the first N submits with a temporary error (what an adapter raises once its own bounded retries
+    gave up) before anything reaches the 'exchange'; counts submits and status look-ups per order."""
 
     failures = 2
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: dict[str, int] = {}
+        self.lookups: dict[str, int] = {}
+
     def submit(self, order):
+        self.calls[order.client_order_id] = self.calls.get(order.client_order_id, 0) + 1
         if self.failures > 0:
             self.failures -= 1
             raise RetryableError("HTTP 503", retry_after=0.0)
         return super().submit(order)
 
+    def order_status(self, client_order_id):
+        self.lookups[client_order_id] = self.lookups.get(client_order_id, 0) + 1
+        return super().order_status(client_order_id)
 
-def test_temporary_errors_are_retried_a_bounded_number_of_times():
+
+def test_temporary_errors_are_retried_by_the_adapter_only_the_loop_looks_up_once_and_never_resends():
+    """Retries belong to the adapter, bounded there (tests/live/fyers/test_fyers_adapter_errors.py); the
+    loop sends an order once, asks the broker about it once, and records one it does not have as not sent."""
     bars = _bars()
-    slept = []
-    loop = replay_loop(bars, np.full(20, BUY), np.full(20, 1.0), sleep=slept.append)
+    loop = replay_loop(bars, np.full(20, BUY), np.full(20, 1.0))
     loop.broker = broker = Flaky(EngineConfig(), [SYM], clock=loop.feed.clock)
     loop.run()
-    first = loop.journal.orders()[0]
-    assert first["submit_attempts"] == 3 and first["status"] == "FILLED"
-    assert slept == [0.0, 0.0]
-    assert all(v == 1 for v in broker.submit_counts().values())
+    rows = loop.journal.orders()
+    failed, sent = rows[:2], rows[2:]
+    for r in failed:
+        assert r["status"] == "REJECTED" and r["reason"] == "not sent: HTTP 503" and r["submit_attempts"] == 1
+        assert broker.calls[r["client_order_id"]] == 1 and broker.lookups[r["client_order_id"]] == 1
+    assert sent and sent[0]["status"] == "FILLED" and sent[0]["submit_attempts"] == 1
+    assert all(v == 1 for v in broker.calls.values()) and all(v == 1 for v in broker.submit_counts().values())
+    assert sum(e["kind"] == "broker_reject" for e in loop.journal.risk_events()) == 2
 
-    loop2 = replay_loop(bars, np.full(20, BUY), np.full(20, 1.0), sleep=slept.append)
+    loop2 = replay_loop(bars, np.full(20, BUY), np.full(20, 1.0))
     loop2.broker = never = Flaky(EngineConfig(), [SYM], clock=loop2.feed.clock)
     never.failures = 10**6
     loop2.run()
     rows = loop2.journal.orders()
-    assert rows and all(r["status"] == "REJECTED" and "not sent after 4 attempts" in r["reason"] for r in rows)
+    assert rows and all(r["status"] == "REJECTED" and r["reason"] == "not sent: HTTP 503" for r in rows)
+    assert all(v == 1 for v in never.calls.values()) and all(v == 1 for v in never.lookups.values())
     assert any(e["kind"] == "broker_reject" for e in loop2.journal.risk_events())
 
 

@@ -18,7 +18,8 @@ from tradebot.features.pipeline import FeaturePipeline
 from tradebot.live.feeds import QueueFeed, ReplayFeed
 from tradebot.live.journal import Journal
 from tradebot.live.logs import JsonFormatter, configure_json_logging, get_logger
-from tradebot.live.loop import StreamFeatures, TradingLoop, current_bar
+from tradebot.live.loop import TradingLoop, current_bar
+from tradebot.live.observations import StreamFeatures
 from tradebot.live.prometheus import LiveMetrics, serve_metrics
 from tradebot.live.paper import PaperBroker
 from tradebot.live.policies import ScheduledPolicy
@@ -201,7 +202,7 @@ def test_policy_errors_and_bad_actions_become_hold_with_an_event():
     assert loop.journal.orders() == []
 
 
-def test_metrics_follow_the_session_and_are_served_over_http():
+def test_metrics_follow_the_run_and_are_served_over_http():
     bars = _bars(30)
     actions = np.tile([BUY, H, H, CL, H], 6)
     metrics = LiveMetrics()
@@ -242,7 +243,7 @@ def test_logs_are_json_lines_with_an_event_name():
     events = {rec["event"] for rec in lines}
     assert {"reconciled", "ready", "decision", "submit", "order", "fill", "finished"} <= events
     fill = next(rec for rec in lines if rec["event"] == "fill")
-    assert fill["symbol"] == SYM and fill["session"] == "paper" and fill["level"] == "info" and "ts" in fill
+    assert fill["symbol"] == SYM and fill["run"] == "paper" and fill["level"] == "info" and "ts" in fill
     rec = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     rec.event, rec.fields = "e", {"x": math.nan, "y": np.float64(2.5)}
     assert json.loads(JsonFormatter().format(rec)) | {"ts": None} == {"ts": None, "level": "info", "logger": "x",

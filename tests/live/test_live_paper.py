@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tradebot.envs.engine import EngineConfig
+from tradebot.envs.engine_config import EngineConfig
 from tradebot.live.paper import PaperBroker
 from tradebot.live.ports import Bar, Intent, OrderRequest, OrderStatus, SimClock, Side, client_order_id
 from live_helpers import make_bars

@@ -9,11 +9,13 @@ import pytest
 
 from tradebot.envs.backtest import run_backtest
 from tradebot.envs.baselines import BASELINES
-from tradebot.envs.engine import EngineConfig, compute_atr
+from tradebot.envs.engine_config import EngineConfig
+from tradebot.envs.market_data import compute_atr
 from tradebot.features.pipeline import FeaturePipeline
 from tradebot.live.feeds import ReplayFeed
 from tradebot.live.journal import Journal
-from tradebot.live.loop import LoopConfig, StreamFeatures, TradingLoop
+from tradebot.live.loop import LoopConfig, TradingLoop
+from tradebot.live.observations import StreamFeatures
 from tradebot.live.paper import PaperBroker
 from tradebot.live.policies import baseline_policy
 from live_helpers import LOOSE_RISK, MINIMAL_FEATURES, replay_loop, sample_bars
@@ -35,7 +37,7 @@ def _paper_trades(journal: Journal) -> pd.DataFrame:
     return journal.trades()[EXACT].reset_index(drop=True)
 
 
-def test_paper_session_on_the_whole_sample_makes_exactly_the_backtest_trades():
+def test_paper_run_on_the_whole_sample_makes_exactly_the_backtest_trades():
     bars = sample_bars()
     engine = EngineConfig()
     actions = BASELINES["sma_crossover"](bars, engine)
@@ -57,7 +59,7 @@ def test_paper_session_on_the_whole_sample_makes_exactly_the_backtest_trades():
     assert loop.journal.positions() == {}
 
 
-def test_paper_session_with_the_feature_stream_matches_the_backtest_on_the_pipeline_atr():
+def test_paper_run_with_the_feature_stream_matches_the_backtest_on_the_pipeline_atr():
     bars = sample_bars().slice(0, 1500)
     engine = EngineConfig()
     pipe = FeaturePipeline.for_bars(bars, MINIMAL_FEATURES)
@@ -65,7 +67,7 @@ def test_paper_session_with_the_feature_stream_matches_the_backtest_on_the_pipel
     feed = ReplayFeed(bars)
     loop = TradingLoop(feed=feed, broker=PaperBroker(engine, [bars.symbol], clock=feed.clock), policy=policy,
                        journal=Journal(), features={bars.symbol: StreamFeatures(pipe)}, engine=engine,
-                       risk=LOOSE_RISK, config=LoopConfig(session="parity"))
+                       risk=LOOSE_RISK, config=LoopConfig(run="parity"))
     loop.run()
     actions = np.array([policy.schedule[bars.symbol][t] for t in bars.index.as_unit("ns").asi8])
     want = _backtest_trades(run_backtest(bars, actions, engine, atr=pipe.atr(bars).to_numpy()))
@@ -80,7 +82,7 @@ def test_paper_session_with_the_feature_stream_matches_the_backtest_on_the_pipel
     assert decisions[0] == len(bars) and decisions[1] > len(bars) // 2
 
 
-@pytest.mark.parametrize("name", ["buy_and_hold", "rsi_reversion"])
+@pytest.mark.parametrize("name", ["intraday_long", "rsi_reversion"])
 def test_paper_parity_holds_for_other_baselines_on_a_month(name):
     bars = sample_bars().between("2021-03-01", "2021-04-01")
     engine = EngineConfig(slippage_bps=2.0, take_profit_atr_mult=2.0)

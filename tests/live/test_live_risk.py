@@ -26,7 +26,7 @@ from tradebot.envs.costs import (COST_BROKERAGE_RATE, COST_EXCHANGE, COST_GST, C
                         COST_STT_BUY, COST_STT_SELL)
 from tradebot.envs.engine import Action, EngineConfig
 from tradebot.live.journal import Journal
-from tradebot.live.market import IST_OFFSET_NS, DAY_NS, MINUTE_NS
+from tradebot.core.nse_time import IST_OFFSET_NS, DAY_NS, MINUTE_NS
 from tradebot.live.ports import NS_PER_SECOND, Bar, OrderStatus, PositionReport, RiskState, Side, Verdict
 from tradebot.live.risk import RateLimiter, RiskConfig, RiskEngine
 from live_helpers import LOOSE_RISK, make_bars, replay_loop
@@ -218,7 +218,7 @@ def test_no_window_holds_more_orders_than_the_rate_limits(events, per_s, per_min
         sym = f"NSE:S{k}-EQ"
         bar = Bar(sym, now - 5 * MINUTE_NS, now, 100.0, 101.0, 99.0, 100.0, 0.0, "5m")
         d, _ = risk.evaluate(sym, bar, action, position=positions.get(sym), working=None, equity=1e6, atr=0.5,
-                             now=now, session="s", positions=positions)
+                             now=now, run="s", positions=positions)
         if d.order is not None:
             risk.limiter.record(now)
             sent.append(now)
@@ -274,7 +274,7 @@ def _engine(**risk) -> RiskEngine:
 
 def _evaluate(r: RiskEngine, bar: Bar, action: int, position=None, now=None, working=None, atr=1.0, equity=1e6):
     return r.evaluate(SYM, bar, action, position=position, working=working, equity=equity, atr=atr,
-                      now=bar.end if now is None else now, session="t")
+                      now=bar.end if now is None else now, run="t")
 
 
 def test_risk_engine_refuses_an_engine_without_stop_or_take_profit():

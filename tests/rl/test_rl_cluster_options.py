@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tradebot.rl.config import TrainConfig
-from tradebot.rl.train import _RESUMABLE_CHANGES, build_algo_config, resolve_gpus_per_learner
+from tradebot.rl.train_config import TrainConfig
+from tradebot.rl.train import RESUMABLE_CHANGES, build_algo_config, resolve_gpus_per_learner
 from tradebot.rl.tune import TuneFileConfig, base_train_config, storage_location
 from rl_helpers import tiny_config
 from tradebot.core.config import parse_config
@@ -26,7 +26,7 @@ def test_run_section_takes_resources_and_still_rejects_unknown_keys(tmp_path):
         with pytest.raises(UserInputError, match=next(iter(bad))):
             parse_config(TrainConfig, broken)
     # resources may change between an interrupted run and its resumption on another cluster
-    assert {"run.num_cpus_per_env_runner", "run.num_gpus_per_learner"} <= set(_RESUMABLE_CHANGES)
+    assert {"run.num_cpus_per_env_runner", "run.num_gpus_per_learner"} <= set(RESUMABLE_CHANGES)
 
 
 def test_tune_resources_override_the_base_config_and_default_to_it(tmp_path):

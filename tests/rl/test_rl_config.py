@@ -9,7 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tradebot.rl.config import TrainConfig, load_train_config
+from tradebot.rl.train_config import TrainConfig, load_train_config
 from tradebot.core.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,21 +17,11 @@ import yaml
 from click.testing import CliRunner
 
 from rl_helpers import ROOT, SAMPLE_5M, write_yaml
-from tradebot.rl.evaluate import (
-    AGENT,
-    AGENT_SELECTED,
-    SCOPE_FOLD,
-    SCOPE_FOLDS,
-    SCOPE_STITCHED,
-    EvaluationEvent,
-    FoldSpec,
-    WalkForwardConfig,
-    evaluate,
-    make_folds,
-    trading_sessions,
-)
 from tradebot.core.config import parse_config
 from tradebot.core.errors import UserInputError
+from tradebot.rl.walkforward import EvaluationEvent, WalkForwardConfig, run_walkforward
+from tradebot.rl.walkforward.folds import FoldSpec, make_folds, trading_sessions
+from tradebot.rl.walkforward.results import AGENT, AGENT_SELECTED, SCOPE_FOLD, SCOPE_FOLDS, SCOPE_STITCHED
 
 SMOKE_YAML = ROOT / "experiments" / "walkforward_smoke.yaml"
 
@@ -164,7 +154,7 @@ def _smoke_run(tmp_path_factory) -> dict:
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        evaluate(cfg, output_dir=out, on_event=interrupt_after_first)
+        run_walkforward(cfg, output_dir=out, on_event=interrupt_after_first)
     first_ckpt = out / "fold_00" / "seed_0" / "checkpoints" / "iter_000001"
     first_mtime = first_ckpt.stat().st_mtime_ns
     state_after_interrupt = json.loads((out / "evaluation.json").read_text())
@@ -173,7 +163,7 @@ def _smoke_run(tmp_path_factory) -> dict:
     cli = CliRunner().invoke(__import__("tradebot.cli", fromlist=["main"]).main,
                              ["evaluate", "--config", str(config_path), "--out", str(out)])
     assert cli.exit_code == 0, cli.output + repr(cli.exception)
-    again = evaluate(cfg, output_dir=out)  # everything is on disk now: nothing is trained or tested again
+    again = run_walkforward(cfg, output_dir=out)  # everything is on disk now: nothing is trained or tested again
     return {"out": out, "cfg": cfg, "events": events, "cli": cli.output, "result": again,
             "first_ckpt": first_ckpt, "first_mtime": first_mtime, "state_after_interrupt": state_after_interrupt}
 
@@ -289,4 +279,4 @@ def test_evaluate_changed_training_config_refuses_to_resume(smoke):
     raw["training"]["run"]["iterations"] = 2
     changed = parse_config(WalkForwardConfig, raw)
     with pytest.raises(UserInputError, match="different config"):
-        evaluate(changed, output_dir=smoke["out"])
+        run_walkforward(changed, output_dir=smoke["out"])

@@ -5,8 +5,8 @@ to session and shows in the features) is written as a bar file; ``tradebot.rl.tr
 on it exactly as ``tradebot train`` does (real Ray, RLlib, MLflow in a sqlite store under tmp), on a
 small budget; then the registered policy (the best checkpoint on validation) acts deterministically,
 through ``tradebot.rl.policy.Policy`` and ``TradingEnv``, over 30 synthetic sessions it never saw. Its
-actions and the baselines ``random`` (best of several seeds), ``hold`` (passive, delivery) and
-``buy_and_hold`` (intraday) are backtested on those dates by the same fill engine, with the same
+actions and the baselines ``random`` (best of several seeds), ``buy_and_hold`` (passive, delivery) and
+``intraday_long`` (long from each session's open) are backtested on those dates by the same fill engine, with the same
 engine config and ATR, after NSE costs: the agent must beat every one of them by a clear margin
 (total return and Sharpe), and spend most of its time in the market on the side of the session's
 true regime (so the edge is the pattern, not luck). Its backtest must also reproduce the env's
@@ -42,7 +42,7 @@ from tradebot.envs.performance import M, Metrics, metrics_from_result
 from tradebot.envs.trading_env import EnvConfig
 from tradebot.features.bars import Bars, load_bars
 from tradebot.features.pipeline import FeaturePipeline
-from tradebot.rl.config import DateRange, TrainConfig
+from tradebot.rl.train_config import DateRange, TrainConfig
 from tradebot.rl.policy import Policy
 from tradebot.rl.synthetic import SyntheticMarketConfig, session_regimes, synthetic_bars, write_synthetic_bars
 from tradebot.rl.train import make_env, train
@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = ROOT / "experiments" / "learning_regression.yaml"
 SEEDS_ENV = "TRADEBOT_LEARNING_SEEDS"
 AGENT = "agent"
-PASSIVE_AND_RANDOM = ("random", "hold", "buy_and_hold")
+PASSIVE_AND_RANDOM = ("random", "buy_and_hold", "intraday_long")
 
 
 class EvaluationSection(FrozenConfig):
@@ -283,7 +283,7 @@ def test_synthetic_market_bad_config_names_the_key():
 
 def test_synthetic_market_cli_writes_bars_and_a_train_config(tmp_path, monkeypatch):
     """``python -m tradebot.rl.synthetic EXPERIMENT.yaml`` prepares a run that ``tradebot train`` accepts."""
-    from tradebot.rl.config import load_train_config
+    from tradebot.rl.train_config import load_train_config
     from tradebot.rl.synthetic import main
 
     monkeypatch.chdir(tmp_path)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tradebot.rl.config import TrainConfig
+from tradebot.rl.train_config import TrainConfig
 from tradebot.rl.policy import MODULE_SUBDIR, NORMALISER_SUBDIR, Policy
 from tradebot.rl.train import make_env, train_and_save
 from rl_helpers import tiny_config

@@ -21,7 +21,7 @@ from tradebot.rl.backtest_policy import (
     policy_env_config,
     saved_train_config,
 )
-from tradebot.rl.config import TrainConfig
+from tradebot.rl.train_config import TrainConfig
 from tradebot.rl.policy import Policy
 from tradebot.rl.train import make_env, train
 from rl_helpers import SAMPLE_5M, tiny_config

@@ -14,8 +14,9 @@ from click.testing import CliRunner
 
 from rl_helpers import tiny_config, write_yaml
 from tradebot.rl import metric_names
-from tradebot.rl.config import TrainConfig
+from tradebot.rl.train_config import TrainConfig
 from tradebot.rl.policy import MODULE_SUBDIR, Policy
+from tradebot.rl.tracking import flatten_params
 from tradebot.rl.train import STATE_FILE, IterationReport, make_env, train
 from tradebot.cli import main as cli_main
 from tradebot.core.config import parse_config
@@ -90,7 +91,7 @@ def test_train_logs_params_metrics_and_artifacts_to_mlflow(resumed_run, mlflow_s
     run = client.get_run(resumed_run["state"]["mlflow_run_id"])
     assert run.data.params["ppo.lr"] == str(resumed_run["cfg"].ppo.lr)
     assert run.data.params["model.lstm_cell_size"] == "16"
-    assert set(resumed_run["cfg"].flat_params()) <= set(run.data.params)
+    assert set(flatten_params(resumed_run["cfg"].model_dump(mode="json"))) <= set(run.data.params)
     for key in (metric_names.EPISODE_RETURN_MEAN, metric_names.POLICY_LOSS, metric_names.VALUE_LOSS, metric_names.ENTROPY, metric_names.KL, metric_names.ENV_STEPS_PER_S,
                 metric_names.VALIDATION_RETURN, metric_names.BEST_VALIDATION_RETURN):
         history = client.get_metric_history(run.info.run_id, key)

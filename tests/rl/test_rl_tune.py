@@ -121,3 +121,12 @@ def test_tune_example_config_loads_and_its_search_space_fits_the_demo():
     assert set(cfg.search) == {"ppo.lr", "ppo.gamma", "ppo.entropy_coeff", "model.lstm_cell_size",
                                "model.max_seq_len", "env.reward.name"}
     assert yaml.safe_load(open("experiments/tune.yaml"))["train"] == "experiments/demo.yaml"
+
+
+def test_tune_trial_count_is_samples_times_every_grid():
+    search = {"ppo.lr": {"loguniform": [1.0e-5, 1.0e-3]}, "ppo.gamma": {"grid": [0.9, 0.99]},
+              "env.reward.name": {"grid": ["net_log_return", "differential_sharpe", "sharpe"]}}
+    cfg = parse_config(TuneFileConfig, {"search": search, "tune": {"num_samples": 4}})
+    assert cfg.trial_count() == 4 * 2 * 3
+    assert cfg.trial_count(1) == 6
+    assert parse_config(TuneFileConfig, {"search": {"ppo.lr": {"choice": [1e-4]}}}).trial_count(0) == 1

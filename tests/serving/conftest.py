@@ -36,7 +36,7 @@ def serve_ray(tmp_path_factory, ray_factory):
 def trained(tmp_path_factory, serve_ray):
     """A PPO-LSTM checkpoint after one tiny iteration, with its training config.yaml inside (as `tradebot train`)."""
 
-    from tradebot.rl.config import TrainConfig
+    from tradebot.rl.train_config import TrainConfig
     from tradebot.rl.train import train_and_save
     from tradebot.core.config import parse_config
 
@@ -56,7 +56,7 @@ def served(trained, serve_ray):
     """The tiny policy behind Ray Serve on 127.0.0.1 (bearer token required); its handle and URL."""
     from ray import serve
 
-    from tradebot.serving.client import start_serve
+    from tradebot.serving.app import start_serve
 
     port = _free_port()
     handle = start_serve(str(trained["path"]), host="127.0.0.1", port=port, token=TOKEN)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-def test_paper_session_on_the_fyers_feed_through_serve_writes_its_report_and_sends_no_order(
+def test_paper_run_on_the_fyers_feed_through_serve_writes_its_report_and_sends_no_order(
         served, trained, tmp_path, monkeypatch):
     import tradebot.cli.commands  # noqa: F401  (registers the command groups)
     from tradebot.live.adapters.fyers.auth import AuthSettings, login_url
@@ -34,7 +34,7 @@ def test_paper_session_on_the_fyers_feed_through_serve_writes_its_report_and_sen
         redirect = requests.get(url, allow_redirects=False, timeout=5).headers["Location"]
         res = runner.invoke(main, ["fyers", "login", "--api-base", sim.base_url], input=redirect + "\n")
         assert res.exit_code == 0, res.output
-        out = tmp_path / "session"
+        out = tmp_path / "run"
         res = runner.invoke(main, ["live", "--paper", "--feed", "fyers", "--symbols", "NSE:NIFTY50-INDEX",
                                    "--timeframe", "5m", "--clock", "exchange", "--until", "10:45",
                                    "--model", str(trained["path"]), "--serve-url", served["url"],

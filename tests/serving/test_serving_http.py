@@ -7,6 +7,17 @@ test process and stepped over the same observations.
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import requests
@@ -159,3 +170,40 @@ def test_serve_cli_bad_model_uri_exits_2_with_one_line(tmp_path):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "missing" in lines[0]
+
+
+
+@pytest.mark.slow
+def test_serve_cli_serves_until_sigterm_then_shuts_down(trained, tmp_path):
+    """`tradebot serve` in its own process: answers /health, and SIGTERM stops it cleanly (exit 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    ray_tmp = Path(tempfile.mkdtemp(prefix="tbserve-", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "TRADEBOT_SERVE_TOKEN")}
+    env.update(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="disabled", OMP_NUM_THREADS="1")
+    exe = Path(sys.executable).with_name("tradebot")
+    proc = subprocess.Popen([str(exe), "serve", "--model", str(trained["path"]), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 180
+        while not any("Ctrl-C stops" in line for line in err) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert any("Ctrl-C stops" in line for line in err), "not serving within 180 s:\n" + "".join(err)
+        info = requests.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
+        assert info["obs_dim"] == Policy.load(trained["path"]).obs_dim
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    err_text = "".join(err)
+    assert proc.returncode == 0, err_text
+    assert f"on http://127.0.0.1:{port} (/act /reset /health /metrics; no auth" in err_text
+    assert "stopping" in err_text

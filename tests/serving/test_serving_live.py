@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tradebot.features.bars import load_bars
 from tradebot.live.runner import LiveConfig, build_replay_loop
 from tradebot.rl.policy import Policy
-from tradebot.serving.client import HandlePolicy, HttpPolicy, check_obs_dim, model_features
+from tradebot.serving.policy_client import HandlePolicy, HttpPolicy, check_obs_dim, model_features
 
 SAMPLE_5M = Path(__file__).resolve().parents[2] / "data" / "sample" / "NSE_NIFTY50-INDEX_5m.csv.gz"
 
@@ -71,7 +71,7 @@ def test_serving_live_cli_run_with_model_over_http(served, trained, tmp_path, mo
 
     monkeypatch.setenv("TRADEBOT_SERVE_TOKEN", served["token"])
     journal = tmp_path / "cli.db"
-    out = tmp_path / "session"
+    out = tmp_path / "run"
     result = CliRunner().invoke(main, ["live", "--paper", "--replay", str(SAMPLE_5M), "--journal", str(journal), "--start",
                                        "2021-06-29", "--model", str(trained["path"]), "--serve-url", served["url"],
                                        "--out", str(out), "--no-log-json"])

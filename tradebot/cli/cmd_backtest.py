@@ -1,4 +1,9 @@
-"""``tradebot backtest``: run a baseline or an action file through the fill engine, or compare baselines.
+"""``tradebot backtest``: run a baseline, an action file or a trained policy through the fill engine, or
+compare the baselines (and the policy).
+
+The work is done by ``tradebot.envs`` (``BacktestWindow``: the evaluated dates after a warm-up; the
+baselines; ``backtest_actions_file``; the report files) and ``tradebot.rl.backtest_policy`` (policies);
+this module parses the flags, calls them and prints.
 
 Exit codes: 0 success; 2 bad input (one ``error:`` line on stderr naming the file, line or key and
 the fix; nothing is written to --out then).
@@ -9,126 +14,26 @@ so ``tradebot --help`` stays fast.
 
 from __future__ import annotations
 
-import difflib
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import click
-import numpy as np
 import pandas as pd
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tradebot.core.config import load_config
 from tradebot.core.errors import UserInputError
 
 if TYPE_CHECKING:
     from tradebot.envs.backtest import BacktestResult
-    from tradebot.envs.engine import EngineConfig
+    from tradebot.envs.engine_config import EngineConfig
     from tradebot.envs.performance import Metrics
+    from tradebot.envs.window import BacktestWindow
     from tradebot.features.bars import Bars
-
-CONFIG_SECTION = "engine"
-
-
-# --------------------------------------------------------------------------- inputs
-
-def load_engine_config(path: Path | None) -> EngineConfig:
-    """``EngineConfig`` from the YAML file's ``engine`` section (defaults without a file).
-
-    Unknown keys inside ``engine`` are rejected by the config class; a top-level key that looks like
-    a misspelt ``engine`` is rejected too (it would otherwise be silently ignored).
-    """
-    from tradebot.envs.engine import EngineConfig
-
-    if path is None:
-        return EngineConfig()
-    if path.is_file():
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError):
-            data = None  # load_config reports the syntax error with its line
-        if isinstance(data, dict) and CONFIG_SECTION not in data:
-            close = difflib.get_close_matches(CONFIG_SECTION, [str(k) for k in data], n=1, cutoff=0.6)
-            if close:
-                raise UserInputError(f"{path}: unknown config section '{close[0]}' (did you mean '{CONFIG_SECTION}'?)")
-        elif data is not None and not isinstance(data, dict):
-            raise UserInputError(f"{path}: expected a mapping with an '{CONFIG_SECTION}:' section, "
-                                 f"got {type(data).__name__}")
-    return load_config(EngineConfig, path, CONFIG_SECTION)
-
-
-def read_actions_csv(path: Path, bars: Bars) -> np.ndarray:
-    """Actions from a ``timestamp,action`` CSV, aligned to ``bars`` (bars without a row: HOLD).
-
-    Action names are ``HOLD, BUY_LONG, SELL_SHORT, CLOSE_LONG, CLOSE_SHORT`` (case-insensitive).
-    Timestamps are ISO 8601 with an offset and must be bar (start) timestamps of the data; rows may
-    come in any order. Every problem is one ``UserInputError`` naming the CSV line.
-    """
-    from tradebot.envs.engine import Action
-
-    names_valid = tuple(a.name for a in Action)
-    name = str(path)
-    if not path.is_file():
-        raise UserInputError(f"{name}: actions file not found (check the path)")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise UserInputError(f"{name}: file is empty; expected a header timestamp,action and one row per decision") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as err:
-        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise UserInputError(f"{name}: cannot be read as CSV ({reason}); expected columns timestamp,action") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
-    missing = [c for c in ("timestamp", "action") if c not in df.columns]
-    if missing:
-        found = ",".join(df.columns[:6]) or "<none>"
-        raise UserInputError(f"{name}: missing column(s) {', '.join(missing)}; found {found}. "
-                             "The header must be timestamp,action")
-    actions = np.full(len(bars), int(Action.HOLD), dtype=np.int8)
-    if len(df) == 0:
-        return actions
-
-    def line(pos: int) -> str:
-        return f"{name}: line {pos + 2}"
-
-    codes = df["action"].astype(str).str.strip().str.upper().map({a: int(Action[a]) for a in names_valid})
-    bad = np.flatnonzero(codes.isna().to_numpy())
-    if len(bad):
-        pos = int(bad[0])
-        raise UserInputError(f"{line(pos)}: unknown action {df['action'].iloc[pos]!r}; "
-                             f"valid actions: {', '.join(names_valid)}")
-
-    text = df["timestamp"].astype(str).str.strip()
-    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-    bad = np.flatnonzero(parsed.isna().to_numpy())
-    if len(bad):
-        pos = int(bad[0])
-        raise UserInputError(f"{line(pos)}: cannot parse timestamp {text.iloc[pos][:40]!r}; "
-                             "use ISO 8601 with an offset, e.g. 2021-01-01T09:15:00+05:30")
-    has_offset = text.str.contains(r"(?:[+-]\d{2}:?\d{2}|Z)$", regex=True).to_numpy()
-    if not has_offset.all():
-        pos = int(np.flatnonzero(~has_offset)[0])
-        raise UserInputError(f"{line(pos)}: timestamp {text.iloc[pos][:40]!r} has no time zone; "
-                             "add the offset (e.g. +05:30 for IST)")
-    stamps = pd.DatetimeIndex(parsed).tz_convert(bars.index.tz).as_unit(bars.index.unit)
-    dup = np.flatnonzero(stamps.duplicated())
-    if len(dup):
-        pos = int(dup[0])
-        raise UserInputError(f"{line(pos)}: timestamp {text.iloc[pos]} appears twice; give one action per bar")
-    where = bars.index.get_indexer(stamps)
-    bad = np.flatnonzero(where < 0)
-    if len(bad):
-        pos = int(bad[0])
-        raise UserInputError(f"{line(pos)}: timestamp {text.iloc[pos]} is not a bar of the data "
-                             f"({bars.index[0].isoformat()} … {bars.index[-1].isoformat()}); "
-                             "use the bars' own (start) timestamps")
-    actions[where] = codes.to_numpy(dtype=np.int64).astype(np.int8)
-    return actions
+    from tradebot.rl.backtest_policy import PolicyBacktest, PolicySetup
 
 
 # --------------------------------------------------------------------------- outputs
@@ -172,26 +77,6 @@ def _compare_table(rows: dict[str, Metrics], title: str) -> Table:
     return table
 
 
-def _run_info(data: Path, bars: Bars, strategy: str, config: EngineConfig, seed: int,
-              params: dict[str, Any] | None = None, actions_file: Path | None = None) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "strategy": strategy,
-        "data": str(data),
-        "symbol": bars.symbol,
-        "timeframe": bars.timeframe,
-        "bars": len(bars),
-        "start": bars.index[0].isoformat(),
-        "end": bars.index[-1].isoformat(),
-        "seed": seed,
-    }
-    if params is not None:
-        info["params"] = params
-    if actions_file is not None:
-        info["actions_file"] = str(actions_file)
-    info[CONFIG_SECTION] = config.model_dump(mode="json")
-    return info
-
-
 # --------------------------------------------------------------------------- command
 
 class _BacktestCommand(click.Command):
@@ -233,8 +118,8 @@ size does not match is refused.
 
 --start/--end (dates in IST, end excluded) limit the evaluated period: every strategy starts flat
 with the initial capital at --start, and earlier bars only warm the indicators and features up.
-Baselines that carry positions overnight (hold) are computed on the period alone, so they start
-flat too. With --policy and no --start, the period starts at the first session after the
+Baselines that carry positions overnight (buy_and_hold) are computed on the period alone, so they
+start flat too. With --policy and no --start, the period starts at the first session after the
 features' warm-up.
 
 \b
@@ -263,96 +148,17 @@ def _parse_day(option: str, value: str | None) -> pd.Timestamp | None:
     return ts
 
 
-@dataclass(frozen=True)
-class _Period:
-    """The bars a run may read (``history``: every bar before --end) and the first evaluated one."""
-
-    history: Bars
-    first: int
-
-    @property
-    def bars(self) -> Bars:
-        return self.history if self.first == 0 else self.history.slice(self.first, len(self.history))
-
-
-@dataclass(frozen=True)
-class _PolicySetup:
-    policy: Any  # tradebot.rl.policy.Policy
-    source: str
-    env_config: Any  # tradebot.envs.trading_env.EnvConfig
-    config_location: str | None
-    train_config: Any  # tradebot.rl.config.TrainConfig | None
-
-
-def _engine_override(base: EngineConfig, path: Path | None) -> EngineConfig:
-    """``base`` with the keys the --config file's engine section sets (the others stay the policy's)."""
-    from tradebot.envs.engine import EngineConfig
-
-    if path is None:
-        return base
-    given = load_engine_config(path)
-    values = {**base.model_dump(), **given.model_dump(include=set(given.model_fields_set))}
-    try:
-        return EngineConfig.model_validate(values)
-    except ValueError as err:
-        raise UserInputError(f"{path} [engine]: {str(err).splitlines()[-1].strip()}") from None
-
-
-def _load_policy(source: str, config_path: Path | None) -> _PolicySetup:
+def _load_policy(source: str, config_path: Path | None) -> PolicySetup:
     import logging
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from tradebot.rl.backtest_policy import policy_env_config, saved_train_config
-    from tradebot.rl.policy import Policy
+    import tradebot.rl.policy  # noqa: F401  (imports Ray, which sets its loggers' levels)
+    from tradebot.rl.backtest_policy import load_policy_setup
 
     for name in ("ray", "ray.rllib", "mlflow"):  # after the imports: Ray sets its loggers' levels on import
         logging.getLogger(name).setLevel(logging.ERROR)
-
-    if source.startswith(("models:/", "runs:/")):
-        import mlflow
-
-        from tradebot.rl.train import default_tracking_uri
-
-        mlflow.set_tracking_uri(default_tracking_uri())
-    policy = Policy.load(source, deterministic=True)
-    saved = saved_train_config(source)
-    train_config = saved.config if saved is not None else None
-    engine = _engine_override(policy_env_config(train_config).engine, config_path)
-    env_config = policy_env_config(train_config, engine)
-    return _PolicySetup(policy, source, env_config, saved.location if saved else None, train_config)
-
-
-def _baseline_result(baseline: Any, period: _Period, config: EngineConfig, seed: int) -> tuple[BacktestResult, EngineConfig]:
-    """A baseline over the period, starting flat at its first bar.
-
-    Its actions are computed on the whole history (causal indicators, warmed up) and the period's
-    share of them is backtested; a baseline that carries positions overnight is computed on the
-    period alone (on the history it could hold a position bought before the period).
-    """
-    from tradebot.envs.backtest import run_backtest
-    from tradebot.envs.engine import compute_atr
-
-    run_config = baseline.engine_config(config)
-    if period.first == 0:
-        return run_backtest(period.history, baseline(period.history, run_config, seed=seed), run_config), run_config
-    bars = period.bars
-    if not run_config.flat_at_session_end:
-        return run_backtest(bars, baseline(bars, run_config, seed=seed), run_config), run_config
-    actions = baseline(period.history, run_config, seed=seed)[period.first:]
-    atr = compute_atr(period.history, run_config.atr_period)[period.first:] if run_config.needs_atr else None
-    return run_backtest(bars, actions, run_config, atr=atr), run_config
-
-
-def _actions_result(actions_path: Path, bars: Bars, period: _Period, config: EngineConfig) -> BacktestResult:
-    from tradebot.envs.backtest import run_backtest
-    from tradebot.envs.engine import compute_atr
-
-    actions = read_actions_csv(actions_path, bars)[:len(period.history)][period.first:]
-    atr = None
-    if period.first > 0 and config.needs_atr:
-        atr = compute_atr(period.history, config.atr_period)[period.first:]
-    return run_backtest(period.bars, actions, config, atr=atr)
+    return load_policy_setup(source, config_path)
 
 
 def _write_run(out_dir: Path, result: BacktestResult, bars: Bars, metrics: Metrics, info: dict[str, Any],
@@ -361,20 +167,6 @@ def _write_run(out_dir: Path, result: BacktestResult, bars: Bars, metrics: Metri
 
     with _spinner(f"writing {out_dir}"):
         write_run_files(out_dir, result, bars, metrics, info, title)
-
-
-def _policy_info(setup: _PolicySetup, period: _Period, notes: list[str]) -> dict[str, Any]:
-    info: dict[str, Any] = {"model": setup.source, "train_config": setup.config_location or "none saved (env defaults)",
-                            "features": setup.env_config.features.model_dump(mode="json"),
-                            "warmup_bars": period.first}
-    if setup.train_config is not None:
-        data = setup.train_config.data
-        info["trained_on"] = {"train": [str(data.train.start), str(data.train.end)],
-                              "validation": [str(data.validation.start), str(data.validation.end)]
-                              if data.validation is not None else None}
-    if notes:
-        info["notes"] = notes
-    return info
 
 
 @click.command("backtest", cls=_BacktestCommand, help=_HELP,
@@ -417,9 +209,10 @@ def backtest(data_path: Path, strategy: str | None, actions_path: Path | None, p
         raise UserInputError(f"--end {end_text} must be after --start {start_text}")
 
     from tradebot.envs.baselines import get_baseline
+    from tradebot.envs.engine_config import load_engine_config
     from tradebot.envs.performance import metrics_from_result
+    from tradebot.envs.window import BacktestWindow
     from tradebot.features.bars import load_bars
-    from tradebot.rl.backtest_policy import evaluation_history
 
     baseline = get_baseline(strategy) if strategy is not None else None  # unknown name: exit 2 before any work
     setup = None
@@ -436,23 +229,17 @@ def backtest(data_path: Path, strategy: str | None, actions_path: Path | None, p
 
     policy_run, notes = None, []
     if setup is not None:
-        from tradebot.rl.backtest_policy import backtest_policy, overlaps_training
+        from tradebot.rl.backtest_policy import backtest_policy
 
         with _spinner(f"policy: acting on {data_path.name}"):
             policy_run = backtest_policy(setup.policy, bars, setup.env_config, start, end)
-        period = _Period(policy_run.run.history, policy_run.run.first)
-        if setup.train_config is not None:
-            note = overlaps_training(setup.train_config, period.bars.index[0], period.bars.index[-1])
-            if note:
-                notes.append(note)
-        if setup.config_location is None:
-            notes.append("the model has no saved training config: the env's default features were used")
+        window = policy_run.window
+        notes = setup.notes(window)
     else:
-        history, first = evaluation_history(bars, start, end)
-        period = _Period(history, first or 0)
+        window = BacktestWindow.from_dates(bars, start, end)
 
     if compare:
-        _compare(data_path, bars, period, config, seed, out_dir, setup, policy_run, notes)
+        _compare(data_path, bars, window, config, seed, out_dir, setup, policy_run, notes)
         return
 
     run_config = config
@@ -461,21 +248,25 @@ def backtest(data_path: Path, strategy: str | None, actions_path: Path | None, p
         result, name, params, source = policy_run.result, "policy", None, None
     elif baseline is not None:
         with _spinner(f"{baseline.name}: computing signals"):
-            result, run_config = _baseline_result(baseline, period, config, seed)
+            result, run_config = window.run_baseline(baseline, config, seed)
         name, params, source = baseline.name, dict(baseline.params), None
     else:
+        from tradebot.envs.actions_file import backtest_actions_file
+
         assert actions_path is not None
-        result = _actions_result(actions_path, bars, period, config)
+        result = backtest_actions_file(actions_path, bars, window, config)
         name, params, source = f"actions:{actions_path.name}", None, actions_path
 
-    eval_bars = period.bars
+    from tradebot.envs.backtest_report import run_record
+
+    eval_bars = window.bars
     with _spinner(f"{name}: metrics over {len(eval_bars):,} bars"):
         metrics = metrics_from_result(result, eval_bars.timeframe)
-    info = _run_info(data_path, eval_bars, name, run_config, seed, params, source)
+    info = run_record(data_path, eval_bars, name, run_config, seed, params, source)
     if setup is not None:
-        info["policy"] = _policy_info(setup, period, notes)
-    elif period.first:
-        info["warmup_bars"] = period.first
+        info["policy"] = setup.info(window, notes)
+    elif window.first:
+        info["warmup_bars"] = window.first
     title = f"{name} on {eval_bars.symbol or data_path.name} ({eval_bars.timeframe})"
     if setup is not None:
         title = f"policy {setup.source} on {eval_bars.symbol or data_path.name} ({eval_bars.timeframe})"
@@ -489,30 +280,31 @@ def backtest(data_path: Path, strategy: str | None, actions_path: Path | None, p
     console.print(f"wrote {out_dir}/metrics.json, equity.csv, trades.csv, report.html")
 
 
-def _compare(data_path: Path, bars: Bars, period: _Period, config: EngineConfig, seed: int, out_dir: Path | None,
-             setup: _PolicySetup | None, policy_run: Any, notes: list[str]) -> None:
+def _compare(data_path: Path, bars: Bars, window: BacktestWindow, config: EngineConfig, seed: int,
+             out_dir: Path | None, setup: PolicySetup | None, policy_run: PolicyBacktest | None,
+             notes: list[str]) -> None:
+    from tradebot.envs.backtest_report import run_record, write_compare_files
     from tradebot.envs.baselines import BASELINES
-    from tradebot.envs.performance import M, metrics_from_result
-    from tradebot.core.files import write_text_atomic
-    from tradebot.core.serialize import json_text
+    from tradebot.envs.performance import metrics_from_result
 
-    eval_bars = period.bars
+    eval_bars = window.bars
     rows: dict[str, Metrics] = {}
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("baselines", total=len(BASELINES))
         for name, baseline in BASELINES.items():
             progress.update(task, description=f"backtesting {name}")
-            result, _ = _baseline_result(baseline, period, config, seed)
+            result, _ = window.run_baseline(baseline, config, seed)
             rows[name] = metrics_from_result(result, eval_bars.timeframe)
             progress.advance(task)
     params: dict[str, dict[str, Any]] = {name: dict(b.params) for name, b in BASELINES.items()}
     if setup is not None:
+        assert policy_run is not None
         rows["policy"] = metrics_from_result(policy_run.result, eval_bars.timeframe)
         params["policy"] = {"model": setup.source}
 
     what = "Baselines and the policy" if setup is not None else "Baselines"
-    span = (f"{len(eval_bars):,} bars" if period.first == 0 and len(eval_bars) == len(bars)
+    span = (f"{len(eval_bars):,} bars" if window.first == 0 and len(eval_bars) == len(bars)
             else f"{len(eval_bars):,} bars, {eval_bars.index[0].date()} to {eval_bars.index[-1].date()}")
     title = f"{what} on {eval_bars.symbol or data_path.name} ({eval_bars.timeframe}, {span}), after costs"
     console = _stdout()
@@ -522,22 +314,14 @@ def _compare(data_path: Path, bars: Bars, period: _Period, config: EngineConfig,
     for note in notes:
         console.print(f"note: {note}")
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        table = pd.DataFrame([m.values for m in rows.values()], index=pd.Index(list(rows), name="strategy"))
-        write_text_atomic(out_dir / "compare.csv", table.loc[:, list(M.ALL)].to_csv(float_format="%.10g"))
-        run = _run_info(data_path, eval_bars, "compare", config, seed)
-        if period.first:
-            run["warmup_bars"] = period.first
-        payload = {
-            "strategies": {name: {**m.to_dict(), "params": params[name]} for name, m in rows.items()},
-            "run": run,
-        }
-        if setup is not None:
-            payload["policy"] = _policy_info(setup, period, notes)
-        write_text_atomic(out_dir / "compare.json", json_text(payload))
+        run = run_record(data_path, eval_bars, "compare", config, seed)
+        if window.first:
+            run["warmup_bars"] = window.first
+        write_compare_files(out_dir, rows, params, run, setup.info(window, notes) if setup is not None else None)
         written = "compare.csv, compare.json"
         if setup is not None:
-            info = {**_run_info(data_path, eval_bars, "policy", config, seed), "policy": _policy_info(setup, period, notes)}
+            assert policy_run is not None
+            info = {**run_record(data_path, eval_bars, "policy", config, seed), "policy": setup.info(window, notes)}
             _write_run(out_dir, policy_run.result, eval_bars, rows["policy"], info,
                        f"policy {setup.source} on {eval_bars.symbol or data_path.name} ({eval_bars.timeframe})")
             written += ", metrics.json, equity.csv, trades.csv, report.html (the policy)"

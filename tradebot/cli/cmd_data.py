@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tradebot.features.bars import Bars, read_bar_file, symbol_from_filename, validate_symbol
+from tradebot.features.bars import read_bar_file, validate_symbol
 from tradebot.features.quality import (
     DEFAULT_GAP_THRESHOLD,
     DEFAULT_JUMP_K,
@@ -23,9 +23,7 @@ from tradebot.features.quality import (
     SESSION_RULES,
     QualityReport,
     check_quality,
-    repair_bars,
 )
-from tradebot.features.resample import canonical_timeframe, resample
 from tradebot.core.nse_time import is_intraday
 from tradebot.features.store import STORE_ENV, Store
 from tradebot.core.errors import UserInputError
@@ -214,42 +212,16 @@ def import_(path: Path, symbol: str | None, timeframe: str | None, store_dir: Pa
     Example:
       tradebot data import data/sample/NSE_NIFTY50-INDEX_1m.csv.gz --symbol NSE:NIFTY50-INDEX --timeframe 5m
     """
-    symbol = symbol or symbol_from_filename(path)
-    if not symbol:
-        raise UserInputError(f"{path}: cannot tell the symbol from the file name; give --symbol in Fyers form "
-                             "(e.g. --symbol NSE:NIFTY50-INDEX)")
-    validate_symbol(symbol)
-    target = canonical_timeframe(timeframe) if timeframe else None
-    warnings: list[str] = []  # printed only once the import succeeded: a failure is exactly one line
-    named = symbol_from_filename(path)
-    if named and named != symbol:
-        warnings.append(f"{path}: file name suggests {named}, imported as {symbol}")
+    from tradebot.features.importing import import_bar_file
 
-    raw = read_bar_file(path)
-    is_csv = path.suffix.lower() not in (".parquet", ".pq")
-    fixes = None
-    if repair:
-        raw, fixes = repair_bars(raw, str(path))
-    bars = Bars.from_frame(raw, symbol=symbol, source=str(path),
-                           first_line=2 if is_csv and not repair else None)
-    source_tf = canonical_timeframe(bars.timeframe)
-    if target is not None:
-        try:
-            result = resample(bars, target)
-        except UserInputError as err:
-            raise UserInputError(f"{path}: {err}") from None
-        bars, dropped = result.bars, result.dropped_outside_session
-        if dropped:
-            warnings.append(f"{path}: dropped {dropped:,} bar(s) outside the session 09:15–15:30 IST "
-                            "while resampling")
-    store = Store(store_dir)
-    done = store.write(bars, source=str(path))
-    for line in fixes.lines() if fixes is not None else ():
+    result = import_bar_file(path, symbol=symbol, timeframe=timeframe, store_dir=store_dir, repair=repair)
+    done = result.written
+    for line in result.repairs:
         click.echo(f"repair: {line}")
-    for line in warnings:
+    for line in result.warnings:  # printed only once the import succeeded: a failure is exactly one line
         click.echo(f"warning: {line}", err=True)
-    how = f"resampled {source_tf} -> {done.timeframe}" if target and target != source_tf else f"{done.timeframe} bars"
-    click.echo(f"imported {path} as {symbol} ({how}): {done.written:,} bar(s) -> {done.path}")
+    how = f"resampled {result.source_timeframe} -> {done.timeframe}" if result.resampled else f"{done.timeframe} bars"
+    click.echo(f"imported {path} as {result.symbol} ({how}): {done.written:,} bar(s) -> {done.path}")
     click.echo(f"  {done.added:,} new, {done.replaced:,} replaced (the new file wins on overlapping timestamps); "
                f"store file now holds {done.rows:,} bar(s)")
 
@@ -280,15 +252,23 @@ def fetch(broker: str, symbol: str, timeframe: str, start: str, end: str, store_
     Example:
       tradebot data fetch --broker fyers --symbol NSE:SBIN-EQ --timeframe 5m --start 2024-01-01 --end 2024-06-30
     """
-    from tradebot.live.adapters.fyers.cli import run_fetch
+    from tradebot.live.adapters.fyers.data import fetch_into_store
 
     validate_symbol(symbol)
     with click.progressbar(length=1, label=f"fetching {symbol} {timeframe}", file=None) as bar:
         def progress(done: int, total: int) -> None:
             bar.length = total
             bar.update(done - bar.pos)
-        run_fetch(symbol=symbol, timeframe=timeframe, start=start, end=end, store_dir=store_dir, api_base=api_base,
-                  token_file=token_file, echo=click.echo, progress=progress)
+        done = fetch_into_store(symbol, timeframe, start, end, store_dir=store_dir, api_base=api_base,
+                                token_file=token_file, progress=progress)
+    report, bars = done.report, done.bars
+    if bars is None:
+        click.echo(f"no {timeframe} bars of {symbol} between {start} and {end} (market closed, or before the data "
+                   "starts)")
+    else:
+        click.echo(f"fetched {symbol} {report.timeframe}: {report.bars:,} bar(s) in {report.requests} request(s) "
+                   f"({report.skipped_chunks} chunk(s) already in the store) -> {done.path}; "
+                   f"{len(bars):,} bar(s) from {bars.index[0]} to {bars.index[-1]}")
 
 
 # --------------------------------------------------------------------------- list

@@ -56,17 +56,10 @@ def _stdout() -> Console:
               help="Ray cluster address (default: start a private local Ray instance)")
 def evaluate(config_path: Path, out_dir: Path | None, address: str | None) -> None:
     from tradebot.envs.performance import METRIC_LABELS
-    from tradebot.rl.evaluate import (
-        KEY_COLUMNS,
-        SCOPE_FOLD,
-        SCOPE_FOLDS,
-        SCOPE_STITCHED,
-        EvaluationEvent,
-        evaluate as run_evaluation,
-        load_walkforward_config,
-        overfitting_lines,
-        summary_rows,
-    )
+    from tradebot.rl.walkforward import EvaluationEvent, load_walkforward_config, run_walkforward
+    from tradebot.rl.walkforward.results import SCOPE_FOLD, SCOPE_FOLDS, SCOPE_STITCHED
+    from tradebot.rl.walkforward.summary import KEY_COLUMNS, summary_rows
+    from tradebot.rl.walkforward.verdicts import overfitting_lines
 
     cfg = load_walkforward_config(config_path)
     for name in ("ray", "ray.rllib", "ray.tune", "mlflow"):
@@ -87,7 +80,7 @@ def evaluate(config_path: Path, out_dir: Path | None, address: str | None) -> No
                 status = f"{where}: {event.message}" if event.fold is not None else event.message
             progress.update(task, status=status, advance=1 if event.stage == "done" else 0)
 
-        result = run_evaluation(cfg, output_dir=out_dir, address=address, on_event=on_event)
+        result = run_walkforward(cfg, output_dir=out_dir, address=address, on_event=on_event)
         progress.update(task, completed=len(result.runs), status="done")
 
     console = _stdout()

@@ -6,17 +6,11 @@ naming the file, line or key and the fix; nothing is written).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-from tradebot.core.files import atomic_writer
-from tradebot.core.errors import UserInputError
-
-PARQUET_METADATA_KEY = b"tradebot.features"  # JSON: config, timeframe, has_volume, feature_names, warmup_bars
 
 
 @click.group("features", context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,51 +43,22 @@ def build(data: Path, out: Path, config_path: Path | None, symbol: str | None) -
     Example:
       tradebot features build data/sample/NSE_NIFTY50-INDEX_5m.csv.gz --out nifty_5m_features.parquet
     """
-    from tradebot.features.bars import load_bars
-    from tradebot.features.pipeline import FeaturePipeline, load_feature_config
-
-    if not out.parent.is_dir():
-        raise UserInputError(f"{out}: directory {out.parent} does not exist; create it or choose another --out")
-    if out.suffix.lower() not in (".parquet", ".pq"):
-        raise UserInputError(f"{out}: --out must be a .parquet file")
-    if out.resolve() == data.resolve():
-        raise UserInputError(f"{out}: --out is the bar file itself; choose another output file")
-    config = load_feature_config(config_path)
+    from tradebot.features.feature_file import build_feature_file
 
     err_console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
                   transient=True, disable=not err_console.is_terminal) as progress:
-        task = progress.add_task(f"reading {data.name}")
-        bars = load_bars(data, symbol=symbol)
-        pipe = FeaturePipeline.for_bars(bars, config)
-        progress.update(task, description=f"computing {len(pipe.feature_names)} features over {len(bars):,} bars")
-        frame = pipe.transform(bars)
-        progress.update(task, description=f"writing {out.name}")
-        _write_parquet_atomic(frame, out, {
-            "symbol": bars.symbol, "warmup_bars": pipe.warmup_bars, "zscored": list(pipe.zscored),
-            **pipe.describe()})
+        task = progress.add_task("starting")
+        result = build_feature_file(data, out, config_path, symbol,
+                                    on_step=lambda message: progress.update(task, description=message))
 
+    frame, warmup = result.frame, result.warmup_bars
     console = Console(highlight=False, soft_wrap=True)
-    name = f"{bars.symbol or data.name} {bars.timeframe}"
-    console.print(f"wrote {out}: {len(frame):,} rows x {len(pipe.feature_names)} features ({name})")
-    if pipe.warmup_bars >= len(frame):
-        console.print(f"warning: all {len(frame):,} rows are warm-up (the features need {pipe.warmup_bars:,} bars); "
+    name = f"{result.symbol or data.name} {result.timeframe}"
+    console.print(f"wrote {out}: {len(frame):,} rows x {len(result.feature_names)} features ({name})")
+    if warmup >= len(frame):
+        console.print(f"warning: all {len(frame):,} rows are warm-up (the features need {warmup:,} bars); "
                       "use shorter windows for this data (see the note in experiments/features.yaml)")
     else:
-        console.print(f"warm-up: first {pipe.warmup_bars:,} rows hold NaN; complete from "
-                      f"{frame.index[pipe.warmup_bars].isoformat()}")
-    console.print(f"skipped: {', '.join(pipe.skipped) if pipe.skipped else 'none'}")
-
-
-def _write_parquet_atomic(frame, out: Path, meta: dict) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(frame, preserve_index=True)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           PARQUET_METADATA_KEY: json.dumps(meta).encode()})
-    try:
-        with atomic_writer(out) as fh:
-            pq.write_table(table, fh)
-    except OSError as err:
-        raise UserInputError(f"{out}: cannot write ({err.strerror or err}); check the path and permissions") from None
+        console.print(f"warm-up: first {warmup:,} rows hold NaN; complete from {frame.index[warmup].isoformat()}")
+    console.print(f"skipped: {', '.join(result.skipped) if result.skipped else 'none'}")

@@ -40,10 +40,25 @@ def login(auth_code: str | None, redirect_url: str | None, api_base: str | None,
     Example:
       FYERS_APP_ID=XXXXXXXXXX-100 FYERS_SECRET_KEY=... tradebot fyers login
     """
-    from tradebot.live.adapters.fyers.cli import run_login
+    from tradebot.live.adapters.fyers.auth import AuthSettings, complete_login, login_url
 
-    run_login(auth_code=auth_code, redirect_url=redirect_url, api_base=api_base, token_file=token_file, app_id=app_id,
-              redirect_uri=redirect_uri, echo=click.echo, prompt=lambda text: click.prompt(text, type=str))
+    if auth_code and redirect_url:
+        raise UserInputError("give --auth-code or --redirect-url, not both")
+    settings = AuthSettings.from_env(app_id=app_id, redirect_uri=redirect_uri, api_base=api_base)
+    where = f" (simulator at {settings.api_base})" if settings.api_base else ""
+    click.echo(f"1. Open this URL in a browser and log in to Fyers{where}:")
+    click.echo(f"   {login_url(settings)}")
+    click.echo(f"2. Fyers redirects to {settings.redirect_uri}?...auth_code=...; copy that whole address.")
+    given = auth_code or redirect_url or click.prompt("Paste the redirect URL (or the auth_code)", type=str)
+    done = complete_login(settings, given, token_file)
+    click.echo(f"Logged in as {done.account}; token saved to {done.token_file} (mode 600), valid until "
+               f"{_local_time(done.expires_at)}. Fyers tokens last one day: log in again tomorrow.")
+
+
+def _local_time(epoch: int) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(epoch)) if epoch else "unknown"
 
 
 @fyers.command("simulate")

@@ -1,4 +1,4 @@
-"""``tradebot live``: paper sessions (a replayed bar file as the feed), and the operator's controls.
+"""``tradebot live``: paper and live runs (a replayed bar file or the Fyers feed), and the operator's controls.
 
 \b
   tradebot live --paper --replay DATA [--speed N|max] [--model URI | --strategy NAME] [--start DATE] --out DIR
@@ -8,10 +8,10 @@
   tradebot live halt --journal J.db [--reason TEXT] [--reduce-only]
   tradebot live resume --journal J.db [--reason TEXT]
 
-A paper session writes its journal to ``DIR/journal.db`` (``--journal`` elsewhere); running it again
+A run writes its journal to ``DIR/journal.db`` (``--journal`` elsewhere); running it again
 with the same journal resumes where it stopped. ``halt`` / ``resume`` write a command into the
 journal; the running loop (another process) applies it at its next bar or heartbeat. Exit codes: 0
-success; 1 the session's trades differ from the backtest of the same bars before the risk engine
+success; 1 the run's trades differ from the backtest of the same bars before the risk engine
 changed any outcome (a parity failure, listed in DIR/parity.json); 2 bad input (one ``error:`` line naming the file or key and the fix).
 """
 
@@ -26,7 +26,7 @@ import click
 from tradebot.cli.base import TradebotGroup
 from tradebot.core.errors import UserInputError
 
-_JOURNAL_HELP = "the session's journal (SQLite); a paper session creates it, the other commands need it to exist"
+_JOURNAL_HELP = "the run's journal (SQLite); a paper or live run creates it, the other commands need it to exist"
 _OUT_FILES = "metrics.json, equity.csv, trades.csv, report.html, parity.json"
 
 
@@ -58,7 +58,7 @@ def _speed(value: str | None) -> float | None:
 @click.option("--clock", type=click.Choice(["wall", "exchange"]), default="wall", show_default=True,
               help="with --feed fyers: time from this machine, or from the ticks' exchange times (for the "
               "simulator's replays of past days)")
-@click.option("--until", default=None, help="with --feed fyers: end the session once the feed's clock reaches this "
+@click.option("--until", default=None, help="with --feed fyers: end the run once the feed's clock reaches this "
               "IST time (HH:MM, e.g. 15:30); default: run until Ctrl-C")
 @click.option("--risk-config", type=click.Path(path_type=Path), default=None,
               help="with --live: YAML with a `risk:` section, required for real orders")
@@ -75,9 +75,9 @@ def _speed(value: str | None) -> float | None:
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of seeded baselines (random)")
 @click.option("--start", default=None, help="replay from this date (IST); earlier bars only warm the features up")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=f"folder for the session: journal.db and, at the end, {_OUT_FILES}")
+              help=f"folder for the run: journal.db and, at the end, {_OUT_FILES}")
 @click.option("--journal", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="the session's journal (default: OUT/journal.db); an existing one is resumed")
+              help="the run's journal (default: OUT/journal.db); an existing one is resumed")
 @click.option("--paper-state", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="the paper broker's own state (default: JOURNAL.paper.db)")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
@@ -126,10 +126,15 @@ def live(ctx: click.Context, paper: bool, live_mode: bool, data: Path | None, fe
             raise UserInputError("a replayed file trades on paper only: drop --live / --broker fyers")
         if data is None:
             raise UserInputError("--feed replay needs --replay DATA")
-        _paper_replay(data=data, speed=_speed(speed), model=model, serve_url=serve_url, strategy=strategy, seed=seed,
-                      start=start, out_dir=out_dir, journal=journal, paper_state=paper_state,
-                      config_path=config_path, symbol=symbol, parity=parity, metrics_port=metrics_port,
-                      log_json=log_json)
+        from tradebot.live.launch import run_paper_replay
+
+        outcome = run_paper_replay(data, journal=journal, out_dir=out_dir, speed=_speed(speed), model=model,
+                                   serve_url=serve_url, strategy=strategy, seed=seed, start=start,
+                                   paper_state=paper_state, config_path=config_path, symbol=symbol, parity=parity,
+                                   metrics_port=metrics_port, log_json=log_json, notify=_notify)
+        _echo_outcome(outcome)
+        if outcome.parity_failed:
+            raise SystemExit(1)
         return
     if data is not None:
         raise UserInputError("--replay and --feed fyers are two different feeds: give one")
@@ -147,31 +152,26 @@ def live(ctx: click.Context, paper: bool, live_mode: bool, data: Path | None, fe
     names = [s.strip() for s in (symbols or "").split(",") if s.strip()]
     if not names:
         raise UserInputError("--feed fyers needs --symbols, e.g. --symbols NSE:SBIN-EQ,NSE:NIFTY50-INDEX")
-    _fyers_session(symbols=names, live_mode=live_mode, timeframe=timeframe, clock=clock, until=_hhmm(until),
-                   risk_config=risk_config,
-                   real_money=real_money, model=model, serve_url=serve_url, out_dir=out_dir, journal=journal,
-                   paper_state=paper_state, config_path=config_path, metrics_port=metrics_port, log_json=log_json)
+    from tradebot.live.launch import run_on_fyers
+
+    outcome = run_on_fyers(names, journal=journal, model=model, live_mode=live_mode, timeframe=timeframe,
+                           exchange_clock=clock == "exchange", until_minute=_hhmm(until), risk_config=risk_config,
+                           real_money=real_money, serve_url=serve_url, out_dir=out_dir, paper_state=paper_state,
+                           config_path=config_path, metrics_port=metrics_port, log_json=log_json, notify=_notify)
+    _echo_outcome(outcome)
 
 
-def _monitoring(log_json: bool, metrics_port: int | None):
-    """JSON logs on stderr, and the session's metrics (served on 127.0.0.1:PORT when a port is given)."""
-    from tradebot.live.logs import configure_json_logging
-    from tradebot.live.prometheus import LiveMetrics, serve_metrics
-
-    if log_json:
-        configure_json_logging()
-    metrics = LiveMetrics()
-    server = serve_metrics(metrics, metrics_port) if metrics_port is not None else None
-    if server is not None:
-        click.echo(f"metrics: http://127.0.0.1:{server.server_port}/metrics", err=True)
-    return metrics, server
-
-
-def _echo_summary(summary, journal: Path) -> None:
+def _echo_outcome(outcome) -> None:
+    """The run's summary, its journal, the files written and the parity check's verdict."""
+    summary = outcome.summary
     click.echo(f"{summary.bars:,} bar(s), {summary.decisions:,} decision(s), {summary.orders:,} order(s), "
                f"{summary.fills:,} fill(s); equity {summary.equity:,.2f}; risk state {summary.risk_state}"
                + (f"; finished {summary.resumed_bars} half-done bar(s) after a restart" if summary.resumed_bars else ""))
-    click.echo(f"journal: {journal}")
+    click.echo(f"journal: {outcome.journal}")
+    for folder in outcome.folders:
+        click.echo(f"wrote {folder}/" + ", ".join(outcome.files))
+    if outcome.parity is not None:
+        click.echo(outcome.parity.summary())
 
 
 def _hhmm(value: str | None) -> int | None:
@@ -184,169 +184,22 @@ def _hhmm(value: str | None) -> int | None:
     return int(parts[0]) * 60 + int(parts[1])
 
 
-def _stop_at(loop, minute: int) -> "threading.Event":
-    """Close the loop's feed once market data has arrived and the feed's clock reads ``minute`` (IST) or
-    later; set the returned event to stop watching."""
-    import threading
-
-    from tradebot.live.ports import to_ist
-
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.2):
-            if getattr(loop.feed, "ticks", 1) == 0:  # an exchange clock reads wall time until the first print
-                continue
-            now = to_ist(loop.feed.clock.now_ns())
-            if now.hour * 60 + now.minute >= minute:
-                loop.feed.close()
-                return
-
-    threading.Thread(target=watch, name="live-until", daemon=True).start()
-    return done
-
-
-def _fyers_session(*, symbols: list[str], live_mode: bool, timeframe: str, clock: str, until: int | None,
-                   risk_config: Path | None,
-                   real_money: bool, model: str, serve_url: str | None, out_dir: Path | None, journal: Path,
-                   paper_state: Path | None, config_path: Path | None, metrics_port: int | None,
-                   log_json: bool) -> None:
-    """A session on the Fyers data socket: paper fills, or real orders; runs until the feed ends or Ctrl-C."""
-    from tradebot.features.bars import validate_symbol
-    from tradebot.live.adapters.fyers.data import TickClock
-    from tradebot.live.adapters.fyers.loops import build_fyers_live_loop, build_fyers_paper_loop
-    from tradebot.live.runner import LiveConfig
-    from tradebot.serving.client import check_obs_dim, model_features, serve_policy
-
-    for name in symbols:
-        validate_symbol(name)
-    config = LiveConfig.from_yaml(config_path)
-    config = config.model_copy(update={"features": model_features(model)})
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    metrics, server = _monitoring(log_json, metrics_port)
-    policy, stop_serve = serve_policy(model, serve_url)
-    tick_clock = TickClock() if clock == "exchange" else None
-    try:
-        common = dict(journal=journal, policy=policy, config=config, timeframe=timeframe, clock=tick_clock,
-                      metrics=metrics)
-        if live_mode:
-            loop = build_fyers_live_loop(symbols, risk_config=risk_config, i_understand_real_money=real_money, **common)
-        else:
-            loop = build_fyers_paper_loop(symbols, paper_state=paper_state, **common)
-        try:
-            check_obs_dim(policy, loop, model)
-            click.echo(f"{'LIVE (real orders)' if live_mode else 'paper'} session on the Fyers feed: "
-                       f"{', '.join(symbols)} {timeframe}; Ctrl-C stops it", err=True)
-            watcher = _stop_at(loop, until) if until is not None else None
-            try:
-                summary = loop.run()
-            except KeyboardInterrupt:
-                summary = loop.summary()
-                click.echo("stopped", err=True)
-            finally:
-                if watcher is not None:
-                    watcher.set()
-                loop.feed.close()  # the SDK's socket threads would keep the process alive
-            _echo_summary(summary, journal)
-            if out_dir is not None and summary.bars:
-                from tradebot.live.run_report import write_session_files
-
-                info = {"mode": "live" if live_mode else "paper", "feed": "fyers", "policy": f"model {model}",
-                        "symbols": symbols, "journal": loop.journal.path, "session": loop.journal.session,
-                        "engine": config.engine.model_dump(mode="json"), "risk": loop.risk.config.model_dump(mode="json")}
-                if len(symbols) > 1:  # one account: each symbol's folder has its trades and the account's equity
-                    info["equity"] = f"the account's, over all of {', '.join(symbols)}"
-                for name in symbols:
-                    if not loop.journal.bars(name, done=True):
-                        continue
-                    folder = out_dir if len(symbols) == 1 else out_dir / name.replace(":", "_")
-                    write_session_files(folder, loop.journal, name, config.engine, info)
-                    click.echo(f"wrote {folder}/" + _OUT_FILES.replace(", parity.json", ""))
-        finally:
-            loop.journal.close()
-    finally:
-        if server is not None:
-            server.shutdown()
-        stop_serve()
-
-
-def _paper_replay(*, data: Path, speed: float | None, model: str | None, serve_url: str | None, strategy: str,
-                  seed: int, start: str | None, out_dir: Path | None, journal: Path, paper_state: Path | None,
-                  config_path: Path | None, symbol: str | None, parity: bool, metrics_port: int | None,
-                  log_json: bool) -> None:
-    from tradebot.features.bars import load_bars
-    from tradebot.live.runner import LiveConfig, build_replay_loop
-
-    config = LiveConfig.from_yaml(config_path)
-    bars = load_bars(data, symbol=symbol)
-    if not bars.symbol:
-        raise UserInputError(f"{data}: no symbol; pass --symbol (e.g. NSE:SBIN-EQ) or name the file "
-                             "like NSE_SBIN-EQ_5m.csv.gz")
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    policy, stop_serve = None, None
-    if model:
-        from tradebot.serving.client import model_features, serve_policy
-
-        config = config.model_copy(update={"features": model_features(model)})
-        policy, stop_serve = serve_policy(model, serve_url)
-    metrics, server = _monitoring(log_json, metrics_port)
-    try:
-        loop = build_replay_loop(bars, journal=journal, paper_state=paper_state, strategy=strategy, seed=seed,
-                                 config=config, start=start, speed=speed, metrics=metrics, policy=policy)
-        try:
-            if model:
-                from tradebot.serving.client import check_obs_dim
-
-                check_obs_dim(policy, loop, model)
-            summary = loop.run()
-            _echo_summary(summary, journal)
-            differs = out_dir is not None and _write_outputs(out_dir, loop.journal, bars, config, start=start,
-                                                             strategy=strategy, seed=seed, model=model,
-                                                             data=data, parity=parity)
-        finally:
-            loop.journal.close()
-    finally:
-        if server is not None:
-            server.shutdown()
-        if stop_serve is not None:
-            stop_serve()
-    if differs:
-        raise SystemExit(1)
-
-
-def _write_outputs(out_dir: Path, journal, bars, config, *, start: str | None, strategy: str, seed: int,
-                   model: str | None, data: Path, parity: bool) -> bool:
-    """The session's files; True when the parity check found differences."""
-    from tradebot.live.run_report import write_session_files
-    from tradebot.live.runner import reference_backtest
-
-    backtest, reference = (reference_backtest(bars, config=config, start=start, strategy=strategy, seed=seed,
-                                              model=model) if parity else (None, ""))
-    info = {"mode": "paper", "feed": f"replay {data}", "policy": f"model {model}" if model else f"strategy {strategy}",
-            "seed": seed, "start": start, "journal": journal.path,
-            "session": journal.session, "engine": config.engine.model_dump(mode="json"),
-            "risk": config.risk.model_dump(mode="json")}
-    _, check = write_session_files(out_dir, journal, bars.symbol, config.engine, info, backtest=backtest,
-                                   reference=reference)
-    click.echo(f"wrote {out_dir}/" + (_OUT_FILES if check is not None else _OUT_FILES.replace(", parity.json", "")))
-    if check is None:
-        return False
-    click.echo(check.summary())
-    return not check.consistent
+def _notify(line: str) -> None:
+    click.echo(line, err=True)
 
 
 @live.command("status")
 @click.option("--journal", type=click.Path(dir_okay=False, path_type=Path), required=True, help=_JOURNAL_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(journal: Path, as_json: bool) -> None:
-    """Risk state, positions, equity, orders and the latest risk events of a session."""
+    """Risk state, positions, equity, orders and the latest risk events of a run."""
     from tradebot.live.journal import journal_status
 
     st = journal_status(journal)
     if as_json:
         click.echo(json.dumps(st, indent=2, default=str))
         return
-    click.echo(f"session {st['session']}  risk state {st['risk_state']}  ({st['journal']})")
+    click.echo(f"run {st['run']}  risk state {st['risk_state']}  ({st['journal']})")
     for name, c in st["conditions"].items():
         click.echo(f"  {c['state']:<8} {c['reason']}")
     for c in st["pending_commands"]:
@@ -382,7 +235,7 @@ def halt(journal: Path, reason: str, reduce_only: bool) -> None:
 @click.option("--journal", type=click.Path(dir_okay=False, path_type=Path), required=True, help=_JOURNAL_HELP)
 @click.option("--reason", default="", help="recorded with the resume")
 def resume(journal: Path, reason: str) -> None:
-    """Lift a manual halt/reduce and the drawdown kill switch (a daily-loss halt lasts the session)."""
+    """Lift a manual halt/reduce and the drawdown kill switch (a daily-loss halt lasts the trading day)."""
     from tradebot.live.journal import request_control
 
     cid = request_control(journal, "resume", reason)

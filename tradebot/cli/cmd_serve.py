@@ -14,8 +14,6 @@ from __future__ import annotations
 import click
 
 
-
-
 @click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", required=True, help="checkpoint folder or MLflow model URI (models:/name/version)")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (keep loopback unless a "
@@ -25,37 +23,18 @@ import click
 def serve(model: str, host: str, port: int, stochastic: bool) -> None:
     """Serve the policy MODEL over HTTP (and to DeploymentHandles in the same Ray cluster)."""
     import os
-    import signal
-    import threading
 
-    from tradebot.serving.app import TOKEN_ENV
-    from tradebot.serving.client import check_model, start_serve
-    from tradebot.core.errors import UserInputError
+    from tradebot.serving.app import TOKEN_ENV, check_model, serve_until_stopped
 
     check_model(model)  # one line and exit 2 for a bad path/URI, before Ray starts
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(TOKEN_ENV):
         click.echo(f"warning: binding {host} without {TOKEN_ENV}: anyone who can reach it can ask the policy",
                    err=True)
-    try:
-        handle = start_serve(model, host=host, port=port, deterministic=not stochastic)
-        info = handle.info.remote().result(timeout_s=60)
-    except OSError as err:
-        raise UserInputError(f"cannot serve on {host}:{port} ({err}); pick another --port") from None
-    import ray
-    from ray import serve as ray_serve
-
     auth = "bearer token required" if os.environ.get(TOKEN_ENV) else f"no auth ({TOKEN_ENV} unset)"
-    click.echo(f"serving {info['model_version']} on http://{host}:{port} (/act /reset /health /metrics; {auth}); "
-               "Ctrl-C stops", err=True)
-    def _stop(signum, frame):  # Ctrl-C (SIGINT) and `kill` (SIGTERM): shut Serve down cleanly
-        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        click.echo("stopping", err=True)
-    finally:
-        ray_serve.shutdown()
-        ray.shutdown()
+    def ready(info: dict) -> None:
+        click.echo(f"serving {info['model_version']} on http://{host}:{port} (/act /reset /health /metrics; "
+                   f"{auth}); Ctrl-C stops", err=True)
+
+    serve_until_stopped(model, host=host, port=port, deterministic=not stochastic, on_ready=ready,
+                        on_stopping=lambda: click.echo("stopping", err=True))

@@ -35,7 +35,7 @@ def train(config_path: Path, output: Path | None, address: str | None, tracking_
     On a cluster, run.num_env_runners env runners (run.num_cpus_per_env_runner CPUs each) and the
     learner (run.num_gpus_per_learner) are placed by Ray; checkpoints stay in the output folder here.
     """
-    from tradebot.rl.config import load_train_config
+    from tradebot.rl.train_config import load_train_config
     from tradebot.rl.metric_names import EPISODE_RETURN_MEAN, ENV_STEPS_PER_S
     from tradebot.rl.train import IterationReport, train as run_training
 

@@ -51,11 +51,7 @@ def tune(config_path: Path, samples: int | None, output: str | None, address: st
     check_search_space(cfg, base_train_config(cfg, config_path), config_path)  # bad keys: one line, nothing started
     for name in ("ray", "ray.rllib", "ray.tune", "ray.train", "mlflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    n = samples if samples is not None else cfg.tune.num_samples
-    grid = 1
-    for dim in cfg.search.values():
-        grid *= len(dim.grid) if dim.grid is not None else 1
-    total = max(1, n) * grid
+    total = cfg.trial_count(samples)
     console = Console(stderr=True, highlight=False)
     progress = Progress(TextColumn("[bold]tune"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
                         TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console)

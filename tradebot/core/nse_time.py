@@ -1,9 +1,15 @@
-"""The NSE cash/F&O regular session: 09:15–15:30 IST, 375 minutes, bars labelled by their start."""
+"""The NSE cash/F&O regular session: 09:15–15:30 IST, 375 minutes, bars labelled by their start.
+
+Two forms of the same arithmetic: on pandas indexes (``session_day``, ``minute_of_day``, ...) for bar
+series, and on epoch nanoseconds (``ist_day``, ``session_bounds_ns``, ``bar_end``, ...) for one live
+bar or tick at a time. IST has no daylight saving, so a fixed offset is exact.
+"""
 
 from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -13,6 +19,10 @@ SESSION_OPEN_MINUTE = 9 * 60 + 15  # minutes after midnight IST
 SESSION_CLOSE_MINUTE = 15 * 60 + 30
 SESSION_MINUTES = SESSION_CLOSE_MINUTE - SESSION_OPEN_MINUTE  # 375
 SESSIONS_PER_YEAR = 252
+
+IST_OFFSET_NS = (5 * 60 + 30) * 60 * 1_000_000_000  # IST = UTC + 05:30
+DAY_NS = 86_400 * 1_000_000_000
+MINUTE_NS = 60 * 1_000_000_000
 
 _TIMEFRAME_RE = re.compile(r"^(\d+)(m|h|d)$")
 
@@ -84,3 +94,66 @@ def detect_timeframe(index: pd.DatetimeIndex) -> str:
             return f"{minutes // 60}h"
         return f"{max(minutes, 1)}m"
     return "1d"
+
+
+# ---- one timestamp at a time: epoch nanoseconds ------------------------------------------------
+
+def ist_day(ns: int) -> int:
+    """Days since the epoch of the IST calendar date of ``ns`` (a session id, as ``session_day``)."""
+    return (int(ns) + IST_OFFSET_NS) // DAY_NS
+
+
+def ist_minute(ns: int) -> float:
+    """Minutes after IST midnight, with the fraction of a minute."""
+    return ((int(ns) + IST_OFFSET_NS) % DAY_NS) / MINUTE_NS
+
+
+def day_start_ns(day: int) -> int:
+    """Epoch ns of IST midnight of session id ``day``."""
+    return int(day) * DAY_NS - IST_OFFSET_NS
+
+
+def session_bounds_ns(day: int) -> tuple[int, int]:
+    """(open, close) of the NSE session of that IST day, epoch ns."""
+    midnight = day_start_ns(day)
+    return midnight + SESSION_OPEN_MINUTE * MINUTE_NS, midnight + SESSION_CLOSE_MINUTE * MINUTE_NS
+
+
+def hhmm_minute(text: str) -> int:
+    """Minutes after midnight of an ``HH:MM`` time."""
+    hh, mm = text.split(":")
+    return int(hh) * 60 + int(mm)
+
+
+@lru_cache(maxsize=32)
+def bar_ns(timeframe: str) -> int:
+    """Length of a bar of ``timeframe`` in ns (a daily bar: one 375-minute session)."""
+    return timeframe_minutes(timeframe) * MINUTE_NS
+
+
+def bar_end(ts: int, timeframe: str) -> int:
+    """End (exclusive) of the bar starting at ``ts``: start + bar size, cut at the session close for
+    intraday bars (the 15:15 hourly bar ends at 15:30); a daily bar ends at its session's close."""
+    day = ist_day(ts)
+    _, close = session_bounds_ns(day)
+    if not is_intraday(timeframe):
+        return close
+    return min(int(ts) + bar_ns(timeframe), close)
+
+
+def bar_start_for(ts: int, timeframe: str) -> int | None:
+    """Label of the session-aligned bar containing ``ts``: its start for intraday bars (from 09:15 IST),
+    IST midnight of the trading date for daily bars (the daily files' convention); None outside the session."""
+    day = ist_day(ts)
+    open_, close = session_bounds_ns(day)
+    if not open_ <= ts < close:
+        return None
+    if not is_intraday(timeframe):
+        return day_start_ns(day)
+    size = bar_ns(timeframe)
+    return open_ + ((int(ts) - open_) // size) * size
+
+
+def last_of_session_by_clock(end: int) -> bool:
+    """A bar is the last of its session when it ends at (or after) the 15:30 close."""
+    return end >= session_bounds_ns(ist_day(end - 1))[1]

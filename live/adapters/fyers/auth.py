@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from tradebot.core.files import atomic_writer
-from tradebot.live.adapters.fyers.errors import ReauthRequired
+from tradebot.live.adapters.fyers.error_translation import ReauthRequired
 from tradebot.live.adapters.fyers.rest import API_BASE_ENV, Endpoints
 from tradebot.core.errors import FatalError, RetryableError, UserInputError
 
@@ -327,3 +327,24 @@ def verify_token(token: FyersToken, *, rest: Any = None, endpoints: Endpoints | 
         raise
     except Exception as err:
         raise ReauthRequired(f"fyers profile check failed ({err}); log in again with: tradebot fyers login") from err
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """A finished login: where the token was stored, who it belongs to, when it expires (epoch seconds)."""
+
+    token_file: Path
+    account: str
+    expires_at: int
+
+
+def complete_login(settings: AuthSettings, redirect_or_code: str, token_file: str | os.PathLike[str] | None = None,
+                   ) -> LoginResult:
+    """The login's second half (``tradebot fyers login``): exchange the redirect URL or auth code for a
+    token, store it (0600, at ``token_path(token_file)``) and check it with the profile call."""
+    from tradebot.live.adapters.fyers.rest import state_dir
+
+    token = exchange(settings, redirect_or_code)
+    path = save_token(token, token_path(token_file))
+    profile = verify_token(token, endpoints=settings.endpoints(), log_path=state_dir() / "logs")
+    return LoginResult(path, str(profile.get("fy_id") or profile.get("name") or "?"), token.expires_at)

@@ -48,9 +48,9 @@ from typing import Any
 
 import pandas as pd
 
-from tradebot.live.adapters.fyers.errors import FyersRejected, ReauthRequired, RetryPolicy, retry
+from tradebot.live.adapters.fyers.error_translation import FyersRejected, ReauthRequired, RetryPolicy, retry
 from tradebot.live.adapters.fyers.rest import FyersRest, payload_of
-from tradebot.live.market import bar_start_for
+from tradebot.core.nse_time import bar_start_for
 from tradebot.live.ports import (
     AccountReport,
     Clock,
@@ -249,7 +249,7 @@ class FyersExecutionClient(ExecutionClient):
             except ReauthRequired:
                 raise
             except RejectedError as err:
-                raise ReauthRequired(f"{err}; cannot use the Fyers session: log in again with: tradebot fyers login") \
+                raise ReauthRequired(f"{err}; the Fyers login is not accepted: log in again with: tradebot fyers login") \
                     from err
         self.refresh()
         self._read_funds()

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,10 +38,19 @@ import pandas as pd
 
 from tradebot.features.bars import Bars, validate_symbol
 from tradebot.features.resample import canonical_timeframe
-from tradebot.core.nse_time import IST, is_intraday, timeframe_minutes
-from tradebot.live.adapters.fyers.errors import FyersRejected
+from tradebot.live.adapters.fyers.error_translation import FyersRejected
 from tradebot.live.adapters.fyers.rest import FyersRest
-from tradebot.live.market import DAY_NS, IST_OFFSET_NS, bar_end, bar_start_for, last_of_session_by_clock, session_bounds_ns
+from tradebot.core.nse_time import (
+    DAY_NS,
+    IST,
+    IST_OFFSET_NS,
+    bar_end,
+    bar_start_for,
+    is_intraday,
+    last_of_session_by_clock,
+    session_bounds_ns,
+    timeframe_minutes,
+)
 from tradebot.live.feeds import QueueFeed
 from tradebot.live.ports import NS_PER_SECOND, Bar, Clock, Tick
 from tradebot.core.errors import UserInputError
@@ -207,6 +217,34 @@ def fetch_history(rest: FyersRest, symbol: str, timeframe: str, start: Any, end:
     merged = pd.concat(frames)
     merged = merged[~merged.index.duplicated(keep="last")].sort_index()
     return Bars.from_frame(merged, symbol=symbol, source=f"fyers:{symbol}", timeframe=tf)
+
+
+@dataclass(frozen=True)
+class StoredFetch:
+    """What ``fetch_into_store`` did: the requests (``report``), the bars the store now holds in the range
+    (None: none), and the store file."""
+
+    report: FetchReport
+    bars: Bars | None
+    path: Path
+
+
+def fetch_into_store(symbol: str, timeframe: str, start: Any, end: Any, *, store_dir: str | Path | None = None,
+                     api_base: str | None = None, token_file: str | Path | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> StoredFetch:
+    """``tradebot data fetch --broker fyers``: history into the Parquet store with the saved token, chunked
+    and resumable (``fetch_history`` with a store)."""
+    from tradebot.features.store import Store
+    from tradebot.live.adapters.fyers.auth import load_token
+    from tradebot.live.adapters.fyers.rest import Endpoints, make_model, state_dir
+
+    token = load_token(token_file)
+    endpoints = Endpoints.resolve(api_base or token.api_base)
+    rest = FyersRest(make_model(token.app_id, token.secret(), endpoints=endpoints, log_path=state_dir() / "logs"))
+    store = Store(store_dir)
+    report = FetchReport(symbol, timeframe)
+    bars = fetch_history(rest, symbol, timeframe, start, end, store=store, progress=progress, report=report)
+    return StoredFetch(report, bars, store.path(symbol, report.timeframe))
 
 
 def history_bars(rest: FyersRest, symbol: str, timeframe: str, from_ns: int, to_ns: int) -> list[Bar]:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tradebot.live.adapters.fyers.errors import HttpInfo
+from tradebot.live.adapters.fyers.error_translation import HttpInfo
 
 OK = HttpInfo(status=200)
 

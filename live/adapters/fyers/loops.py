@@ -36,7 +36,8 @@ from tradebot.live.adapters.fyers.data import FyersDataFeed, TickClock, default_
 from tradebot.live.adapters.fyers.ratelimit import RateLimiter
 from tradebot.live.adapters.fyers.rest import Endpoints, FyersRest, make_model, state_dir
 from tradebot.live.journal import Journal
-from tradebot.live.loop import StreamFeatures, TradingLoop
+from tradebot.live.loop import TradingLoop
+from tradebot.live.observations import StreamFeatures
 from tradebot.live.prometheus import LiveMetrics
 from tradebot.live.paper import PaperBroker
 from tradebot.live.ports import Clock, ExecutionClient
@@ -109,7 +110,7 @@ def build_fyers_paper_loop(symbols: Sequence[str], *, journal: str | Path, polic
         history = _history(rest, symbols, timeframe, warmup_days, pd.Timestamp(feed.clock.now_ns(), tz="UTC"))
     broker = PaperBroker(config.engine, list(symbols), paper_state or default_paper_state(journal), clock=feed.clock,
                          rate_limits=FYERS_RATE_LIMITS)
-    return TradingLoop(feed=feed, broker=broker, policy=policy, journal=Journal(journal, session=config.loop.session),
+    return TradingLoop(feed=feed, broker=broker, policy=policy, journal=Journal(journal, run=config.loop.run),
                        features=_features(symbols, history, config, timeframe), engine=config.engine,
                        risk=config.risk, config=config.loop, timeframe=timeframe, metrics=metrics, logger=logger,
                        on_stage=on_stage)
@@ -154,7 +155,7 @@ def build_fyers_live_loop(symbols: Sequence[str], *, journal: str | Path, policy
         feed.on_tick = lambda t: client.mark(t.symbol, t.price)  # equity marked at the last print
     if history is None:
         history = _history(rest, symbols, timeframe, warmup_days, pd.Timestamp(feed.clock.now_ns(), tz="UTC"))
-    return TradingLoop(feed=feed, broker=client, policy=policy, journal=Journal(journal, session=config.loop.session),
+    return TradingLoop(feed=feed, broker=client, policy=policy, journal=Journal(journal, run=config.loop.run),
                        features=_features(symbols, history, config, timeframe), engine=config.engine,
                        risk=config.risk, config=config.loop, timeframe=timeframe, metrics=metrics, logger=logger,
                        on_stage=on_stage)

@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 import requests
 from requests.adapters import HTTPAdapter
 
-from tradebot.live.adapters.fyers.errors import NO_RETRY, HttpInfo, RetryPolicy, check, retry
+from tradebot.live.adapters.fyers.error_translation import NO_RETRY, HttpInfo, RetryPolicy, check, retry
 from tradebot.live.adapters.fyers.ratelimit import RateLimiter, shared_limiter
 from tradebot.core.errors import UserInputError
 

@@ -24,7 +24,7 @@ from tradebot.live.adapters.fyers.auth import (
     verify_token,
 )
 from tradebot.live.adapters.fyers.client import FyersExecutionClient, describe
-from tradebot.live.adapters.fyers.errors import ReauthRequired, RetryPolicy
+from tradebot.live.adapters.fyers.error_translation import ReauthRequired, RetryPolicy
 from tradebot.live.adapters.fyers.ratelimit import RateLimiter
 from tradebot.live.adapters.fyers.rest import FyersRest
 from tradebot.live.logs import configure_json_logging, get_logger, log_event

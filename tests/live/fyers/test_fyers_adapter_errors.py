@@ -14,7 +14,7 @@ import pytest
 from tradebot.live.adapters.fyers import fakes
 from tradebot.live.adapters.fyers.client import FyersExecutionClient
 from tradebot.live.adapters.fyers.data import fetch_history
-from tradebot.live.adapters.fyers.errors import (
+from tradebot.live.adapters.fyers.error_translation import (
     FyersRejected,
     FyersRetryable,
     HttpInfo,

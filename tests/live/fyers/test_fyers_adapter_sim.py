@@ -21,7 +21,7 @@ import requests
 from tradebot.live.adapters.fyers.auth import AuthSettings, FyersToken, exchange, load_token, login_url, save_token
 from tradebot.live.adapters.fyers.client import FyersExecutionClient
 from tradebot.live.adapters.fyers.data import FyersDataFeed, default_socket_factory, fetch_history
-from tradebot.live.adapters.fyers.errors import ReauthRequired, RetryPolicy
+from tradebot.live.adapters.fyers.error_translation import ReauthRequired, RetryPolicy
 from tradebot.live.adapters.fyers.ratelimit import RateLimiter, RateLimits
 from tradebot.live.adapters.fyers.rest import Endpoints, FyersRest, make_model
 from tradebot.live.adapters.fyers.sockets import OrderSocket, wait_for
@@ -331,7 +331,7 @@ def test_an_entry_bracket_closes_the_position_at_the_broker_and_reaches_the_loop
 
 # ---------------------------------------------------------------------------- paper session
 
-def test_paper_session_on_the_data_socket_writes_bars_and_decisions(sim, env) -> None:
+def test_paper_run_on_the_data_socket_writes_bars_and_decisions(sim, env) -> None:
     from tradebot.envs.engine import Action
     from tradebot.features.pipeline import FeatureConfig
     from tradebot.live.adapters.fyers.loops import build_fyers_paper_loop
@@ -342,7 +342,7 @@ def test_paper_session_on_the_data_socket_writes_bars_and_decisions(sim, env) ->
         "returns": {"horizons": [1]}, "trend": {"enabled": False}, "momentum": {"enabled": False},
         "volatility": {"enabled": False}, "volume": {"enabled": False}, "regime": {"enabled": False},
         "calendar": {"enabled": False}, "candles": {"enabled": False}, "normalisation": {"method": "none"}})
-    config = LiveConfig.model_validate({"features": features.model_dump(), "loop": {"session": "fy-paper"},
+    config = LiveConfig.model_validate({"features": features.model_dump(), "loop": {"run": "fy-paper"},
                                         "risk": {"square_off": None, "stale_entry_s": 600, "stale_flatten_s": 1200}})
     calls = {"n": 0}
 

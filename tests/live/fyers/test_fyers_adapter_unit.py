@@ -14,7 +14,7 @@ import pytest
 from tradebot.live.adapters.fyers import fakes
 from tradebot.live.adapters.fyers.client import FyersExecutionClient, FyersOrder, fyers_status, parse_time_ns, tag_of
 from tradebot.live.adapters.fyers.data import FyersDataFeed, candles_to_frame, chunks, fetch_history, resolution
-from tradebot.live.adapters.fyers.errors import FyersRejected
+from tradebot.live.adapters.fyers.error_translation import FyersRejected
 from tradebot.live.adapters.fyers.ratelimit import RateLimiter
 from tradebot.live.adapters.fyers.rest import Endpoints, FyersRest
 from tradebot.live.ports import Bar, Fill, Intent, OrderRequest, OrderStatus, OrderUpdate, Side, Tick

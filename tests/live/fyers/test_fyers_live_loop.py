@@ -1,7 +1,7 @@
 """The LIVE path end to end: ``build_fyers_live_loop`` -> ``TradingLoop`` -> ``FyersExecutionClient`` -> the real
 fyers-apiv3 SDK -> the simulator on 127.0.0.1 (step mode, NIFTY 1-minute sample), tick by tick.
 
-1. A scripted session (entry, exit, short entry): every order the journal says was sent is at the
+1. A scripted run (entry, exit, short entry): every order the journal says was sent is at the
    simulator exactly once (matched by ``orderTag`` = our client order id); fills, positions and equity in
    the journal are the simulator's; every decision is journaled with its risk verdict.
 2. Crash and restart, four processes on one journal: (A) SIGKILLed right after the simulator accepted
@@ -31,7 +31,7 @@ from tradebot.envs.engine import Action  # noqa: E402
 from tradebot.live.journal import Journal  # noqa: E402
 from tradebot.live.ports import Side  # noqa: E402
 
-from fyers_live_session import (  # noqa: E402
+from fyers_live_run import (  # noqa: E402
     SYMBOL,
     CountingPolicy,
     Driver,
@@ -46,7 +46,7 @@ from fyers_live_session import (  # noqa: E402
 pytestmark = pytest.mark.timeout(90)
 
 HERE = Path(__file__).resolve().parent
-SCRIPT = HERE / "fyers_live_session.py"
+SCRIPT = HERE / "fyers_live_run.py"
 ROOT = HERE.parents[2]
 NS = 1_000_000_000
 
@@ -96,9 +96,9 @@ def _check_journal_against_sim(journal: Journal, state) -> None:
     assert {s: p.qty for s, p in journal.positions().items()} == sim_pos
 
 
-# ------------------------------------------------------------------------- 1. a live session
+# ----------------------------------------------------------------------------- 1. a live run
 
-def test_live_session_sends_real_orders_and_the_journal_matches_the_simulator(fyers_sdk, tmp_path) -> None:
+def test_live_run_sends_real_orders_and_the_journal_matches_the_simulator(fyers_sdk, tmp_path) -> None:
     sim = fyers_sdk.sim
     control = SimControl(sim.base_url)
     policy = CountingPolicy({2: Action.BUY_LONG, 5: Action.CLOSE_LONG, 7: Action.SELL_SHORT})
@@ -163,7 +163,7 @@ def test_live_session_sends_real_orders_and_the_journal_matches_the_simulator(fy
 
 def _spawn(base_url: str, token: str, journal: Path, logs: Path, schedule: str, ticks: int,
            *kill) -> subprocess.CompletedProcess:
-    """One live session in a child process (it drives the simulator over its HTTP control routes)."""
+    """One live run in a child process (it drives the simulator over its HTTP control routes)."""
     return subprocess.run([sys.executable, str(SCRIPT), base_url, token, str(journal), str(logs), schedule, str(ticks),
                            *map(str, kill)], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
@@ -193,7 +193,7 @@ def _last_event_id(journal: Path) -> int:
     return rows[-1][0] if rows else 0
 
 
-def test_live_session_crashes_and_restarts_reconcile_with_the_broker_and_never_send_twice(fyers_sdk, tmp_path):
+def test_live_run_crashes_and_restarts_reconcile_with_the_broker_and_never_send_twice(fyers_sdk, tmp_path):
     sim = fyers_sdk.sim
     base, token = sim.base_url, fyers_sdk.token
     journal, logs = tmp_path / "journal.db", tmp_path / "logs"

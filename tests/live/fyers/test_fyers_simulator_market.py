@@ -7,9 +7,9 @@ import pytest
 
 from tradebot.features.bars import Bars
 from tradebot.live.adapters.fyers.simulator import hsm
-from tradebot.live.adapters.fyers.simulator.auth import Auth, AuthError
+from tradebot.live.adapters.fyers.simulator.tokens import Auth, AuthError
 from tradebot.live.adapters.fyers.simulator.market import Market
-from tradebot.live.adapters.fyers.simulator.orders import Broker, OrderError
+from tradebot.live.adapters.fyers.simulator.broker import Broker, OrderError
 
 IST = "Asia/Kolkata"
 

@@ -150,7 +150,7 @@ def _series_from(item: Any) -> Series:
                   c=frame["close"].to_numpy(), v=frame["volume"].to_numpy().round().astype(np.int64), bar_s=bar_s)
 
 
-def _parse_start(start: Any) -> int | None:
+def parse_start(start: Any) -> int | None:
     if start is None:
         return None
     if isinstance(start, (int, np.integer)):
@@ -199,7 +199,7 @@ class Market:
         if start == "last_session":
             last_day = ist_day(self._times[-1])
             return next(t for t in self._times if ist_day(t) == last_day)
-        ts = _parse_start(start)
+        ts = parse_start(start)
         if ts > self._times[-1]:
             raise ValueError(f"start {start} is after the last bar of the data")
         return ts

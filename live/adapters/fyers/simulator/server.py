@@ -20,10 +20,10 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from tradebot.live.adapters.fyers.simulator import hsm
-from tradebot.live.adapters.fyers.simulator.auth import FY_ID, Auth, AuthError
+from tradebot.live.adapters.fyers.simulator.tokens import FY_ID, Auth, AuthError
 from tradebot.live.adapters.fyers.simulator.faults import Faults, HttpFault
 from tradebot.live.adapters.fyers.simulator.market import IST, HistoryError, Market, SimTick
-from tradebot.live.adapters.fyers.simulator.orders import REJECTED, Broker, Event, OrderError
+from tradebot.live.adapters.fyers.simulator.broker import REJECTED, Broker, Event, OrderError
 from tradebot.live.adapters.fyers.simulator.payloads import depth_item, hsm_values, quote_item
 from tradebot.live.adapters.fyers.simulator.symbols import Instrument, normalise_name
 

@@ -9,10 +9,10 @@ from typing import Any, Callable, TypeVar
 
 from aiohttp import web
 
-from tradebot.live.adapters.fyers.simulator.auth import Auth
+from tradebot.live.adapters.fyers.simulator.tokens import Auth
 from tradebot.live.adapters.fyers.simulator.faults import Faults
-from tradebot.live.adapters.fyers.simulator.market import Market, _parse_start
-from tradebot.live.adapters.fyers.simulator.orders import Broker
+from tradebot.live.adapters.fyers.simulator.market import Market, parse_start
+from tradebot.live.adapters.fyers.simulator.broker import Broker
 from tradebot.live.adapters.fyers.simulator.server import DATA, HSM_PATH, INDEX_MAPPING_PATH, ORDER_WS_PATH, API, SimServer
 
 T = TypeVar("T")
@@ -195,7 +195,7 @@ class FyersSimulator:
         """Emit ``ticks`` ticks (or all ticks up to time ``to``: epoch seconds, ISO text or a Timestamp);
         matching and socket pushes are done when it returns. Returns how many ticks were emitted."""
         if to is not None:
-            ts = _parse_start(to)
+            ts = parse_start(to)
             return self._call(lambda: self.server.advance(self.market.ticks_until(ts)))
         return self._call(self.server.advance, int(ticks))
 

@@ -1,14 +1,14 @@
-"""A LIVE Fyers session (``build_fyers_live_loop``: real orders through ``FyersExecutionClient`` and the real
+"""A LIVE Fyers run (``build_fyers_live_loop``: real orders through ``FyersExecutionClient`` and the real
 SDK) driven tick by tick against a ``FyersSimulator`` in step mode; used in-process by
 ``test_fyers_live_loop.py`` and run as a subprocess by its crash test:
 
-    python tests/live/fyers/fyers_live_session.py BASE_URL TOKEN JOURNAL LOGDIR SCHEDULE TICKS [STAGE N]
+    python tests/live/fyers/fyers_live_run.py BASE_URL TOKEN JOURNAL LOGDIR SCHEDULE TICKS [STAGE N]
 
 ``SCHEDULE``: ``k:ACTION,...`` -- the policy's action at the bar starting k minutes after 09:15 IST (HOLD
 otherwise), so that a restarted process decides exactly as the one that crashed. The process drives the
 simulator itself over its HTTP control routes (``/_sim/advance``, ``/_sim/state``), ``TICKS`` ticks; with
 ``STAGE N`` it SIGKILLs itself the N-th time the loop reaches that stage. It prints ``READY`` once
-reconciled and ``DONE`` at the end (without ``finish()``: the session stays open, as after a crash).
+reconciled and ``DONE`` at the end (without ``finish()``: the run stays open, as after a crash).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from tradebot.live.runner import LiveConfig
 
 SYMBOL = "NSE:NIFTY50-INDEX"
 APP = "SIMAPP-100"
-SESSION = "fy-live"
+RUN = "fy-live"
 FEATURES = FeatureConfig.model_validate({
     "returns": {"horizons": [1]}, "trend": {"enabled": False}, "momentum": {"enabled": False},
     "volatility": {"enabled": False}, "volume": {"enabled": False}, "regime": {"enabled": False},
@@ -114,7 +114,7 @@ def build(base_url: str, token: str, journal: str | Path, log_path: str | Path, 
                      limiter=RateLimiter(RateLimits(per_second=10, per_minute=200)))
     feed = FyersDataFeed(default_socket_factory(tok, endpoints=ep, log_path=log_path), timeframe="1m", rest=rest,
                          clock=TickClock(start_ns), heartbeat_s=0.05, stall_s=600)
-    config = LiveConfig.model_validate({"features": FEATURES.model_dump(), "loop": {"session": SESSION}})
+    config = LiveConfig.model_validate({"features": FEATURES.model_dump(), "loop": {"run": RUN}})
     loop = build_fyers_live_loop([SYMBOL], journal=journal, policy=policy, risk_config=RISK,
                                  i_understand_real_money=True, config=config, timeframe="1m", token=tok,
                                  endpoints=ep, rest=rest, feed=feed, warmup_days=5, log_path=log_path,

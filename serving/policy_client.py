@@ -1,7 +1,7 @@
-"""Calling the served policy: as the live loop's ``policy(symbol, obs)`` callable, and running Serve in-process.
+"""Calling the served policy: the live loop's ``policy(symbol, obs)`` callable, over a handle or HTTP.
 
 ```python
-with local_serve("runs/x/checkpoints/iter_000050", port=None) as handle:   # Ray + Serve in this process
+with local_serve("runs/x/checkpoints/iter_000050", port=None) as handle:   # tradebot.serving.app: Serve here
     policy = HandlePolicy(handle)
     action, probs = policy("NSE:SBIN-EQ", obs)
 policy = HttpPolicy("http://127.0.0.1:8000", token=os.environ.get("TRADEBOT_SERVE_TOKEN"))
@@ -13,16 +13,13 @@ policy state is not journaled, so a new process starts every symbol afresh, as t
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from tradebot.serving.app import APP_NAME, DEFAULT_HOST, TOKEN_ENV, build_app
 from tradebot.core.errors import UserInputError
+from tradebot.serving.app import TOKEN_ENV, check_model, start_serve
 
 
 class _FirstSeenReset:
@@ -66,12 +63,12 @@ class HttpPolicy(_FirstSeenReset):
         super().__init__()
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
-        self.session = requests.Session()
+        self.http = requests.Session()
         token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
         if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+            self.http.headers["Authorization"] = f"Bearer {token}"
         try:
-            r = self.session.get(f"{self.url}/health", timeout=timeout_s)
+            r = self.http.get(f"{self.url}/health", timeout=timeout_s)
         except requests.RequestException as err:
             raise UserInputError(f"{self.url}: the policy server does not answer ({type(err).__name__}); "
                                  "start it with `tradebot serve --model URI` or fix --serve-url") from None
@@ -86,7 +83,7 @@ class HttpPolicy(_FirstSeenReset):
     def __call__(self, symbol: str, obs: np.ndarray) -> tuple[int, np.ndarray]:
         if self._first(symbol):
             self.reset(symbol)
-        r = self.session.post(f"{self.url}/act", json={"symbol": symbol,
+        r = self.http.post(f"{self.url}/act", json={"symbol": symbol,
                                                        "obs": np.asarray(obs, dtype=np.float32).tolist()},
                               timeout=self.timeout_s)
         if r.status_code != 200:
@@ -95,69 +92,12 @@ class HttpPolicy(_FirstSeenReset):
         return int(out["action"]), np.asarray(out["probs"])
 
     def reset(self, symbol: str | None = None) -> None:
-        r = self.session.post(f"{self.url}/reset", json={"symbol": symbol}, timeout=self.timeout_s)
+        r = self.http.post(f"{self.url}/reset", json={"symbol": symbol}, timeout=self.timeout_s)
         r.raise_for_status()
 
     def close(self) -> None:
-        self.session.close()
+        self.http.close()
 
-
-def check_model(model: str) -> None:
-    """Fail fast (one line, before Ray starts) when ``model`` cannot be loaded as a policy."""
-    from tradebot.rl.policy import Policy
-
-    Policy.load(model)  # raises UserInputError naming the path/URI and the fix
-
-
-def ensure_ray(num_cpus: int = 2) -> None:
-    """A private local Ray (no dashboard) unless one is running in this process; its files under RAY_TMPDIR."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    tmp = os.environ.setdefault("RAY_TMPDIR", os.path.join(tempfile.gettempdir(), f"tradebot-ray-{os.getuid()}"))
-    os.makedirs(tmp, exist_ok=True)
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=tmp, logging_level="ERROR",
-             log_to_driver=False)
-
-
-def start_serve(model: str, *, host: str = DEFAULT_HOST, port: int | None = None, token: str | None = None,
-                deterministic: bool = True) -> Any:
-    """Ray (if needed) + Serve + the policy app; returns the app's ``DeploymentHandle``.
-
-    ``port`` None: no HTTP proxy is needed by the caller, but Serve still binds ``host`` on a free port.
-    """
-    from ray import serve
-
-    ensure_ray()
-    if port is None:
-        port = _free_port(host)
-    serve.start(http_options={"host": host, "port": port})
-    return serve.run(build_app(model, token=token, deterministic=deterministic), name=APP_NAME, route_prefix="/",
-                     blocking=False)
-
-
-@contextlib.contextmanager
-def local_serve(model: str, **kwargs: Any) -> Iterator[Any]:
-    """``start_serve`` for the duration of a ``with`` block; Serve is shut down after it."""
-    from ray import serve
-
-    handle = start_serve(model, **kwargs)
-    try:
-        yield handle
-    finally:
-        serve.shutdown()
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-# ---- the live loop through Serve ---------------------------------------------------------------
 
 def model_features(model: str):
     """The ``FeatureConfig`` ``model`` was trained with (its saved training config), so the live
@@ -176,13 +116,13 @@ def check_obs_dim(policy: HandlePolicy | HttpPolicy, loop: Any, model: str) -> N
         dim = len(src.feature_names) + N_POSITION_FEATURES
         if dim != policy.obs_dim:
             raise UserInputError(f"{model}: the served policy takes {policy.obs_dim} observation values but the live "
-                                 f"loop gives {dim} for {symbol}; serve the model this session was configured for "
+                                 f"loop gives {dim} for {symbol}; serve the model this run was configured for "
                                  "(the features come from the model's saved config.yaml)")
 
 
 def serve_policy(model: str, serve_url: str | None = None) -> tuple[HandlePolicy | HttpPolicy, Any]:
     """The live loop's policy for ``model``: over HTTP to ``serve_url``, else through the handle of a Serve
-    started in this process. Returns ``(policy, stop)``; call ``stop()`` when the session ends."""
+    started in this process. Returns ``(policy, stop)``; call ``stop()`` when the run ends."""
     if serve_url:
         policy = HttpPolicy(serve_url)
         if policy.info["model_version"] != model:

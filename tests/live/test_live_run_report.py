@@ -27,7 +27,7 @@ def _data(tmp_path):
 def _config(tmp_path, risk: dict) -> str:
     path = tmp_path / "live.yaml"
     path.write_text(yaml.safe_dump({"live": {"features": MINIMAL_FEATURES.model_dump(mode="json"),
-                                             "loop": {"session": "report-test"}, "risk": risk}}))
+                                             "loop": {"run": "report-test"}, "risk": risk}}))
     return str(path)
 
 
@@ -37,7 +37,7 @@ def _run(tmp_path, risk: dict, strategy: str = "random", out: str = "out"):
     return CliRunner().invoke(live, args)
 
 
-def test_paper_session_with_limits_that_never_bind_equals_the_backtest_file_for_file(tmp_path):
+def test_paper_run_with_limits_that_never_bind_equals_the_backtest_file_for_file(tmp_path):
     loose = LOOSE_RISK.model_dump(mode="json")
     res = _run(tmp_path, loose)
     assert res.exit_code == 0, res.output
@@ -77,7 +77,7 @@ def test_paper_session_with_limits_that_never_bind_equals_the_backtest_file_for_
         j.close()
 
 
-def test_paper_session_where_the_risk_engine_binds_is_consistent_and_lists_every_difference(tmp_path):
+def test_paper_run_where_the_risk_engine_binds_is_consistent_and_lists_every_difference(tmp_path):
     res = _run(tmp_path, {"max_daily_loss": 0.004, "max_drawdown": 0.02})
     assert res.exit_code == 0, res.output
     parity = json.loads((tmp_path / "out" / "parity.json").read_text())
@@ -89,15 +89,15 @@ def test_paper_session_where_the_risk_engine_binds_is_consistent_and_lists_every
     assert "consistent" in res.output
 
 
-def test_a_session_that_trades_unlike_its_backtest_fails_the_parity_check(tmp_path, monkeypatch):
-    import tradebot.live.runner as session
+def test_a_run_that_trades_unlike_its_backtest_fails_the_parity_check(tmp_path, monkeypatch):
+    import tradebot.live.runner as runner
 
-    real = session.reference_backtest
+    real = runner.reference_backtest
 
     def wrong_reference(bars, **kwargs):  # as if the paper broker filled differently from the engine
         return real(bars, **{**kwargs, "seed": kwargs["seed"] + 1})
 
-    monkeypatch.setattr(session, "reference_backtest", wrong_reference)
+    monkeypatch.setattr(runner, "reference_backtest", wrong_reference)
     res = _run(tmp_path, LOOSE_RISK.model_dump(mode="json"))
     assert res.exit_code == 1, res.output
     assert "disagree" in res.output

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tradebot.live.market import bar_end, bar_start_for, last_of_session_by_clock
+from tradebot.core.nse_time import bar_end, bar_start_for, last_of_session_by_clock
 from tradebot.live.ports import NS_PER_SECOND, Bar, Tick
 
 

@@ -24,6 +24,7 @@ from pydantic import Field, model_validator
 from tradebot.core.config import FrozenConfig, load_config
 
 DEFAULT_ENV_ID = "tradebot.envs.trading_env:tradebot/Trading-v0"
+CONFIG_FILE = "config.yaml"  # a run's TrainConfig: in its output folder, every checkpoint and every registered policy
 
 
 class DateRange(FrozenConfig):
@@ -126,20 +127,6 @@ class TrainConfig(FrozenConfig):
         import yaml
 
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-    def flat_params(self) -> dict[str, str]:
-        """``section.key -> value`` strings, for MLflow params."""
-        out: dict[str, str] = {}
-
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict) and value:
-                for k, v in value.items():
-                    walk(f"{prefix}.{k}" if prefix else str(k), v)
-            else:
-                out[prefix] = str(value)
-
-        walk("", self.model_dump(mode="json"))
-        return out
 
 
 def load_train_config(path: str | Path | None) -> TrainConfig:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from tradebot.live.adapters.fyers.simulator.market import IST, Market, SimTick
 from tradebot.live.adapters.fyers.simulator.symbols import Instrument
-from tradebot.live.adapters.fyers.simulator.auth import FY_ID
+from tradebot.live.adapters.fyers.simulator.tokens import FY_ID
 
 CANCELLED, TRADED, TRANSIT, REJECTED, PENDING, EXPIRED = 1, 2, 4, 5, 6, 7
 LIMIT, MARKET, STOP, STOP_LIMIT = 1, 2, 3, 4

@@ -1,6 +1,6 @@
-"""A paper replay session for the crash test, run as a subprocess (and in-process for the reference).
+"""A paper replay run for the crash test, run as a subprocess (and in-process for the reference).
 
-    python tests/live/live_crash_session.py BARS.csv ACTIONS.npy JOURNAL.db PAPER.db [STAGE N]
+    python tests/live/live_crash_run.py BARS.csv ACTIONS.npy JOURNAL.db PAPER.db [STAGE N]
 
 With ``STAGE N`` the process SIGKILLs itself the N-th time the loop reaches that stage (a crash at
 an exact point: after the broker processed a bar but before the journal knows, after a decision was
@@ -22,7 +22,8 @@ from tradebot.features.bars import load_bars
 from tradebot.features.pipeline import FeatureConfig, FeaturePipeline
 from tradebot.live.feeds import ReplayFeed
 from tradebot.live.journal import Journal
-from tradebot.live.loop import LoopConfig, StreamFeatures, TradingLoop
+from tradebot.live.loop import LoopConfig, TradingLoop
+from tradebot.live.observations import StreamFeatures
 from tradebot.live.paper import PaperBroker
 from tradebot.live.policies import ScheduledPolicy
 from tradebot.live.risk import RiskConfig
@@ -46,8 +47,8 @@ def build(bars_csv: str | Path, actions_npy: str | Path, journal: str | Path, pa
     broker = PaperBroker(engine, [SYMBOL], paper, clock=feed.clock, rate_limits=(10, 200))
     pipe = FeaturePipeline.for_bars(bars, FEATURES)
     return TradingLoop(feed=feed, broker=broker, policy=ScheduledPolicy.from_actions(bars, actions),
-                       journal=Journal(journal, session="crash"), features={SYMBOL: StreamFeatures(pipe)},
-                       engine=engine, risk=RISK, config=LoopConfig(session="crash", checkpoint_every=40),
+                       journal=Journal(journal, run="crash"), features={SYMBOL: StreamFeatures(pipe)},
+                       engine=engine, risk=RISK, config=LoopConfig(run="crash", checkpoint_every=40),
                        on_stage=on_stage)
 
 

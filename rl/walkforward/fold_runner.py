@@ -1,0 +1,263 @@
+"""Run (or resume) a walk-forward evaluation: per fold, backtest the baselines, train and test every seed.
+
+Each fold/seed is trained by ``tradebot.rl.train.train`` (train dates = the fold's training sessions,
+validation dates = its validation sessions: early stopping and the best checkpoint), then tested on
+the test dates only (``tradebot.rl.walkforward.out_of_sample``). Re-running resumes: a fold/seed
+whose training finished is loaded from its checkpoint (``train`` returns at once), an interrupted one
+continues from its latest checkpoint, and a finished test is read back from ``test/`` (if it was
+made with the same checkpoint). The config may not change between runs in what decides what was
+trained (data, folds, training, seeds, MLflow names).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tradebot.core.config import parse_config
+from tradebot.core.errors import UserInputError
+from tradebot.core.files import write_text_atomic
+from tradebot.core.serialize import json_text
+from tradebot.rl.tracking import PARENT_RUN_TAG, finite_metrics, flatten_params, open_experiment
+from tradebot.rl.walkforward import mlflow_runs
+from tradebot.rl.walkforward.evaluation_config import WalkForwardConfig
+from tradebot.rl.walkforward.folds import Fold, make_folds, trading_sessions
+from tradebot.rl.walkforward.html_report import render_report
+from tradebot.envs.window import BacktestWindow
+from tradebot.rl.walkforward.out_of_sample import (
+    backtest_window,
+    baseline_backtest,
+    policy_backtest,
+    read_test_files,
+    write_test_files,
+)
+from tradebot.rl.walkforward.results import (
+    AGENT_SELECTED,
+    FOLDS_FILE,
+    REPORT_HTML,
+    RUNS_CSV,
+    STITCHED_CSV,
+    SUMMARY_CSV,
+    SUMMARY_JSON,
+    TEST_DIR,
+    WALKFORWARD_CONFIG_FILE,
+    EvaluationEvent,
+    EvaluationResult,
+    SeedRun,
+)
+from tradebot.rl.walkforward.stitching import WindowRecord
+from tradebot.rl.walkforward.summary import runs_frame, summarise
+from tradebot.rl.walkforward.verdicts import baseline_verdicts, overfitting_statistics
+
+# Sections of the config that must not change when an evaluation is resumed (they decide what was trained).
+FIXED_ON_RESUME = ("data", "folds", "training", "evaluation.seeds", "evaluation.registered_model",
+                   "evaluation.mlflow_experiment")
+
+
+def run_walkforward(cfg: WalkForwardConfig, *, output_dir: str | Path | None = None, address: str | None = None,
+                    on_event: Callable[[EvaluationEvent], None] | None = None) -> EvaluationResult:
+    """Run (or resume) the walk-forward evaluation of ``cfg`` into ``output_dir`` (default
+    ``evaluation.output_dir``); ``address``: a Ray cluster to join (default ``RAY_ADDRESS``, else a
+    private local instance)."""
+    from tradebot.features.bars import load_bars
+
+    if output_dir is not None:
+        cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"output_dir": str(output_dir)})})
+    out = Path(cfg.evaluation.output_dir).resolve()
+    emit = on_event or (lambda event: None)
+    path = Path(cfg.data.path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: bar file not found (data.path)")
+    bars = load_bars(path, symbol=cfg.data.symbol)
+    sessions = trading_sessions(bars.index, cfg.data.start, cfg.data.end)
+    folds = make_folds(sessions, cfg.folds, cfg.data.end)
+    if not folds:
+        raise UserInputError(f"{path}: {len(sessions)} sessions in the data range leave no complete fold; "
+                             "shorten folds.train/validation/test or widen data.start/end")
+    _check_resumable(out, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / WALKFORWARD_CONFIG_FILE, cfg.to_yaml())
+    write_text_atomic(out / FOLDS_FILE, json_text({"folds": [f.to_dict() for f in folds]}))
+    env_cfg = cfg.env_config()  # a bad env config fails here, before Ray starts
+
+    import ray
+
+    from tradebot.rl.train import init_ray
+
+    experiment = open_experiment(cfg.evaluation.mlflow_experiment)
+    client = experiment.client()
+    state = mlflow_runs.read_state(out)
+    parent = mlflow_runs.parent_run(client, experiment.experiment_id, out, cfg, folds, state)
+
+    started_ray = False
+    status = "FAILED"
+    try:
+        if not ray.is_initialized():
+            init_ray(address, num_cpus=cfg.training.run.num_env_runners + 1, logging_level=logging.WARNING)
+            started_ray = True
+        runs: list[SeedRun] = []
+        baselines: dict[int, dict[str, Any]] = {}
+        baseline_records: dict[int, dict[str, WindowRecord]] = {}
+        for fold in folds:
+            emit(EvaluationEvent("fold", fold.index, len(folds), message=fold.label))
+            fold_run = mlflow_runs.fold_run(client, experiment.experiment_id, parent, fold, state, out)
+            window = backtest_window(bars, fold)
+            emit(EvaluationEvent("baselines", fold.index, len(folds), message="baselines"))
+            metrics_b, records_b = _fold_baselines(cfg, window, env_cfg.engine, bars.timeframe)
+            baselines[fold.index], baseline_records[fold.index] = metrics_b, records_b
+            fold_runs = [_seed_run(cfg, fold, seed, bars, out, client, fold_run, emit, address, len(folds))
+                         for seed in cfg.evaluation.seeds]
+            _mark_selected(fold_runs)
+            runs.extend(fold_runs)
+            mlflow_runs.log_fold(client, fold_run, fold_runs, metrics_b)
+        emit(EvaluationEvent("summary", message="summary"))
+        result = _result(cfg, out, folds, runs, baselines, baseline_records, bars.timeframe, parent)
+        _write_outputs(result, cfg)
+        mlflow_runs.log_parent(client, parent, result, out)
+        status = "FINISHED"
+        return result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(parent, status)
+        if started_ray:
+            ray.shutdown()
+
+
+# ---- one fold/seed ----------------------------------------------------------------------------
+
+def _seed_run(cfg: WalkForwardConfig, fold: Fold, seed: int, bars, out: Path, client, fold_run: str, emit,
+              address: str | None, n_folds: int) -> SeedRun:
+    from tradebot.envs.performance import metrics_from_result
+    from tradebot.rl.policy import Policy
+    from tradebot.rl.train import IterationReport, train
+
+    seed_dir = out / f"fold_{fold.index:02d}" / f"seed_{seed}"
+    train_cfg = cfg.train_config(fold, seed, seed_dir)
+    emit(EvaluationEvent("train", fold.index, n_folds, seed, message=f"training seed {seed}",
+                         iterations=train_cfg.run.iterations))
+
+    def on_iteration(report: IterationReport) -> None:
+        val = report.validation_return
+        emit(EvaluationEvent("iteration", fold.index, n_folds, seed, iteration=report.iteration,
+                             iterations=report.iterations, message=f"val {val:.4f}" if val is not None else ""))
+
+    result = train(train_cfg, address=address, on_iteration=on_iteration)
+    client.set_tag(result.mlflow_run_id, PARENT_RUN_TAG, fold_run)
+    client.set_tag(result.mlflow_run_id, "walkforward.fold", str(fold.index))
+    client.set_tag(result.mlflow_run_id, "walkforward.seed", str(seed))
+    checkpoint = str(result.final_checkpoint.resolve())
+    test_dir = seed_dir / TEST_DIR
+    cached = read_test_files(test_dir, checkpoint)
+    if cached is not None:
+        metrics, record = cached
+        reused_test = True
+    else:
+        emit(EvaluationEvent("test", fold.index, n_folds, seed, message=f"testing seed {seed}"))
+        policy = Policy.load(result.final_checkpoint.resolve())  # (RLlib reads a relative path as a URI)
+        bt, actions = policy_backtest(policy, bars, fold, train_cfg)
+        m = metrics_from_result(bt, bars.timeframe)
+        metrics, record = dict(m.values), WindowRecord.from_result(bt)
+        write_test_files(test_dir, checkpoint, m, bt, actions)
+        client.log_batch(result.mlflow_run_id, metrics=finite_metrics({f"test_{k}": v for k, v in metrics.items()}))
+        reused_test = False
+    emit(EvaluationEvent("done", fold.index, n_folds, seed, message=f"seed {seed} tested"))
+    return SeedRun(fold=fold.index, seed=seed, output_dir=seed_dir, checkpoint=checkpoint, iterations=result.iterations,
+                   stopped_early=result.stopped_early, best_validation_return=result.best_validation_return,
+                   mlflow_run_id=result.mlflow_run_id, model_uri=result.model_uri, metrics=metrics, record=record,
+                   reused_training=result.already_complete, reused_test=reused_test)
+
+
+def _mark_selected(runs: list[SeedRun]) -> None:
+    """The fold's selected model: best validation score (ties and missing scores: the first seed)."""
+    def score(r: SeedRun) -> float:
+        return r.best_validation_return if r.best_validation_return is not None else -math.inf
+
+    best = max(runs, key=score)  # max keeps the first of equal scores
+    best.selected = True
+
+
+def _fold_baselines(cfg: WalkForwardConfig, window: BacktestWindow, engine, timeframe: str):
+    from tradebot.envs.performance import metrics_from_result
+
+    metrics, records = {}, {}
+    for name in cfg.baseline_names:
+        res = baseline_backtest(name, window, engine, cfg.evaluation.baseline_seed)
+        metrics[name] = metrics_from_result(res, timeframe)
+        records[name] = WindowRecord.from_result(res)
+    return metrics, records
+
+
+# ---- results and outputs ----------------------------------------------------------------------
+
+def _result(cfg: WalkForwardConfig, out: Path, folds: list[Fold], runs: list[SeedRun],
+            baselines: dict[int, dict[str, Any]], baseline_records: dict[int, dict[str, WindowRecord]],
+            timeframe: str, parent: str) -> EvaluationResult:
+    cash = cfg.env_config().engine.initial_cash
+    names = cfg.baseline_names
+    summary = summarise(folds, runs, baselines, baseline_records, names, cfg.evaluation.seeds, cash, timeframe)
+    verdicts = baseline_verdicts(summary.per_fold, names)
+    stats = overfitting_statistics(summary.seed_equity, summary.stitched[AGENT_SELECTED], cash,
+                                   configs_tried=cfg.evaluation.configs_tried,
+                                   pbo_partitions=cfg.evaluation.pbo_partitions)
+    return EvaluationResult(output_dir=out, folds=folds, runs=runs, baselines=baselines, summary=summary.table,
+                            verdicts=verdicts, deflated_sharpe=stats.deflated_sharpe, pbo=stats.pbo,
+                            parent_run_id=parent, stitched=summary.stitched, notes=stats.notes)
+
+
+def _write_outputs(result: EvaluationResult, cfg: WalkForwardConfig) -> None:
+    out = result.output_dir
+    files = {"summary_csv": out / SUMMARY_CSV, "summary_json": out / SUMMARY_JSON, "runs_csv": out / RUNS_CSV,
+             "report": out / REPORT_HTML, "config": out / WALKFORWARD_CONFIG_FILE, "stitched_csv": out / STITCHED_CSV}
+    write_text_atomic(files["summary_csv"], result.summary.to_csv(index=False, float_format="%.10g"))
+    write_text_atomic(files["runs_csv"], runs_frame(result.runs).to_csv(index=False, float_format="%.10g"))
+    stitched = pd.DataFrame(result.stitched)
+    stitched.index = pd.Index([t.isoformat() for t in stitched.index], name="timestamp")
+    write_text_atomic(files["stitched_csv"], stitched.to_csv(float_format="%.10g"))
+    payload = {
+        "config": cfg.dump(),
+        "folds": [f.to_dict() for f in result.folds],
+        "summary": _records(result.summary),
+        "runs": _records(runs_frame(result.runs)),
+        "verdicts": [{**v.__dict__, "line": v.line} for v in result.verdicts],
+        "deflated_sharpe": result.deflated_sharpe.to_dict() if result.deflated_sharpe is not None else None,
+        "pbo": result.pbo.to_dict() if result.pbo is not None else None,
+        "notes": result.notes,
+        "mlflow_parent_run_id": result.parent_run_id,
+        "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_text_atomic(files["summary_json"], json_text(payload))
+    write_text_atomic(files["report"], render_report(result, cfg))
+    result.files = files
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for rec in frame.to_dict(orient="records"):
+        out.append({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()})
+    return out
+
+
+# ---- resumption -------------------------------------------------------------------------------
+
+def _check_resumable(out: Path, cfg: WalkForwardConfig) -> None:
+    saved = out / WALKFORWARD_CONFIG_FILE
+    if not saved.is_file():
+        return
+    import yaml
+
+    old = parse_config(WalkForwardConfig, yaml.safe_load(saved.read_text()), str(saved))
+    a, b = flatten_params(old.dump()), flatten_params(cfg.dump())
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key) and any(key == p or key.startswith(p + ".") for p in FIXED_ON_RESUME):
+            raise UserInputError(f"{out} holds an evaluation with a different config "
+                                 f"({key}: {a.get(key, '<unset>')} -> {b.get(key, '<unset>')}); resume it with the "
+                                 "same data, folds, training and seeds or pass another --out")
+
