@@ -129,7 +129,29 @@ def register_policy(checkpoint: Path, registered_model: str, *, config_file: Pat
         if source.is_file():
             shutil.copyfile(source, policy_dir / CONFIG_FILE)
         policy = Policy.from_checkpoint(policy_dir)  # also proves the export loads on its own
+        save_drift_reference(policy, policy_dir)
         info = log_policy_model(policy_dir, obs_dim=policy.obs_dim, num_actions=policy.num_actions,
                                 registered_model=registered_model)
     version = int(info.registered_model_version)
     return f"models:/{registered_model}/{version}", version
+
+
+def save_drift_reference(policy, policy_dir: Path) -> Path | None:
+    """Build the model's drift reference (``tradebot.rl.drift``) from the training config in the policy
+    export and save it there, so that it travels with the model; None (and a warning) when it cannot."""
+    import logging
+
+    from tradebot.core.errors import UserInputError
+    from tradebot.rl.backtest_policy import policy_env_config, saved_train_config
+    from tradebot.rl.drift.offline import reference_from_training
+
+    saved = saved_train_config(policy_dir)
+    if saved is None:
+        return None
+    try:
+        reference = reference_from_training(policy, saved.config, policy_env_config(saved.config))
+    except UserInputError as err:
+        logging.getLogger(__name__).warning("no drift reference saved with the model: %s", err)
+        return None
+    return reference.save(policy_dir)
+

@@ -17,6 +17,7 @@ _COMMANDS = [
     ("tradebot.cli.cmd_evaluate", "evaluate"),
     ("tradebot.cli.cmd_serve", "serve"),
     ("tradebot.cli.cmd_fyers", "fyers"),
+    ("tradebot.cli.cmd_drift", "drift"),
 ]
 
 for module_name, attr in _COMMANDS:
