@@ -1,6 +1,8 @@
 """Simulation: the numba fill engine, NSE costs, the backtester and the Gymnasium env.
 
-``import envs`` registers ``tradebot/Trading-v0``: ``gymnasium.make("tradebot/Trading-v0", data=PATH)``.
+``import tradebot.envs`` registers ``tradebot/Trading-v0``: ``gymnasium.make("tradebot/Trading-v0", data=PATH)``,
+and its vector form ``gymnasium.make_vec("tradebot/Trading-v0", num_envs=N, vectorization_mode="vector_entry_point",
+data=PATH)``.
 """
 
 from gymnasium.envs.registration import register, registry
@@ -27,7 +29,11 @@ from tradebot.envs.window import BacktestWindow
 if ENV_ID not in registry:
     # The env enforces reset-before-step itself and passes gymnasium's check_env (tests), so the
     # per-step PassiveEnvChecker / OrderEnforcing wrappers are left off, as gym-trading-env does.
-    register(id=ENV_ID, entry_point="tradebot.envs.trading_env:TradingEnv", disable_env_checker=True, order_enforce=False)
+    # ``gymnasium.make_vec(ENV_ID, num_envs=N, vectorization_mode="vector_entry_point", data=...)`` builds
+    # the batched env (what training samples from); "sync" builds N single envs, step for step the same.
+    register(id=ENV_ID, entry_point="tradebot.envs.trading_env:TradingEnv",
+             vector_entry_point="tradebot.envs.trading_env:BatchedTradingEnv", disable_env_checker=True,
+             order_enforce=False)
 
 __all__ = [
     "ACTION_NAMES", "EXIT_REASON_NAMES", "ENV_ID", "PRODUCTS", "REWARDS", "TRADE_COLUMNS",

@@ -5,7 +5,7 @@ costs)``, which advances an account by one bar given the action decided at the p
 close. The backtester calls it in a loop (``run_actions`` / ``run_signals``), ``TradingEnv`` calls
 it once per ``step`` (``env_step``), and the batched env calls it for many accounts inside one
 numba call (``batched_step``), so there is exactly one implementation of the trading rules. The env
-kernels (rewards, observations, episode starts) live at the end of this file, next to ``step_bar``.
+kernels (rewards, observations, episode resets) live at the end of this file, next to ``step_bar``.
 
 Inputs are flat arrays so that numba can take them cheaply:
 
@@ -552,66 +552,29 @@ def env_step_info(state, rstate, data, feats, t, action, params, costs, rparams,
             state[S_COSTS_TOTAL], state[S_CLOSED] > 0.0)
 
 
+@njit(cache=True, error_model="numpy")
+def batched_reset(states, rstates, tt, ends, rows, starts, stops, data, feats, params, obs):
+    """Start the episodes of accounts ``rows``: account ``rows[k]`` runs from bar ``starts[k]`` to ``stops[k]``."""
+    for k in range(rows.shape[0]):
+        i = rows[k]
+        tt[i] = starts[k]
+        ends[i] = stops[k]
+        env_reset(states[i], rstates[i], data, feats, starts[k], params, obs[i])
 
 
 @njit(cache=True, error_model="numpy")
-def _xorshift(rng, i):
-    x = rng[i]
-    x ^= x >> np.uint64(12)
-    x ^= x << np.uint64(25)
-    x ^= x >> np.uint64(27)
-    rng[i] = x
-    return x * np.uint64(2685821657736338717)
-
-
-@njit(cache=True, error_model="numpy")
-def _pick_episode(rng, i, mode, lo, hi, length, sessions):
-    u = _xorshift(rng, i)
-    if mode == MODE_WINDOW:
-        start = lo + np.int64(u % np.uint64(hi - lo + 1))
-        return start, start + length + 1
-    k = np.int64(u % np.uint64(sessions.shape[0]))
-    return sessions[k, 0], sessions[k, 1]
-
-
-@njit(cache=True, error_model="numpy")
-def batched_reset(states, rstates, tt, ends, rng, data, feats, params, obs, mode, lo, hi, length, sessions,
-                  starts, stops):
-    """Start every account's episode: at ``starts[i]`` / ``stops[i]`` when >= 0, else a random one."""
+def batched_step(states, rstates, tt, ends, skip, actions, data, feats, params, costs, rparams, obs, rewards,
+                 terminated, truncated, session_mode):
+    """``env_step`` for every account not in ``skip``, with ``TradingEnv.step``'s end-of-episode rules
+    (the core of ``BatchedTradingEnv.step``; accounts that finish are restarted by the caller)."""
     for i in range(states.shape[0]):
-        if starts[i] >= 0:
-            start = starts[i]
-            end = stops[i]
-        else:
-            start, end = _pick_episode(rng, i, mode, lo, hi, length, sessions)
-        tt[i] = start
-        ends[i] = end
-        env_reset(states[i], rstates[i], data, feats, start, params, obs[i])
-
-
-@njit(cache=True, error_model="numpy")
-def batched_step(states, rstates, tt, ends, rng, actions, data, feats, params, costs, rparams, obs,
-                 rewards, terminated, truncated, final_obs, final_stats, mode, lo, hi, length, sessions):
-    """Step every account once (auto-reset): the core of ``BatchedTradingEnv.step``."""
-    for i in range(states.shape[0]):
+        if skip[i]:
+            continue
         t = tt[i]
         rewards[i] = env_step(states[i], rstates[i], data, feats, t, actions[i], params, costs, rparams, obs[i])
         t += 1
-        ruined = not states[i, S_EQUITY] > 0.0
+        tt[i] = t
         at_end = t >= ends[i] - 1
-        term = ruined or (at_end and mode == MODE_SESSION)
-        trunc = at_end and not term
+        term = not states[i, S_EQUITY] > 0.0 or (at_end and session_mode)
         terminated[i] = term
-        truncated[i] = trunc
-        if term or trunc:
-            final_obs[i, :] = obs[i]
-            final_stats[i, 0] = states[i, S_EQUITY]
-            final_stats[i, 1] = states[i, S_N_TRADES]
-            final_stats[i, 2] = states[i, S_INVALID]
-            final_stats[i, 3] = states[i, S_COSTS_TOTAL]
-            start, end = _pick_episode(rng, i, mode, lo, hi, length, sessions)
-            env_reset(states[i], rstates[i], data, feats, start, params, obs[i])
-            tt[i] = start
-            ends[i] = end
-        else:
-            tt[i] = t
+        truncated[i] = at_end and not term

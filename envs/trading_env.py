@@ -1,7 +1,8 @@
 """``TradingEnv`` (Gymnasium, id ``tradebot/Trading-v0``) and ``BatchedTradingEnv`` over the fill engine.
 
 Both step ``tradebot.envs.engine.step_bar`` through the same numba kernel, ``env_step``: the single env calls
-it once per ``step``; the batched env calls it for every account inside one numba call.
+it once per ``step``; the batched env (a ``gymnasium.vector.VectorEnv``, what training samples from)
+calls it for every sub-env inside one numba call and equals that many single envs step for step.
 
 Time line: at bar t the agent sees the observation of bar t (features at t, computed from bars
 <= t, plus its position) and picks an action; ``step`` fills it from bar t+1's open on, marks the
@@ -25,6 +26,7 @@ session (``terminated`` at its end). Equity at or below zero terminates an episo
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 import gymnasium as gym
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
+from gymnasium.utils import seeding
 from pydantic import Field
 
 from tradebot.envs.backtest import trades_frame
@@ -381,67 +384,193 @@ class TradingEnv(gym.Env):
                 f"invalid={i['invalid_actions']} costs={i['costs']:.2f}")
 
 
-# ---- the batched env -------------------------------------------------------------------------
+# ---- the vector env --------------------------------------------------------------------------
 
-class BatchedTradingEnv:
-    """``n_envs`` independent accounts over the same bars, stepped in one numba call.
+INFO_KEYS: tuple[str, ...] = ("equity", "position", "trades", "invalid_actions", "costs", "bar")
 
-    ``step(actions)`` -> (obs, rewards, terminated, truncated). A finished account restarts at once
-    (its next observation is the new episode's first); its last observation and end-of-episode
-    figures are in ``final_obs``, ``final_equity``, ``final_trades``, ``final_invalid_actions`` and
-    ``final_costs`` (NaN for accounts that did not finish this step). Episode starts
-    come from a per-account xorshift generator seeded by ``reset(seed)``. With ``copy=False`` the
-    returned arrays are internal buffers overwritten by the next call (fastest).
+
+class BatchedTradingEnv(gym.vector.VectorEnv):
+    """``num_envs`` trading accounts as one ``gymnasium.vector.VectorEnv``, stepped in one numba call.
+
+    Sub-env ``i`` behaves exactly like a ``TradingEnv`` on its instrument: same observations,
+    rewards, ``terminated`` / ``truncated``, ``infos`` (``INFO_KEYS``, batched the gymnasium way:
+    an array per key plus its ``_key`` mask) and the same episode starts, drawn from its own
+    generator seeded like ``gymnasium.vector.SyncVectorEnv`` seeds its sub-envs (``reset(seed=s)``:
+    sub-env ``i`` gets ``s + i``; a list gives one seed each). Finished sub-envs restart on the
+    next ``step`` (``AutoresetMode.NEXT_STEP``, gymnasium's default: that step ignores their action
+    and returns the new episode's first observation with reward 0), so a vector env equals
+    ``gymnasium.make_vec(ENV_ID, num_envs, vectorization_mode="sync")`` step for step.
+
+    ``data``: one instrument (``Bars`` or a bar file path) or a sequence of them; the sub-envs are
+    split between the instruments in contiguous blocks (``instrument_index``), and every episode
+    starts at its own random bar. ``features`` / ``atr``: as for ``TradingEnv`` (a sequence with
+    one entry per instrument when several are given). ``reset(options={"start": s})`` starts every
+    sub-env at bar ``s`` (or ``s[i]``, one per sub-env). With ``copy=False`` the returned arrays are
+    internal buffers overwritten by the next call (fastest).
     """
 
-    def __init__(self, data: Bars | str | Path, n_envs: int, features: Any = None, atr: np.ndarray | None = None,
-                 config: EnvConfig | dict | str | Path | None = None, copy: bool = True):
-        if n_envs < 1:
-            raise UserInputError(f"n_envs must be >= 1, got {n_envs}")
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, data: Bars | str | Path | Sequence[Bars | str | Path], num_envs: int, features: Any = None,
+                 atr: Any = None, config: EnvConfig | dict | str | Path | None = None, copy: bool = True):
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise UserInputError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         self.config = _env_config(config)
-        self._p = _Prepared(data, features, atr, self.config)
-        self.num_envs = int(n_envs)
+        several = isinstance(data, (list, tuple))
+        sources = list(data) if several else [data]
+        if not sources:
+            raise UserInputError("no instrument given; pass one or more bar files")
+        feats = list(features) if several and features is not None else [features] * len(sources)
+        atrs = list(atr) if several and atr is not None else [atr] * len(sources)
+        if len(feats) != len(sources) or len(atrs) != len(sources):
+            raise UserInputError(f"{len(sources)} instruments need as many features / atr entries")
+        if num_envs < len(sources):
+            raise UserInputError(f"num_envs {num_envs} is below the {len(sources)} instruments; give each one a sub-env")
+        self._ps = [_Prepared(d, f, a, self.config) for d, f, a in zip(sources, feats, atrs)]
+        names = self._ps[0].feature_names
+        for p in self._ps[1:]:
+            if p.feature_names != names:
+                raise UserInputError(f"instrument {p.bars.symbol or '?'} has other features than the first "
+                                     f"({len(p.feature_names)} vs {len(names)} columns); train together only "
+                                     "instruments with the same feature set")
+        n = self.num_envs = int(num_envs)
         self.copy = copy
-        dim = self._p.feats.shape[1] + N_POSITION_FEATURES
-        self.single_observation_space = spaces.Box(-_OBS_BOUND, _OBS_BOUND, shape=(dim,), dtype=np.float32)
+        self.single_observation_space = spaces.Box(-_OBS_BOUND, _OBS_BOUND, shape=(len(names),), dtype=np.float32)
         self.single_action_space = spaces.Discrete(N_ACTIONS)
-        n = self.num_envs
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, n)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, n)
+        self.render_mode = None
+        k = len(self._ps)
+        self.instrument_index = (np.arange(n) * k) // n  # contiguous blocks of sub-envs per instrument
+        cuts = np.searchsorted(self.instrument_index, np.arange(k + 1))
+        self._blocks = [(int(cuts[j]), int(cuts[j + 1])) for j in range(k)]
+        self._session_mode = self._ps[0].mode == MODE_SESSION
         self._states = np.zeros((n, N_STATE))
         self._rstates = np.zeros((n, N_RSTATE))
         self._t = np.full(n, -1, dtype=np.int64)
         self._ends = np.zeros(n, dtype=np.int64)
-        self._rng = np.ones(n, dtype=np.uint64)
-        self._obs = np.zeros((n, dim), dtype=np.float32)
+        self._obs = np.zeros((n, len(names)), dtype=np.float32)
         self._rewards = np.zeros(n)
         self._terminated = np.zeros(n, dtype=np.bool_)
         self._truncated = np.zeros(n, dtype=np.bool_)
-        self.final_obs = np.zeros((n, dim), dtype=np.float32)
-        self._final = np.full((n, 4), np.nan)  # equity, trades, invalid actions, costs
+        self._autoreset = np.zeros(n, dtype=np.bool_)
+        self._rngs: list[np.random.Generator] | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return self._p.feature_names
+        """Names of the observation's columns."""
+        return self._ps[0].feature_names
+
+    @property
+    def bars(self) -> tuple[Bars, ...]:
+        """The instruments' bars, in ``instrument_index`` order."""
+        return tuple(p.bars for p in self._ps)
+
+    @property
+    def warmup(self) -> tuple[int, ...]:
+        """Each instrument's first bar with finite features and ATR."""
+        return tuple(p.warmup for p in self._ps)
 
     @property
     def bar_index(self) -> np.ndarray:
+        """The bar each sub-env's current observation describes (in its instrument's bars)."""
         return self._t.copy()
 
     @property
-    def final_equity(self) -> np.ndarray:
-        return self._final[:, 0].copy()
+    def np_random(self) -> tuple[np.random.Generator, ...]:
+        """Each sub-env's episode-start generator."""
+        return tuple(self._sub_rngs())
 
-    @property
-    def final_trades(self) -> np.ndarray:
-        return self._final[:, 1].copy()
+    def _sub_rngs(self) -> list[np.random.Generator]:
+        if self._rngs is None:
+            self._rngs = [seeding.np_random()[0] for _ in range(self.num_envs)]
+        return self._rngs
 
-    @property
-    def final_invalid_actions(self) -> np.ndarray:
-        return self._final[:, 2].copy()
+    def _infos(self) -> dict[str, np.ndarray]:
+        s = self._states
+        values = (s[:, S_EQUITY].copy(), s[:, S_QTY].copy(), s[:, S_N_TRADES].astype(np.int64),
+                  s[:, S_INVALID].astype(np.int64), s[:, S_COSTS_TOTAL].copy(), self._t.copy())
+        infos: dict[str, np.ndarray] = {}
+        for key, value in zip(INFO_KEYS, values):
+            infos[key] = value
+            infos[f"_{key}"] = np.ones(self.num_envs, dtype=np.bool_)
+        return infos
 
-    @property
-    def final_costs(self) -> np.ndarray:
-        return self._final[:, 3].copy()
+    def _start(self, rows: np.ndarray, starts: np.ndarray | None = None) -> None:
+        """Start new episodes for sub-envs ``rows`` (at ``starts`` when given, else at random)."""
+        rngs = self._sub_rngs()
+        begin = np.empty(len(rows), dtype=np.int64)
+        stop = np.empty(len(rows), dtype=np.int64)
+        for k, i in enumerate(rows):
+            p = self._ps[self.instrument_index[i]]
+            if starts is not None:
+                begin[k], stop[k] = p.episode_from(int(starts[k]))
+            elif self._session_mode:
+                j = int(rngs[i].integers(len(p.sessions)))
+                begin[k], stop[k] = p.sessions[j, 0], p.sessions[j, 1]
+            else:
+                begin[k] = int(rngs[i].integers(p.lo, p.hi + 1))
+                stop[k] = begin[k] + p.length + 1
+        inst = self.instrument_index[rows]
+        for j, (lo, hi) in enumerate(self._blocks):
+            mine = inst == j
+            if mine.any():
+                p = self._ps[j]
+                batched_reset(self._states[lo:hi], self._rstates[lo:hi], self._t[lo:hi], self._ends[lo:hi],
+                              rows[mine] - lo, begin[mine], stop[mine], p.data, p.feats, p.params,
+                              self._obs[lo:hi])
 
+    def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
+        """Start every sub-env's episode (``options={"reset_mask": mask}``: only those; ``{"start": s}``:
+        at bar ``s``, or ``s[i]`` per sub-env)."""
+        n = self.num_envs
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        rows = np.arange(n) if mask is None else np.flatnonzero(np.asarray(mask, dtype=np.bool_).reshape(n))
+        if seed is not None:
+            seeds = [seed + i for i in range(n)] if isinstance(seed, (int, np.integer)) else list(seed)
+            if len(seeds) != n:
+                raise UserInputError(f"{len(seeds)} seeds for {n} sub-envs; give one each, or one int")
+            rngs = self._sub_rngs()
+            for i in rows:
+                if seeds[i] is not None:
+                    rngs[i] = seeding.np_random(int(seeds[i]))[0]
+        starts = options.pop("start", None)
+        if options:
+            raise UserInputError(f"unknown reset option(s) {', '.join(map(repr, options))}; use start or reset_mask")
+        if starts is not None:
+            starts = np.broadcast_to(np.asarray(starts, dtype=np.int64), (n,))[rows]
+        self._start(rows, starts)
+        self._terminated[rows] = False
+        self._truncated[rows] = False
+        self._autoreset[rows] = False
+        return (self._obs.copy() if self.copy else self._obs), self._infos()
+
+    def step(self, actions):
+        if (self._t < 0).any():
+            raise ResetNeeded("call reset() before step()")
+        acts = np.asarray(actions, dtype=np.int64)
+        if acts.shape != (self.num_envs,):
+            raise UserInputError(f"actions has shape {acts.shape}; expected ({self.num_envs},)")
+        restart = self._autoreset
+        for j, (lo, hi) in enumerate(self._blocks):
+            p = self._ps[j]
+            batched_step(self._states[lo:hi], self._rstates[lo:hi], self._t[lo:hi], self._ends[lo:hi], restart[lo:hi],
+                         acts[lo:hi], p.data, p.feats, p.params, p.costs, p.rparams, self._obs[lo:hi],
+                         self._rewards[lo:hi], self._terminated[lo:hi], self._truncated[lo:hi], self._session_mode)
+        if restart.any():
+            rows = np.flatnonzero(restart)
+            self._start(rows)
+            self._rewards[rows] = 0.0
+            self._terminated[rows] = False
+            self._truncated[rows] = False
+        self._autoreset = self._terminated | self._truncated
+        if self.copy:
+            return (self._obs.copy(), self._rewards.copy(), self._terminated.copy(), self._truncated.copy(),
+                    self._infos())
+        return self._obs, self._rewards, self._terminated, self._truncated, self._infos()
+
+    # current account figures, one per sub-env (outside the infos)
     @property
     def equity(self) -> np.ndarray:
         return self._states[:, S_EQUITY].copy()
@@ -449,48 +578,3 @@ class BatchedTradingEnv:
     @property
     def positions(self) -> np.ndarray:
         return self._states[:, S_QTY].copy()
-
-    @property
-    def trades(self) -> np.ndarray:
-        """Trades closed so far in each account's current episode."""
-        return self._states[:, S_N_TRADES].astype(np.int64)
-
-    @property
-    def invalid_actions(self) -> np.ndarray:
-        return self._states[:, S_INVALID].astype(np.int64)
-
-    @property
-    def costs(self) -> np.ndarray:
-        return self._states[:, S_COSTS_TOTAL].copy()
-
-    def reset(self, seed: int | None = None, starts=None) -> np.ndarray:
-        """Start every account's episode (at ``starts[i]`` when given, else at random)."""
-        p = self._p
-        n = self.num_envs
-        ss = np.random.SeedSequence(seed)
-        self._rng[:] = ss.generate_state(n, dtype=np.uint64) | np.uint64(1)
-        st = np.full(n, -1, dtype=np.int64)
-        en = np.full(n, -1, dtype=np.int64)
-        if starts is not None:
-            given = np.asarray(starts, dtype=np.int64).reshape(n)
-            for i, s in enumerate(given):
-                st[i], en[i] = p.episode_from(int(s))
-        batched_reset(self._states, self._rstates, self._t, self._ends, self._rng, p.data, p.feats, p.params,
-                      self._obs, p.mode, p.lo, p.hi, p.length, p.sessions, st, en)
-        self._final[:] = np.nan
-        return self._obs.copy() if self.copy else self._obs
-
-    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        if self._t[0] < 0:
-            raise ResetNeeded("call reset() before step()")
-        p = self._p
-        acts = np.asarray(actions, dtype=np.int64)
-        if acts.shape != (self.num_envs,):
-            raise UserInputError(f"actions has shape {acts.shape}; expected ({self.num_envs},)")
-        self._final[:] = np.nan
-        batched_step(self._states, self._rstates, self._t, self._ends, self._rng, acts, p.data, p.feats,
-                     p.params, p.costs, p.rparams, self._obs, self._rewards, self._terminated, self._truncated,
-                     self.final_obs, self._final, p.mode, p.lo, p.hi, p.length, p.sessions)
-        if self.copy:
-            return self._obs.copy(), self._rewards.copy(), self._terminated.copy(), self._truncated.copy()
-        return self._obs, self._rewards, self._terminated, self._truncated

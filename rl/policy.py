@@ -24,6 +24,8 @@ Checkpoints are pickles: load only checkpoints and models you (or your own pipel
 
 from __future__ import annotations
 
+import re
+
 import shutil
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -113,6 +115,7 @@ class Policy:
         self.normaliser = normaliser
         self.deterministic = deterministic
         self.source = source
+        self.version: str | None = None  # the registered model version (MLflow models), for journals and logs
         self._rng = np.random.default_rng(seed)
         self._states: dict[Hashable, Any] = {}
         shape = getattr(module.observation_space, "shape", None)
@@ -156,6 +159,7 @@ class Policy:
 
         from tradebot.rl.mlflow_model import PolicyModel
 
+        requested, uri = uri, resolve_model_alias(uri)
         try:
             model = mlflow.pyfunc.load_model(uri)
         except mlflow.exceptions.MlflowException as err:
@@ -166,7 +170,8 @@ class Policy:
         policy = wrapped.policy
         policy.deterministic = deterministic
         policy._rng = np.random.default_rng(seed)
-        policy.source = uri
+        policy.source = uri  # a concrete version: an alias that moves later does not change this policy
+        policy.version = uri if requested == uri else f"{uri} ({requested})"
         return policy
 
     # ---- acting ----------------------------------------------------------------------------
@@ -231,3 +236,21 @@ def _tree_map(fn, tree: Any) -> Any:
     if isinstance(tree, dict):
         return {k: _tree_map(fn, v) for k, v in tree.items()}
     return fn(tree)
+
+
+def resolve_model_alias(uri: str) -> str:
+    """``models:/NAME@ALIAS`` as the version the alias names now (``models:/NAME/N``); other URIs unchanged.
+    Resolved once, when a run or a server loads its model, so it never switches models mid-run."""
+    import mlflow
+
+    match = re.fullmatch(r"models:/([^/@]+)@([^/]+)", uri.rstrip("/"))
+    if match is None:
+        return uri
+    name, alias = match.groups()
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+    except mlflow.exceptions.MlflowException as err:
+        raise UserInputError(f"{uri}: no version of model {name} has alias @{alias} "
+                             f"({str(err).splitlines()[0][:120]})") from None
+    return f"models:/{name}/{version}"
+

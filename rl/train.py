@@ -15,7 +15,13 @@ placed by Ray on any node; the driver, its checkpoints and the validation stay w
 What a run does
 ---------------
 * Env: ``run.env_id`` (``tradebot/Trading-v0``) built with ``data=`` the training bars
-  (``data.train`` dates) and ``config=`` the ``env`` section.
+  (``data.train`` dates; ``data.extra_paths`` adds more instruments) and ``config=`` the ``env``
+  section, as a ``gymnasium.vector.VectorEnv`` of ``run.num_envs_per_env_runner`` sub-envs (the
+  id's vector entry point, ``BatchedTradingEnv``; ``gym_env_vectorize_mode=VECTOR_ENTRY_POINT``),
+  sampled by ``tradebot.rl.batched_runner.BatchedEnvRunner`` (RLlib's runner, as whole arrays).
+* Threads and devices: torch runs ``torch_threads()`` threads per process (1 unless
+  ``OMP_NUM_THREADS`` says otherwise); the learner runs on a GPU when ``run.num_gpus_per_learner``
+  is a share or ``auto`` and one is there (``learner_device`` says where; MLflow tags it).
 * Model: ``DefaultModelConfig(use_lstm=True)``: MLP ``model.fcnet_hiddens`` -> LSTM
   ``model.lstm_cell_size`` -> policy / value heads, trained on ``model.max_seq_len`` windows.
 * Observations pass through RLlib's ``MeanStdFilter`` connector; its running statistics are part of
@@ -41,6 +47,7 @@ a few minutes on 2 CPU cores; see that file for the figures measured.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import math
@@ -71,7 +78,7 @@ _CKPT_RE = re.compile(r"^iter_(\d{6})$")
 # Keys of the config that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = ("run.iterations", "run.output_dir", "run.patience", "run.checkpoint_every",
                      "run.keep_checkpoints", "run.num_env_runners", "run.num_cpus_per_env_runner",
-                     "run.num_gpus_per_learner")
+                     "run.num_gpus_per_learner", "run.num_envs_per_env_runner")
 
 
 @dataclass(frozen=True)
@@ -145,25 +152,46 @@ def make_env(env_config: dict[str, Any]):
     """Build the env from a plain dict (what RLlib passes to every EnvRunner).
 
     Keys: ``env_id``, ``path``, ``symbol``, ``start``, ``end`` (ISO dates; bars in [start, end)),
-    ``config`` (the env's own config).
+    ``config`` (the env's own config); ``num_envs`` (RLlib adds it when it asks for the vector env):
+    a ``gymnasium.vector.VectorEnv`` of that many sub-envs (the env id's vector entry point, e.g.
+    ``BatchedTradingEnv``), which also runs on ``extra_paths`` (more instruments, same dates).
     """
     import gymnasium as gym
 
-    bars = _load_bars(env_config["path"], env_config.get("symbol")).between(env_config.get("start"),
-                                                                             env_config.get("end"))
-    if len(bars) == 0:
-        raise UserInputError(f"{env_config['path']}: no bars between {env_config.get('start')} and "
-                             f"{env_config.get('end')}; check the data dates in the config")
+    def bars_of(path: str, symbol: str | None):
+        bars = _load_bars(path, symbol).between(env_config.get("start"), env_config.get("end"))
+        if len(bars) == 0:
+            raise UserInputError(f"{path}: no bars between {env_config.get('start')} and "
+                                 f"{env_config.get('end')}; check the data dates in the config")
+        return bars
+
+    bars = bars_of(env_config["path"], env_config.get("symbol"))
+    env_id, config = env_config["env_id"], env_config.get("config") or None
+    num_envs = env_config.get("num_envs")
+    extra = [bars_of(path, None) for path in env_config.get("extra_paths") or ()]
     try:
-        return gym.make(env_config["env_id"], data=bars, config=env_config.get("config") or None)
+        if num_envs is None:
+            return gym.make(env_id, data=bars, config=config)
+        module, _, name = env_id.rpartition(":")
+        if module:  # 'module:id': importing the module registers the id (what gym.make does)
+            importlib.import_module(module)
+        spec = gym.spec(name)
+        if spec.vector_entry_point is None:
+            if extra:
+                raise UserInputError(f"run.env_id {env_id!r} has no vector entry point: it cannot run "
+                                     "data.extra_paths; drop them or use tradebot/Trading-v0")
+            return gym.make_vec(env_id, num_envs=int(num_envs), vectorization_mode="sync", data=bars, config=config)
+        return gym.make_vec(env_id, num_envs=int(num_envs), vectorization_mode="vector_entry_point",
+                            data=[bars, *extra] if extra else bars, config=config)
     except gym.error.Error as err:
-        raise UserInputError(f"run.env_id {env_config['env_id']!r}: {err}") from None
+        raise UserInputError(f"run.env_id {env_id!r}: {err}") from None
 
 
 def train_env_config(cfg: TrainConfig) -> dict[str, Any]:
     """The ``make_env`` dict of the training dates (an absolute data path: EnvRunner processes need
     not share the driver's working directory)."""
     return {"env_id": cfg.run.env_id, "path": str(Path(cfg.data.path).resolve()), "symbol": cfg.data.symbol,
+            "extra_paths": [str(Path(p).resolve()) for p in cfg.data.extra_paths],
             "start": cfg.data.train.start.isoformat(), "end": cfg.data.train.end.isoformat(),
             "config": dict(cfg.env)}
 
@@ -226,8 +254,11 @@ def build_algo_config(cfg: TrainConfig, *, num_cpus_per_env_runner: float | None
     ``auto`` GPUs count as none here, ``resolve_gpus_per_learner`` turns them into a number); the
     learner runs in the algorithm's own process, on a GPU when ``num_gpus_per_learner`` > 0.
     """
+    import gymnasium as gym
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    from tradebot.rl.batched_runner import BatchedEnvRunner
 
     p, m, r = cfg.ppo, cfg.model, cfg.run
     if num_cpus_per_env_runner is None:
@@ -239,7 +270,9 @@ def build_algo_config(cfg: TrainConfig, *, num_cpus_per_env_runner: float | None
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
         .environment(RLLIB_ENV_NAME, env_config=train_env_config(cfg))
         .framework("torch")
-        .env_runners(num_env_runners=r.num_env_runners, num_envs_per_env_runner=1,
+        .env_runners(env_runner_cls=BatchedEnvRunner, num_env_runners=r.num_env_runners,
+                     num_envs_per_env_runner=cfg.envs_per_runner,
+                     gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT,
                      num_cpus_per_env_runner=num_cpus_per_env_runner, env_to_module_connector=_obs_filter)
         .learners(num_learners=0, num_gpus_per_learner=num_gpus_per_learner)
         .training(lr=p.lr, gamma=p.gamma, lambda_=p.gae_lambda, entropy_coeff=p.entropy_coeff,
@@ -263,12 +296,56 @@ def build_algorithm(cfg: TrainConfig, checkpoint: str | Path | None = None, **re
     from ray.tune.registry import register_env
 
     register_env(RLLIB_ENV_NAME, make_env)
+    torch.set_num_threads(torch_threads())
     np.random.seed(cfg.run.seed)
     torch.manual_seed(cfg.run.seed)
     algo = build_algo_config(cfg, **resources).build_algo()
     if checkpoint is not None:
         algo.restore_from_path(str(Path(checkpoint).resolve()))
     return algo
+
+
+def algorithm_checkpoint(source: str) -> Path:
+    """The algorithm checkpoint folder of ``source``: a folder, or the checkpoint that the training run of a
+    registered model (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``) logged (``register_policy``)."""
+    if not source.startswith("models:/"):
+        path = Path(source)
+        if not (path / "learner_group").is_dir():
+            raise UserInputError(f"{source}: not an algorithm checkpoint (no learner_group/); give a checkpoint "
+                                 "folder written by `tradebot train` or a models:/ URI")
+        return path
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run_id = mlflow.models.get_model_info(source).run_id
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint")
+    except (MlflowException, OSError) as err:
+        raise UserInputError(f"{source}: cannot fetch the checkpoint its training run logged ({err}); check the "
+                             "model name, version or alias and MLFLOW_TRACKING_URI") from None
+    return Path(local)
+
+
+def start_from_policy(algo, source: str) -> None:
+    """Fine-tuning: load ``source``'s network weights (not its optimizer) and observation normaliser into a
+    freshly built ``algo``; the architecture and the observation size must be the same."""
+    from ray.rllib.core import COMPONENT_ENV_RUNNER, COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE
+
+    path = algorithm_checkpoint(source)
+    module = f"{COMPONENT_LEARNER_GROUP}/{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}"
+    try:
+        algo.restore_from_path(path / module, component=module)
+        runner_state = path / COMPONENT_ENV_RUNNER  # the observation normaliser (MeanStdFilter) lives here
+        if runner_state.is_dir():
+            if algo.env_runner is not None:
+                algo.env_runner.restore_from_path(runner_state)
+            if algo.env_runner_group.num_remote_env_runners() > 0:  # on a cluster: a folder every node sees
+                algo.env_runner_group.foreach_env_runner(lambda r: r.restore_from_path(runner_state),
+                                                         local_env_runner=False)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise UserInputError(f"run.init_from {source}: its network does not fit this config ({str(err)[:160]}); "
+                             "fine-tune with the same model section and features as the policy was trained "
+                             "with") from None
 
 
 def train_and_save(cfg: TrainConfig, path: str | Path, iterations: int = 1) -> Path:
@@ -284,6 +361,16 @@ def train_and_save(cfg: TrainConfig, path: str | Path, iterations: int = 1) -> P
         algo.stop()
     (path / CONFIG_FILE).write_text(cfg.to_yaml())
     return path
+
+
+def learner_device(algo) -> str:
+    """Where the algorithm's learner keeps its module: ``cpu`` or ``cuda:N``."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    def device(learner) -> str:
+        return str(next(iter(learner.module[DEFAULT_MODULE_ID].parameters())).device)
+
+    return next(iter(algo.learner_group.foreach_learner(device))).get()
 
 
 def policy_from_algorithm(algo) -> Policy:
@@ -302,7 +389,7 @@ def policy_from_algorithm(algo) -> Policy:
     return Policy(module, ObsNormaliser.from_filter_state(state[component][NORMALISER_SUBDIR.name]))
 
 
-def _training_metrics(result: dict[str, Any]) -> dict[str, float]:
+def training_metrics(result: dict[str, Any]) -> dict[str, float]:
     from ray.rllib.algorithms.ppo.ppo import LEARNER_RESULTS_KL_KEY
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
@@ -432,16 +519,35 @@ def resolve_gpus_per_learner(value: float | str, share: int = 1) -> float:
     return min(1.0, gpus / max(1, share)) if gpus > 0 else 0.0
 
 
+def torch_threads() -> int:
+    """Torch/BLAS threads per training process: ``OMP_NUM_THREADS`` when set, else 1.
+
+    The networks are small and PPO samples and learns in turn: a second intra-op thread only
+    contends with the env runners and other jobs for the cores (iterations up to 15x slower on 2
+    busy cores). ``init_ray`` passes the same setting to Ray's worker processes.
+    """
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+    except ValueError:
+        return 1
+
+
 def init_ray(address: str | None, *, num_cpus: float, **kwargs: Any) -> None:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``) or start a private local instance of
-    ``num_cpus`` CPUs. A cluster keeps its own resources: nothing but the address is passed to it."""
+    ``num_cpus`` CPUs and every GPU torch sees. A cluster keeps its own resources: nothing but the
+    address is passed to it. Worker processes get ``torch_threads()`` BLAS threads."""
     import ray
+    import torch
 
+    threads = str(torch_threads())
+    os.environ.setdefault("OMP_NUM_THREADS", threads)  # inherited by a private instance's workers
+    os.environ.setdefault("MKL_NUM_THREADS", threads)
     addr = address or os.environ.get("RAY_ADDRESS")
     if addr:
         ray.init(address=addr, **{k: v for k, v in kwargs.items() if k == "logging_level"})
     else:
-        ray.init(address="local", num_cpus=int(math.ceil(num_cpus)), include_dashboard=False, **kwargs)
+        ray.init(address="local", num_cpus=int(math.ceil(num_cpus)), num_gpus=torch.cuda.device_count(),
+                 include_dashboard=False, **kwargs)
 
 
 def _run(cfg: TrainConfig, out: Path, state: TrainState, val_env, val_start, address: str | None,
@@ -463,6 +569,8 @@ def _run(cfg: TrainConfig, out: Path, state: TrainState, val_env, val_start, add
         resources = {"num_cpus_per_env_runner": cfg.run.num_cpus_per_env_runner,
                      "num_gpus_per_learner": resolve_gpus_per_learner(cfg.run.num_gpus_per_learner)}
         algo = build_algorithm(cfg, out / state.checkpoint if state.checkpoint else None, **resources)
+        if state.checkpoint is None and cfg.run.init_from:
+            start_from_policy(algo, cfg.run.init_from)
         run_kwargs = ({"run_id": state.mlflow_run_id} if state.mlflow_run_id
                       else {"experiment_id": experiment.experiment_id, "run_name": out.resolve().name})
         with mlflow.start_run(**run_kwargs) as run:
@@ -471,7 +579,10 @@ def _run(cfg: TrainConfig, out: Path, state: TrainState, val_env, val_start, add
                 mlflow.log_params(flatten_params(cfg.model_dump(mode="json")))
                 mlflow.set_tags({"output_dir": str(out.resolve()), "env_id": cfg.run.env_id,
                                  "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
-                                 "num_gpus_per_learner": str(resources["num_gpus_per_learner"])})
+                                 "num_gpus_per_learner": str(resources["num_gpus_per_learner"]),
+                                 "learner_device": learner_device(algo),
+                                 "num_envs_per_env_runner": str(cfg.envs_per_runner),
+                                 "torch_threads": str(torch_threads())})
                 mlflow.log_artifact(str(out / CONFIG_FILE))
                 state.write(out / STATE_FILE)
             else:
@@ -510,7 +621,7 @@ def train_loop(algo, cfg: TrainConfig, out: Path, state: TrainState, val_env, va
     while algo.iteration < run.iterations and not state.stopped_early:
         result = algo.train()
         it = int(algo.iteration)
-        values = _training_metrics(result)
+        values = training_metrics(result)
         validation, improved = None, False
         due = it % run.validate_every == 0 or it >= run.iterations
         if val_env is not None and (due or (validate_first and state.best_validation_return is None)):

@@ -24,6 +24,8 @@ from pydantic import Field, model_validator
 from tradebot.core.config import FrozenConfig, load_config
 
 DEFAULT_ENV_ID = "tradebot.envs.trading_env:tradebot/Trading-v0"
+MAX_ENVS_PER_RUNNER = 4096
+AUTO_ENVS_PER_RUNNER = 256  # the most sub-envs `auto` gives a runner
 CONFIG_FILE = "config.yaml"  # a run's TrainConfig: in its output folder, every checkpoint and every registered policy
 
 
@@ -45,6 +47,8 @@ class DataSection(FrozenConfig):
 
     path: str = Field("data/sample/NSE_NIFTY50-INDEX_5m.csv.gz", description="bar file (CSV, CSV.gz or Parquet)")
     symbol: str | None = Field(None, description="Fyers symbol; null: taken from the file name")
+    extra_paths: list[str] = Field(default_factory=list, description="more bar files (other instruments, same "
+                                   "feature set) that training also samples, on the same dates; validation uses path")
     train: DateRange = Field(DateRange(start=dt.date(2021, 1, 1), end=dt.date(2021, 5, 1)),
                              description="training dates")
     validation: DateRange | None = Field(DateRange(start=dt.date(2021, 5, 1), end=dt.date(2021, 6, 1)),
@@ -97,6 +101,9 @@ class RunSection(FrozenConfig):
     validate_every: int = Field(1, ge=1, description="score the policy on the validation dates every N iterations")
     patience: int | None = Field(10, ge=1, description="stop after N validations without improvement; null: never")
     num_env_runners: int = Field(0, ge=0, description="remote sampling workers (0: sample in the driver)")
+    num_envs_per_env_runner: int | Literal["auto"] = Field(
+        "auto", description="sub-envs of each runner's vector env (stepped as one batch, one forward pass per "
+        "step), 1..4096; auto: as many as leave each sub-env model.max_seq_len steps per iteration, at most 256")
     num_cpus_per_env_runner: float = Field(1.0, gt=0, description="CPUs each env runner reserves on the cluster")
     num_gpus_per_learner: float | Literal["auto"] = Field(
         0.0, description="GPU share of the learner (0: CPU; 1: a whole GPU); auto: one GPU when the cluster has any")
@@ -105,12 +112,17 @@ class RunSection(FrozenConfig):
                         "the env must take data= and config= like TradingEnv")
     mlflow_experiment: str = Field("tradebot-train", description="MLflow experiment name")
     registered_model: str = Field("tradebot-ppo-lstm", description="MLflow registered-model name for the final policy")
+    init_from: str | None = Field(None, description="fine-tune: start from this policy's weights and observation "
+                                  "normaliser (an algorithm checkpoint folder, or models:/NAME@ALIAS or "
+                                  "models:/NAME/VERSION registered by tradebot train); null: fresh weights")
 
 
     @model_validator(mode="after")
     def _gpu_share(self) -> "RunSection":
         if self.num_gpus_per_learner != "auto" and not 0 <= float(self.num_gpus_per_learner) <= 1:
             raise ValueError("num_gpus_per_learner must be in [0, 1] or 'auto'")
+        if self.num_envs_per_env_runner != "auto" and not 1 <= self.num_envs_per_env_runner <= MAX_ENVS_PER_RUNNER:
+            raise ValueError(f"num_envs_per_env_runner must be in [1, {MAX_ENVS_PER_RUNNER}] or 'auto'")
         return self
 
 
@@ -123,10 +135,38 @@ class TrainConfig(FrozenConfig):
     model: ModelSection = Field(default_factory=ModelSection)
     run: RunSection = Field(default_factory=RunSection)
 
+    @model_validator(mode="after")
+    def _sub_envs_fill_a_sequence(self) -> "TrainConfig":
+        check_sub_envs(self.ppo, self.model, self.run)
+        return self
+
+    @property
+    def envs_per_runner(self) -> int:
+        """``run.num_envs_per_env_runner`` as a number (``auto`` resolved)."""
+        n = self.run.num_envs_per_env_runner
+        if n != "auto":
+            return int(n)
+        fit = self.ppo.train_batch_size // (self.model.max_seq_len * max(1, self.run.num_env_runners))
+        return max(1, min(AUTO_ENVS_PER_RUNNER, fit))
+
     def to_yaml(self) -> str:
         import yaml
 
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def check_sub_envs(ppo: PPOSection, model: ModelSection, run: RunSection) -> None:
+    """Each sub-env must sample at least one LSTM sequence (``model.max_seq_len`` steps) per iteration."""
+    n = run.num_envs_per_env_runner
+    if n == "auto" or n == 1:
+        return
+    steps = ppo.train_batch_size // (n * max(1, run.num_env_runners))
+    if steps < model.max_seq_len:
+        need = n * max(1, run.num_env_runners) * model.max_seq_len
+        raise ValueError(f"run.num_envs_per_env_runner {n} leaves each sub-env {steps} steps of "
+                         f"ppo.train_batch_size {ppo.train_batch_size} per iteration, fewer than "
+                         f"model.max_seq_len {model.max_seq_len}: raise ppo.train_batch_size to {need} "
+                         "or more, or lower run.num_envs_per_env_runner (auto picks one that fits)")
 
 
 def load_train_config(path: str | Path | None) -> TrainConfig:

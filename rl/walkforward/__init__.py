@@ -4,9 +4,11 @@ How to run
 ----------
 ``tradebot evaluate --config experiments/walkforward.yaml [--out DIR] [--address ray://...]`` or
 ``run_walkforward(load_walkforward_config(path))``. Re-running the same command resumes (finished
-fold/seed trainings and tests are loaded from disk). On a small shared machine set
-``OMP_NUM_THREADS=1``: the networks are tiny, and torch's default thread pool, contending with
-other processes, made a PPO iteration about 15 times slower here (50 s instead of 3.5 s).
+fold/seed trainings and tests are loaded from disk). Training runs torch on one thread per process
+(``tradebot.rl.train.torch_threads``; ``OMP_NUM_THREADS`` overrides it): the networks are small,
+and torch's default thread pool, contending with other processes, made a PPO iteration about 15
+times slower on a shared 2-core machine. ``evaluation.parallel_trainings`` trains several
+fold/seed policies at once as Ray tasks, over a cluster's nodes with ``--address``.
 
 The parts
 ---------
@@ -14,6 +16,7 @@ The parts
 * ``folds``: the fold rule (train / purge / validation / purge / test windows of IST sessions).
 * ``fold_runner``: ``run_walkforward``; per fold and seed, training (``tradebot.rl.train``) and
   the out-of-sample test; resumption.
+* ``parallel_training``: the fold/seed trainings as Ray tasks, several at a time.
 * ``out_of_sample``: the policy and every baseline backtested on a fold's test window.
 * ``stitching``: test windows chained into one out-of-sample record.
 * ``summary``: per fold / over folds / stitched mean and spread of every metric.

@@ -4,8 +4,8 @@
     folds:      {unit: months, train: 6, validation: 1, test: 1, step: 2, purge: 2, embargo: 0,
                  anchored: false, max_folds: null}
     evaluation: {seeds: [0, 1, 2], baselines: null, baseline_seed: 0, configs_tried: 1,
-                 pbo_partitions: 8, output_dir: runs/walkforward, mlflow_experiment: ...,
-                 registered_model: ...}
+                 pbo_partitions: 8, parallel_trainings: 1, output_dir: runs/walkforward,
+                 mlflow_experiment: ..., registered_model: ...}
     training:   {env: {...}, ppo: {...}, model: {...}, run: {...}}   # tradebot.rl.train_config sections, no data
 """
 
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
 from tradebot.core.config import FrozenConfig, load_config, parse_config
-from tradebot.rl.train_config import DataSection, ModelSection, PPOSection, RunSection, TrainConfig
+from tradebot.rl.train_config import DataSection, ModelSection, PPOSection, RunSection, TrainConfig, check_sub_envs
 from tradebot.rl.walkforward.folds import Fold, FoldSpec
 
 if TYPE_CHECKING:
@@ -55,6 +55,9 @@ class EvaluationSection(FrozenConfig):
     configs_tried: int = Field(1, ge=1, description="configurations tried so far (this one included): "
                                                     "the deflated Sharpe ratio counts seeds x configs_tried trials")
     pbo_partitions: int = Field(8, ge=2, description="CSCV blocks S (even; lowered to fit short records)")
+    parallel_trainings: int | Literal["auto"] = Field(
+        1, description="fold/seed trainings run at once as Ray tasks (over a cluster's nodes with --address, "
+        "or a machine's cores); auto: as many as the cluster has CPUs for")
     output_dir: str = Field("runs/walkforward", description="fold checkpoints, tests, summary; re-running resumes")
     mlflow_experiment: str = Field("tradebot-walkforward",
                                    description="MLflow experiment (evaluation and training runs)")
@@ -67,6 +70,8 @@ class EvaluationSection(FrozenConfig):
             raise ValueError(f"seeds {self.seeds} repeat a seed; give distinct seeds")
         if self.pbo_partitions % 2:
             raise ValueError(f"pbo_partitions must be even, got {self.pbo_partitions}")
+        if self.parallel_trainings != "auto" and self.parallel_trainings < 1:
+            raise ValueError(f"parallel_trainings must be >= 1 or 'auto', got {self.parallel_trainings}")
         if self.baselines is not None:
             from tradebot.envs.baselines import BASELINES
 
@@ -89,6 +94,7 @@ class TrainingTemplate(FrozenConfig):
         for key, where in RUN_KEYS_SET_PER_FOLD.items():
             if key in self.run.model_fields_set:
                 raise ValueError(f"run.{key} is set per fold by the evaluation; set {where} instead")
+        check_sub_envs(self.ppo, self.model, self.run)
         return self
 
 

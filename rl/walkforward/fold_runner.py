@@ -29,6 +29,7 @@ from tradebot.rl.walkforward import mlflow_runs
 from tradebot.rl.walkforward.evaluation_config import WalkForwardConfig
 from tradebot.rl.walkforward.folds import Fold, make_folds, trading_sessions
 from tradebot.rl.walkforward.html_report import render_report
+from tradebot.rl.walkforward.parallel_training import local_cpus, train_in_parallel
 from tradebot.envs.window import BacktestWindow
 from tradebot.rl.walkforward.out_of_sample import (
     backtest_window,
@@ -99,8 +100,9 @@ def run_walkforward(cfg: WalkForwardConfig, *, output_dir: str | Path | None = N
     status = "FAILED"
     try:
         if not ray.is_initialized():
-            init_ray(address, num_cpus=cfg.training.run.num_env_runners + 1, logging_level=logging.WARNING)
+            init_ray(address, num_cpus=local_cpus(cfg), logging_level=logging.WARNING)
             started_ray = True
+        trained_here = train_in_parallel(cfg, folds, out, experiment.tracking_uri, emit)
         runs: list[SeedRun] = []
         baselines: dict[int, dict[str, Any]] = {}
         baseline_records: dict[int, dict[str, WindowRecord]] = {}
@@ -111,7 +113,8 @@ def run_walkforward(cfg: WalkForwardConfig, *, output_dir: str | Path | None = N
             emit(EvaluationEvent("baselines", fold.index, len(folds), message="baselines"))
             metrics_b, records_b = _fold_baselines(cfg, window, env_cfg.engine, bars.timeframe)
             baselines[fold.index], baseline_records[fold.index] = metrics_b, records_b
-            fold_runs = [_seed_run(cfg, fold, seed, bars, out, client, fold_run, emit, address, len(folds))
+            fold_runs = [_seed_run(cfg, fold, seed, bars, out, client, fold_run, emit, address, len(folds),
+                                   trained_here)
                          for seed in cfg.evaluation.seeds]
             _mark_selected(fold_runs)
             runs.extend(fold_runs)
@@ -134,7 +137,7 @@ def run_walkforward(cfg: WalkForwardConfig, *, output_dir: str | Path | None = N
 # ---- one fold/seed ----------------------------------------------------------------------------
 
 def _seed_run(cfg: WalkForwardConfig, fold: Fold, seed: int, bars, out: Path, client, fold_run: str, emit,
-              address: str | None, n_folds: int) -> SeedRun:
+              address: str | None, n_folds: int, trained_here: set[tuple[int, int]]) -> SeedRun:
     from tradebot.envs.performance import metrics_from_result
     from tradebot.rl.policy import Policy
     from tradebot.rl.train import IterationReport, train
@@ -172,7 +175,8 @@ def _seed_run(cfg: WalkForwardConfig, fold: Fold, seed: int, bars, out: Path, cl
     return SeedRun(fold=fold.index, seed=seed, output_dir=seed_dir, checkpoint=checkpoint, iterations=result.iterations,
                    stopped_early=result.stopped_early, best_validation_return=result.best_validation_return,
                    mlflow_run_id=result.mlflow_run_id, model_uri=result.model_uri, metrics=metrics, record=record,
-                   reused_training=result.already_complete, reused_test=reused_test)
+                   reused_training=result.already_complete and (fold.index, seed) not in trained_here,
+                   reused_test=reused_test)
 
 
 def _mark_selected(runs: list[SeedRun]) -> None:

@@ -117,6 +117,18 @@ def test_kuberay_rayjob_runs_tradebot_tune_on_the_cluster():
     _check_cluster_spec(doc["spec"]["rayClusterSpec"], "rayjob.yaml")
 
 
+def test_kuberay_retrain_rayjob_runs_tradebot_retrain_with_the_shared_mlflow():
+    (doc,) = _docs("retrain-rayjob.yaml")
+    assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == "RayJob" and doc["metadata"]["name"]
+    entry = doc["spec"]["entrypoint"]
+    assert "tradebot retrain --config experiments/retrain.yaml" in entry
+    assert (ROOT / "experiments" / "retrain.yaml").is_file() and "cd /home/ray/tradebot" in shlex.split(entry)[-1]
+    head = doc["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"} in head["env"]
+    _check_cluster_spec(doc["spec"]["rayClusterSpec"], "retrain-rayjob.yaml")
+    assert doc["spec"]["rayClusterSpec"]["rayVersion"] == importlib.import_module("ray").__version__
+
+
 def test_kuberay_rayservice_serve_config_imports_this_projects_app():
     (doc,) = _docs("rayservice.yaml")
     assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == "RayService" and doc["metadata"]["name"]

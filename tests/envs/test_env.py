@@ -1,4 +1,4 @@
-"""TradingEnv / BatchedTradingEnv: Gymnasium contract, parity with the backtester, rewards, episodes."""
+"""TradingEnv: Gymnasium contract, parity with the backtester, rewards, episodes (the vector env: test_vector_env.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from tradebot.envs.market_data import session_layout
 from tradebot.envs.trading_env import (
     ENV_ID,
     POSITION_FEATURES,
-    BatchedTradingEnv,
     DifferentialSharpe,
     EnvConfig,
     NetLogReturn,
@@ -107,71 +106,6 @@ def test_env_matches_backtester_trades_and_equity(bars):
     pd.testing.assert_frame_equal(env.trades, bt.trades)
     assert info["trades"] == len(bt.trades) and info["invalid_actions"] == bt.invalid_actions
     assert info["costs"] == pytest.approx(bt.costs_total)
-
-
-def test_batched_env_matches_backtester(bars):
-    data = bars.slice(0, 3000)
-    cfg = {"episode": {"length": None}, "engine": {"product": "index_futures", "lot_size": 25}}
-    benv = BatchedTradingEnv(data, 3, config=cfg)
-    w = benv._p.warmup
-    n = len(data)
-    benv.reset(seed=0, starts=[w, w, w])
-    acts = np.stack([_random_actions(n - 1 - w, s) for s in (1, 2, 3)], axis=1)
-    eq = np.empty((len(acts), 3))
-    pos = np.empty((len(acts), 3))
-    for i, a in enumerate(acts):
-        obs, rew, terminated, truncated = benv.step(a)
-        eq[i] = benv.equity if i < len(acts) - 1 else benv.final_equity
-        pos[i] = benv.positions
-        assert truncated.all() == (i == len(acts) - 1) and not terminated.any()
-    for j in range(3):
-        full = np.zeros(n, dtype=np.int64)
-        full[w:n - 1] = acts[:, j]
-        bt = run_backtest(data, full, benv.config.engine)
-        np.testing.assert_array_equal(eq[:, j], bt.equity.to_numpy()[w + 1:])
-        np.testing.assert_array_equal(pos[:-1, j], bt.positions.to_numpy()[w + 1:-1])
-        assert bt.invalid_actions == benv.final_invalid_actions[j]
-        assert len(bt.trades) == benv.final_trades[j]
-        assert bt.costs_total == pytest.approx(benv.final_costs[j])
-
-
-def test_batched_and_single_env_give_identical_steps(bars):
-    data = bars.slice(0, 1500)
-    cfg = {"episode": {"length": 300}, "reward": {"name": "differential_sharpe", "eta": 0.05}}
-    single = TradingEnv(data, config=cfg)
-    batched = BatchedTradingEnv(data, 1, config=cfg)
-    start = single.warmup + 17
-    obs_s, _ = single.reset(options={"start": start})
-    obs_b = batched.reset(starts=[start])
-    np.testing.assert_array_equal(obs_s, obs_b[0])
-    for a in _random_actions(300, 4):
-        obs_s, r_s, te, tr, info = single.step(int(a))
-        obs_b, r_b, te_b, tr_b = batched.step(np.array([a]))
-        assert (r_s, te, tr) == (r_b[0], te_b[0], tr_b[0])
-        if tr:
-            np.testing.assert_array_equal(obs_s, batched.final_obs[0])
-            assert info["equity"] == batched.final_equity[0]
-        else:
-            np.testing.assert_array_equal(obs_s, obs_b[0])
-
-
-def test_batched_env_auto_resets_and_is_reproducible(bars):
-    def run(seed):
-        b = BatchedTradingEnv(bars, 8, config={"episode": {"length": 20}})
-        b.reset(seed=seed)
-        starts, rewards = [b.bar_index], []
-        for a in _random_actions(8 * 50, 9).reshape(50, 8):
-            obs, r, te, tr = b.step(a)
-            rewards.append(r)
-            assert (te | tr).all() == ((len(rewards) % 20) == 0)
-            starts.append(b.bar_index)
-        return np.array(starts), np.array(rewards)
-
-    s1, r1 = run(3)
-    s2, r2 = run(3)
-    np.testing.assert_array_equal(s1, s2)
-    np.testing.assert_array_equal(r1, r2)
-    assert len(np.unique(s1[0])) > 1 and (s1[21] != s1[0]).any()  # new random windows after the reset
 
 
 def test_observation_layout_and_position_features(bars):

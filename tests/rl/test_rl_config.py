@@ -89,3 +89,56 @@ def test_train_cli_bad_env_key_exits_2_before_starting_ray(tmp_path):
     result = CliRunner().invoke(main, ["train", "--config", str(path)])
     assert result.exit_code == 2, result.output
     assert "episode.lenght" in result.output and "did you mean 'length'" in result.output
+
+
+def test_sub_envs_auto_fill_one_lstm_sequence_each_and_an_explicit_count_is_kept():
+    cfg = load_train_config(None)  # 4,000 steps a batch, sequences of 20: 200 sub-envs
+    assert cfg.run.num_envs_per_env_runner == "auto" and cfg.envs_per_runner == 200
+    big = cfg.model_copy(update={"ppo": cfg.ppo.model_copy(update={"train_batch_size": 100_000})})
+    assert big.envs_per_runner == 256  # auto's cap
+    tiny = cfg.model_copy(update={"ppo": cfg.ppo.model_copy(update={"train_batch_size": 10, "minibatch_size": 10})})
+    assert tiny.envs_per_runner == 1
+    assert load_train_config(DEMO).envs_per_runner == load_train_config(DEMO).run.num_envs_per_env_runner
+
+
+def test_sub_envs_too_many_for_the_batch_is_one_line_error_with_the_fix(tmp_path):
+    path = tmp_path / "envs.yaml"
+    path.write_text(yaml.safe_dump({"ppo": {"train_batch_size": 2000}, "model": {"max_seq_len": 20},
+                                    "run": {"num_envs_per_env_runner": 512}}))
+    with pytest.raises(UserInputError) as err:
+        load_train_config(path)
+    message = str(err.value)
+    assert "run.num_envs_per_env_runner 512 leaves each sub-env 3 steps" in message
+    assert "raise ppo.train_batch_size to 10240" in message and "\n" not in message
+    path.write_text(yaml.safe_dump({"run": {"num_envs_per_env_runner": 5000}}))
+    with pytest.raises(UserInputError, match=r"num_envs_per_env_runner must be in \[1, 4096\]"):
+        load_train_config(path)
+
+
+def test_walkforward_training_section_checks_the_sub_envs_too(tmp_path):
+    from tradebot.rl.walkforward.evaluation_config import load_walkforward_config
+
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump({"data": {"path": "x.csv"}, "training": {
+        "ppo": {"train_batch_size": 2000}, "run": {"num_envs_per_env_runner": 512}}}))
+    with pytest.raises(UserInputError, match="leaves each sub-env 3 steps"):
+        load_walkforward_config(path)
+    assert load_walkforward_config(ROOT / "experiments" / "walkforward.yaml").training.ppo.train_batch_size >= 20_000
+
+
+def test_training_env_with_extra_instruments_is_a_vector_env_over_all_of_them():
+    from tradebot.rl.train import make_env, train_env_config
+
+    from tradebot.core.config import parse_config
+
+    raw = yaml.safe_load(DEMO.read_text())
+    raw["data"]["extra_paths"] = [str(ROOT / "data/sample/NSE_NIFTY50-INDEX_1m.csv.gz")]
+    raw["data"]["path"] = str(ROOT / raw["data"]["path"])
+    cfg = parse_config(TrainConfig, raw, "test")
+    env = make_env({**train_env_config(cfg), "num_envs": 4})
+    assert env.num_envs == 4 and [b.timeframe for b in env.bars] == ["5m", "1m"]
+    assert env.instrument_index.tolist() == [0, 0, 1, 1]
+    single = make_env(train_env_config(cfg))  # RLlib's single-env entry point: the first instrument only
+    assert single.unwrapped.bars.timeframe == "5m"
+    with pytest.raises(UserInputError, match="NSE_NIFTY50-INDEX_1m.csv.gz: no bars between"):
+        make_env({**train_env_config(cfg), "num_envs": 2, "start": "2021-01-01", "end": "2021-02-01"})

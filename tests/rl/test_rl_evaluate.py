@@ -280,3 +280,26 @@ def test_evaluate_changed_training_config_refuses_to_resume(smoke):
     changed = parse_config(WalkForwardConfig, raw)
     with pytest.raises(UserInputError, match="different config"):
         run_walkforward(changed, output_dir=smoke["out"])
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_evaluate_parallel_trainings_as_ray_tasks_give_the_same_evaluation(smoke, tmp_path):
+    """evaluation.parallel_trainings: the fold/seed trainings run as Ray tasks (here queued on the test's
+    1-CPU Ray), then the driver tests them: the same policies and figures as the sequential run."""
+    raw = smoke["cfg"].dump()
+    raw["evaluation"]["parallel_trainings"] = 2
+    cfg = parse_config(WalkForwardConfig, raw)
+    events: list[EvaluationEvent] = []
+    result = run_walkforward(cfg, output_dir=tmp_path / "parallel", on_event=events.append)
+    assert sorted((e.fold, e.seed) for e in events if e.stage == "trained") == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert result.reused_trainings == 0
+    sequential = {(r.fold, r.seed): r for r in smoke["result"].runs}
+    for run in result.runs:
+        ref = sequential[(run.fold, run.seed)]
+        assert (run.iterations, run.best_validation_return) == (ref.iterations, ref.best_validation_return)
+        assert run.metrics == ref.metrics
+    bad = smoke["cfg"].dump()
+    bad["evaluation"]["parallel_trainings"] = 0
+    with pytest.raises(UserInputError, match="parallel_trainings must be >= 1"):
+        parse_config(WalkForwardConfig, bad)

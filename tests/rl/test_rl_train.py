@@ -98,6 +98,9 @@ def test_train_logs_params_metrics_and_artifacts_to_mlflow(resumed_run, mlflow_s
         assert {m.step for m in history} >= {2}, key
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"checkpoint", "config.yaml"} <= top
+    # how it sampled and learned: 2 sub-envs, one torch thread, the CPU
+    tags = run.data.tags
+    assert (tags["num_envs_per_env_runner"], tags["torch_threads"], tags["learner_device"]) == ("2", "1", "cpu")
     inside = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
     assert "checkpoint/learner_group" in inside and "checkpoint/env_runner" in inside
 

@@ -17,7 +17,9 @@ _COMMANDS = [
     ("tradebot.cli.cmd_evaluate", "evaluate"),
     ("tradebot.cli.cmd_serve", "serve"),
     ("tradebot.cli.cmd_fyers", "fyers"),
+    ("tradebot.cli.cmd_chaos", "chaos"),
     ("tradebot.cli.cmd_drift", "drift"),
+    ("tradebot.cli.cmd_retrain", "retrain"),
 ]
 
 for module_name, attr in _COMMANDS:
