@@ -67,6 +67,9 @@ class ReplayFeed(DataFeed):
             raise UserInputError(f"no replay data for {', '.join(unknown)}; have {', '.join(self.bars)}")
         self.symbols = tuple(symbols)
         self._after = {k: int(v) for k, v in (after or {}).items()}
+        ends = [bar_end(int(t), self.timeframe) for s, t in self._after.items() if s in self.symbols]
+        if ends:  # resuming: the replay's clock reads where the run stopped, not at the first bar of the file
+            self.clock.set(max(ends))
 
     def close(self) -> None:
         self._closed = True
@@ -108,7 +111,8 @@ class ReplayFeed(DataFeed):
 
 class QueueFeed(DataFeed):
     """A thread-based feed: producer threads (a websocket callback) ``push`` events; iterating
-    yields them in order, and a ``Heartbeat`` whenever ``heartbeat_s`` pass without one."""
+    yields them in order, and a ``Heartbeat`` every ``heartbeat_s`` on a timer, however busy the queue
+    (a symbol that goes silent while another ticks must still be found stale)."""
 
     def __init__(self, clock: Clock | None = None, heartbeat_s: float = 1.0, maxsize: int = 100_000):
         self.clock = clock or WallClock()
@@ -128,13 +132,18 @@ class QueueFeed(DataFeed):
         self._closed.set()
 
     def __iter__(self) -> Iterator[FeedEvent]:
+        next_beat = time.monotonic() + self.heartbeat_s
         while not (self._closed.is_set() and self._q.empty()):
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.heartbeat_s
+                yield Heartbeat(self.clock.now_ns())
+                continue
             try:
-                event = self._q.get(timeout=self.heartbeat_s)
+                event = self._q.get(timeout=next_beat - now)
             except queue.Empty:
                 if self._closed.is_set():
                     return
-                yield Heartbeat(self.clock.now_ns())
                 continue
             if isinstance(event, (Bar, Tick)) and self.symbols and event.symbol not in self.symbols:
                 continue

@@ -15,7 +15,11 @@ answer after it. After a crash, an order still ``PENDING_SUBMIT`` is looked up a
 id before anything is sent again, so a retry never duplicates an order.
 
 Several processes may use one journal (the loop writes; ``tradebot live halt`` and ``status`` read and
-write control rows): WAL mode and a busy timeout make that safe.
+write control rows): WAL mode and a busy timeout make that safe, and the loop never holds the write
+lock across a call to the policy or the broker, so a ``halt`` always gets through. Only one loop may
+run on a journal: ``lock_run`` takes an exclusive lock (``JOURNAL.lock``, released when the process
+ends, a crash included) and refuses a second one. Commits are ``synchronous=FULL``: an order row
+written ahead is on disk before the order is sent.
 
 One journal belongs to one run: the ``run`` name is stored in ``meta`` (journals written before the
 rename store it under ``session``; both are read), and client order ids derive from it. Every SQL
@@ -24,9 +28,12 @@ statement on a journal is in this module.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,11 +78,12 @@ CREATE TABLE IF NOT EXISTS orders (
     side TEXT NOT NULL, qty REAL NOT NULL, reduce_only INTEGER NOT NULL, stop_loss REAL, take_profit REAL,
     status TEXT NOT NULL, filled_qty REAL NOT NULL DEFAULT 0, avg_price REAL, broker_order_id TEXT,
     reason TEXT NOT NULL DEFAULT '', created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL,
-    submit_attempts INTEGER NOT NULL DEFAULT 0, request TEXT NOT NULL);
+    submit_attempts INTEGER NOT NULL DEFAULT 0, request TEXT NOT NULL, sent_ns INTEGER, sent_state TEXT);
 CREATE TABLE IF NOT EXISTS fills (
     fill_id TEXT PRIMARY KEY, client_order_id TEXT NOT NULL, position_id TEXT NOT NULL, symbol TEXT NOT NULL,
     side TEXT NOT NULL, qty REAL NOT NULL, price REAL NOT NULL, costs REAL NOT NULL, ts INTEGER NOT NULL,
-    kind TEXT NOT NULL, stop_price REAL, take_profit_price REAL, realized_pnl REAL, recorded_ns INTEGER NOT NULL);
+    kind TEXT NOT NULL, stop_price REAL, take_profit_price REAL, realized_pnl REAL, recorded_ns INTEGER NOT NULL,
+    costs_estimated INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS positions (
     symbol TEXT PRIMARY KEY, qty REAL NOT NULL, avg_price REAL, stop_price REAL, take_profit_price REAL,
     opened_ts INTEGER NOT NULL, position_id TEXT NOT NULL, updated_ns INTEGER NOT NULL);
@@ -92,6 +100,9 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, upd
 CREATE INDEX IF NOT EXISTS bars_done ON bars (done, end_ts);
 CREATE INDEX IF NOT EXISTS orders_status ON orders (status);
 """
+# columns added after schema 1 was first written: (table, column, definition)
+_ADDED_COLUMNS = (("orders", "sent_ns", "INTEGER"), ("orders", "sent_state", "TEXT"),
+                  ("fills", "costs_estimated", "INTEGER NOT NULL DEFAULT 0"))
 
 
 def _nan(x: float | None) -> float | None:
@@ -103,8 +114,6 @@ def _num(x: float | None) -> float:
 
 
 def _now_ns() -> int:
-    import time
-
     return time.time_ns()
 
 
@@ -126,12 +135,15 @@ class Journal:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
             if self.path != ":memory:":
                 self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA busy_timeout=10000")
-            self.db.executescript(_SCHEMA)
+            if self.db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='orders'").fetchone()[0] == 0:
+                self.db.executescript(_SCHEMA)
+            self._add_columns()
         except sqlite3.DatabaseError as err:
             raise UserInputError(f"{self.path}: not a tradebot journal ({err})") from None
         self._depth = 0
+        self._lock_fd: int | None = None
         version = self.get_meta("schema")
         if version is None:
             self.set_meta("schema", SCHEMA_VERSION)
@@ -164,8 +176,36 @@ class Journal:
                 raise UserInputError(f"{self.path}: journal was written for {key} {stored}, not {value}; "
                                      "use a new journal for another set-up")
 
+    def _add_columns(self) -> None:
+        for table, column, definition in _ADDED_COLUMNS:
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+    def lock_run(self) -> None:
+        """Take the journal for one running loop (an exclusive lock on ``JOURNAL.lock``, held until
+        ``close`` or the process ends); a second loop on the same journal is refused (``UserInputError``)."""
+        if self.path == ":memory:" or self._lock_fd is not None:
+            return
+        lock = f"{self.path}.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserInputError(f"{self.path}: a loop is already running on this journal ({holder}); stop it "
+                                 "first (Ctrl-C, or `tradebot live halt` to stop trading) or use another --journal") \
+                from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        self._lock_fd = fd
+
     def close(self) -> None:
         self.db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the run lock
+            self._lock_fd = None
 
     # -------------------------------------------------------------------- plumbing
     @contextmanager
@@ -299,10 +339,18 @@ class Journal:
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, r)) for r in cur.fetchall()]
 
-    def note_submit(self, client_order_id: str) -> None:
-        """Count a submit attempt, before the call (a crash after it leaves the trace)."""
-        self.db.execute("UPDATE orders SET submit_attempts = submit_attempts + 1 WHERE client_order_id=?",
-                        (client_order_id,))
+    def note_submit(self, client_order_id: str, now: int | None = None, state: str | None = None) -> None:
+        """Count a submit attempt, before the call (a crash after it leaves the trace), with the time and the
+        risk state it was sent in."""
+        self.db.execute("UPDATE orders SET submit_attempts = submit_attempts + 1, sent_ns=COALESCE(?, sent_ns), "
+                        "sent_state=COALESCE(?, sent_state) WHERE client_order_id=?", (now, state, client_order_id))
+
+    def orders_of(self, symbol: str, bar_ts: int, intent: str) -> list[dict[str, Any]]:
+        """The orders of ``intent`` decided for ``symbol`` at bar ``bar_ts`` (a flatten and its retries), oldest first."""
+        cur = self.db.execute("SELECT * FROM orders WHERE symbol=? AND bar_ts=? AND intent=? ORDER BY created_ns, "
+                              "rowid", (symbol, int(bar_ts), intent))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
 
     def update_order(self, u: OrderUpdate) -> bool:
         """Apply a broker status; a terminal status is never replaced by a working one. True if changed."""
@@ -340,10 +388,17 @@ class Journal:
     # ---------------------------------------------------------- fills & positions
     def record_fill(self, f: Fill, recorded_ns: int) -> bool:
         cur = self.db.execute(
-            "INSERT OR IGNORE INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO fills (fill_id, client_order_id, position_id, symbol, side, qty, price, costs, ts, "
+            "kind, stop_price, take_profit_price, realized_pnl, recorded_ns, costs_estimated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (f.fill_id, f.client_order_id, f.position_id, f.symbol, f.side.value, f.qty, f.price, f.costs, f.ts, f.kind,
-             _nan(f.stop_price), _nan(f.take_profit_price), _nan(f.realized_pnl), recorded_ns))
+             _nan(f.stop_price), _nan(f.take_profit_price), _nan(f.realized_pnl), recorded_ns, int(f.costs_estimated)))
         return bool(cur.rowcount)
+
+    def net_fills(self) -> dict[str, float]:
+        """Per symbol, the signed quantity of every journaled fill added up (buys +, sells -)."""
+        return {sym: float(q) for sym, q in self.db.execute(
+            "SELECT symbol, SUM(CASE side WHEN 'BUY' THEN qty ELSE -qty END) FROM fills GROUP BY symbol")}
 
     def fill_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT fill_id FROM fills")}
@@ -351,10 +406,11 @@ class Journal:
     def fills(self) -> list[Fill]:
         out = []
         for r in self.db.execute("SELECT fill_id, client_order_id, position_id, symbol, side, qty, price, costs, ts, "
-                                 "kind, stop_price, take_profit_price, realized_pnl FROM fills ORDER BY ts, rowid"):
+                                 "kind, stop_price, take_profit_price, realized_pnl, costs_estimated FROM fills "
+                                 "ORDER BY ts, rowid"):
             out.append(Fill(fill_id=r[0], client_order_id=r[1], position_id=r[2], symbol=r[3], side=Side(r[4]),
                             qty=r[5], price=r[6], costs=r[7], ts=int(r[8]), kind=r[9], stop_price=_num(r[10]),
-                            take_profit_price=_num(r[11]), realized_pnl=_num(r[12])))
+                            take_profit_price=_num(r[11]), realized_pnl=_num(r[12]), costs_estimated=bool(r[13])))
         return out
 
     def set_positions(self, reports: Iterable[PositionReport], now: int) -> None:
@@ -437,19 +493,28 @@ class Journal:
 
     # ---------------------------------------------------------------------- reading
     def trades(self) -> pd.DataFrame:
-        """Closed trades, one row each (entry and exit fills of a position), in exit order."""
+        """Closed trades, one row per exit fill, in exit order. A position entered in several fills (partial
+        fills) counts as one entry: their quantities added, the volume-weighted price, the costs added; an
+        exit fill that closes part of it gets that part of the entry's quantity and costs."""
         fills = self.fills()
-        entries = {f.position_id: f for f in fills if f.kind == "entry"}
+        entries: dict[str, list[Fill]] = {}
+        for f in fills:
+            if f.kind == "entry":
+                entries.setdefault(f.position_id, []).append(f)
         rows = []
         for f in fills:
             if f.kind == "entry" or f.position_id not in entries:
                 continue
-            e = entries[f.position_id]
+            parts = entries[f.position_id]
+            e = parts[0]
+            qty = sum(p.qty for p in parts)
+            price = e.price if len(parts) == 1 else sum(p.qty * p.price for p in parts) / qty
+            share = min(1.0, f.qty / qty) if qty and f.qty < qty else 1.0
             rows.append({"symbol": f.symbol, "entry_time": to_ist(e.ts), "exit_time": to_ist(f.ts),
-                         "side": "long" if e.side is Side.BUY else "short", "qty": e.qty, "entry_price": e.price,
+                         "side": "long" if e.side is Side.BUY else "short", "qty": f.qty, "entry_price": price,
                          "exit_price": f.price, "stop_price": e.stop_price, "take_profit_price": e.take_profit_price,
-                         "entry_costs": e.costs, "exit_costs": f.costs, "pnl": f.realized_pnl, "exit_reason": f.kind,
-                         "position_id": f.position_id})
+                         "entry_costs": sum(p.costs for p in parts) * share, "exit_costs": f.costs,
+                         "pnl": f.realized_pnl, "exit_reason": f.kind, "position_id": f.position_id})
         cols = ["symbol", "entry_time", "exit_time", "side", "qty", "entry_price", "exit_price", "stop_price",
                 "take_profit_price", "entry_costs", "exit_costs", "pnl", "exit_reason", "position_id"]
         return pd.DataFrame(rows, columns=cols)
@@ -482,17 +547,30 @@ class Journal:
             "risk_events": [{"time": to_ist(e["ts"]).isoformat(), "symbol": e["symbol"], "kind": e["kind"],
                              "state": e["state"], "reason": e["reason"]} for e in self.notable_risk_events(10)],
             "control_applied": applied,
+            "drift": (self.load_state("drift") or {}).get("snapshot", {}),  # per symbol, each monitor's state
         }
 
 
-def request_control(path: str | Path, command: str, reason: str = "", source: str = "cli") -> int:
+def request_control(path: str | Path, command: str, reason: str = "", source: str = "cli",
+                    patience_s: float = 60.0) -> int:
     """Write a ``halt`` / ``reduce`` / ``resume`` request into an existing journal (what
-    ``tradebot live halt`` runs); the loop applies it at its next bar or heartbeat."""
-    j = Journal(path, create=False)
-    try:
-        return j.request(command, reason, source)
-    finally:
-        j.close()
+    ``tradebot live halt`` runs); the loop applies it at its next bar or heartbeat. A journal that stays
+    locked by a writer for ``patience_s`` is reported in one line, never as a raw SQLite error."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            j = Journal(path, create=False)
+            try:
+                return j.request(command, reason, source)
+            finally:
+                j.close()
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err):
+                raise UserInputError(f"{path}: cannot write the {command} request ({err})") from None
+            if time.monotonic() >= deadline:
+                raise UserInputError(f"{path}: the journal stayed locked for {patience_s:.0f} s; the {command} "
+                                     "was not written: try again (is a process stuck writing it?)") from None
+            time.sleep(0.2)
 
 
 def journal_status(path: str | Path) -> dict[str, Any]:

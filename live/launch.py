@@ -75,6 +75,25 @@ class Monitoring:
             self.server.shutdown()
 
 
+def attach_drift(loop: TradingLoop, model: str, config, notify: Callable[[str], None] = _quiet) -> None:
+    """Give ``loop`` the drift monitors of ``model`` (the version the policy server loaded): its saved
+    reference, or one rebuilt from its training config; without either, the run goes on unmonitored."""
+    from tradebot.core.errors import UserInputError
+    from tradebot.live.drift_watch import DriftWatch
+    from tradebot.rl.drift.offline import model_reference
+    from tradebot.rl.policy import resolve_model_alias
+
+    served = (getattr(loop.policy, "info", None) or {}).get("model_version")  # what the policy server loaded
+    version = str(served or resolve_model_alias(model))
+    try:
+        reference, origin = model_reference(version)
+    except UserInputError as err:
+        notify(f"drift monitors off: {err}")
+        return
+    loop.drift = DriftWatch(reference, config, loop.symbols)
+    notify(f"drift monitors on (reference {origin}); ALARM -> {config.on_alarm}, WARN -> {config.on_warn}")
+
+
 def stop_feed_at(loop: TradingLoop, minute: int) -> threading.Event:
     """Close the loop's feed once market data has arrived and the feed's clock reads ``minute`` (minutes
     after midnight, IST) or later; set the returned event to stop watching."""
@@ -106,11 +125,15 @@ def run_paper_replay(data: Path, *, journal: Path, out_dir: Path | None = None, 
     from tradebot.features.bars import load_bars
     from tradebot.live.runner import LiveConfig, build_replay_loop
 
+    from tradebot.live.risk import describe_limits
+
     config = LiveConfig.from_yaml(config_path)
     bars = load_bars(data, symbol=symbol)
     if not bars.symbol:
         raise UserInputError(f"{data}: no symbol; pass --symbol (e.g. NSE:SBIN-EQ) or name the file "
                              "like NSE_SBIN-EQ_5m.csv.gz")
+    check_journal_free(journal)
+    notify(f"risk limits in force: {describe_limits(config.risk)}")
     journal.parent.mkdir(parents=True, exist_ok=True)
     policy, stop_serve = None, None
     if model:
@@ -127,6 +150,7 @@ def run_paper_replay(data: Path, *, journal: Path, out_dir: Path | None = None, 
                 from tradebot.serving.policy_client import check_obs_dim
 
                 check_obs_dim(policy, loop, model)
+                attach_drift(loop, model, config.drift, notify)
             summary = loop.run()
             if out_dir is None:
                 return RunOutcome(summary, journal)
@@ -159,6 +183,83 @@ def _write_replay_report(out_dir: Path, loop: TradingLoop, bars: Any, config: An
 
 # ------------------------------------------------------------------------------ the Fyers feed
 
+def preflight_fyers(symbols: Sequence[str], *, journal: Path, live_mode: bool, risk_config: Path | None,
+                    real_money: bool, config_path: Path | None) -> tuple[Any, Any]:
+    """Every input of a run on Fyers checked before anything starts or connects (no model loaded, no Ray,
+    no socket): the symbols, the config, the risk file (live: only a ``risk:`` section that sets the money
+    limits, and not a second set of limits in --config), the journal (not in use by another loop), the
+    token (present, 0600, not expired). Returns ``(config, risk)``: the config with the limits in force."""
+    from tradebot.core.config import read_yaml
+    from tradebot.features.bars import validate_symbol
+    from tradebot.live.adapters.fyers.auth import load_token
+    from tradebot.live.adapters.fyers.loops import LIVE_FLAGS
+    from tradebot.live.risk import load_risk_file
+    from tradebot.live.runner import LiveConfig
+
+    for name in symbols:
+        validate_symbol(name)
+    config = LiveConfig.from_yaml(config_path)
+    if live_mode:
+        if risk_config is None or not real_money:
+            raise UserInputError(f"real orders need an explicit risk config and your confirmation: {LIVE_FLAGS}")
+        risk = load_risk_file(risk_config)
+        if config_path is not None:
+            live = (read_yaml(config_path) or {}).get("live") or {}
+            if isinstance(live, dict) and "risk" in live:
+                raise UserInputError(f"{config_path}: sets risk limits (live.risk) and --risk-config {risk_config} "
+                                     "sets them too: keep the limits in one place (the --risk-config file)")
+        config = config.model_copy(update={"risk": risk})
+    check_journal_free(journal)
+    load_token()
+    return config, config.risk
+
+
+def check_journal_free(journal: Path) -> None:
+    """Refuse (``UserInputError``) a journal another loop is running on, before anything is loaded."""
+    from tradebot.live.journal import Journal
+
+    if journal.exists():
+        j = Journal(journal, create=False)
+        try:
+            j.lock_run()
+        finally:
+            j.close()
+
+
+def run_fyers_loop(loop: TradingLoop, *, until_minute: int | None = None,
+                   notify: Callable[[str], None] = _quiet) -> tuple[LoopSummary, bool]:
+    """Run a loop on a live feed until the feed ends, the feed's clock reads ``until_minute`` (IST), Ctrl-C or
+    SIGTERM; whatever ends it (an error included), the broker is disconnected and the feed closed, so the
+    process can exit at once. Returns ``(summary, interrupted)``."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
+    watcher = stop_feed_at(loop, until_minute) if until_minute is not None else None
+    interrupted = finished = False
+    try:
+        summary = loop.run()  # finish() at the feed's end: cancels what is working, disconnects
+        finished = True
+    except KeyboardInterrupt:
+        summary, interrupted = loop.summary(), True
+        notify("stopped")
+    finally:
+        if watcher is not None:
+            watcher.set()
+        loop.feed.close()  # the SDK's socket threads
+        if not finished:
+            try:
+                loop.shutdown()  # journal what the broker said last, then disconnect
+            except Exception as err:  # the broker may be what failed: disconnect anyway
+                loop.broker.disconnect()
+                loop.recorder.log(40, "shutdown_failed", reason=f"{type(err).__name__}: {err}")
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return summary, interrupted
+
+
 def run_on_fyers(symbols: Sequence[str], *, journal: Path, model: str, live_mode: bool = False,
                  timeframe: str = "5m", exchange_clock: bool = False, until_minute: int | None = None,
                  risk_config: Path | None = None, real_money: bool = False, serve_url: str | None = None,
@@ -167,16 +268,16 @@ def run_on_fyers(symbols: Sequence[str], *, journal: Path, model: str, live_mode
                  notify: Callable[[str], None] = _quiet) -> RunOutcome:
     """A run on the Fyers data socket with ``model`` through Ray Serve: paper fills, or real orders
     (``live_mode``, with ``risk_config`` and ``real_money``); until the feed ends, the feed's clock reads
-    ``until_minute`` (IST), or Ctrl-C. With ``out_dir`` the run's files (a folder per symbol when several)."""
-    from tradebot.features.bars import validate_symbol
+    ``until_minute`` (IST), or Ctrl-C / SIGTERM. Every input is checked first (``preflight_fyers``). With
+    ``out_dir`` the run's files (a folder per symbol when several)."""
     from tradebot.live.adapters.fyers.data import TickClock
     from tradebot.live.adapters.fyers.loops import build_fyers_live_loop, build_fyers_paper_loop
-    from tradebot.live.runner import LiveConfig
+    from tradebot.live.risk import describe_limits
     from tradebot.serving.policy_client import check_obs_dim, model_features, serve_policy
 
-    for name in symbols:
-        validate_symbol(name)
-    config = LiveConfig.from_yaml(config_path)
+    config, risk = preflight_fyers(symbols, journal=journal, live_mode=live_mode, risk_config=risk_config,
+                                   real_money=real_money, config_path=config_path)
+    notify(f"risk limits in force: {describe_limits(risk)}")
     config = config.model_copy(update={"features": model_features(model)})
     journal.parent.mkdir(parents=True, exist_ok=True)
     monitoring = Monitoring(log_json, metrics_port, notify)
@@ -185,24 +286,15 @@ def run_on_fyers(symbols: Sequence[str], *, journal: Path, model: str, live_mode
         common = dict(journal=journal, policy=policy, config=config, timeframe=timeframe,
                       clock=TickClock() if exchange_clock else None, metrics=monitoring.metrics)
         if live_mode:
-            loop = build_fyers_live_loop(symbols, risk_config=risk_config, i_understand_real_money=real_money, **common)
+            loop = build_fyers_live_loop(symbols, risk_config=risk, i_understand_real_money=real_money, **common)
         else:
             loop = build_fyers_paper_loop(symbols, paper_state=paper_state, **common)
         try:
             check_obs_dim(policy, loop, model)
+            attach_drift(loop, model, config.drift, notify)
             notify(f"{'LIVE (real orders)' if live_mode else 'paper'} run on the Fyers feed: "
                    f"{', '.join(symbols)} {timeframe}; Ctrl-C stops it")
-            watcher = stop_feed_at(loop, until_minute) if until_minute is not None else None
-            interrupted = False
-            try:
-                summary = loop.run()
-            except KeyboardInterrupt:
-                summary, interrupted = loop.summary(), True
-                notify("stopped")
-            finally:
-                if watcher is not None:
-                    watcher.set()
-                loop.feed.close()  # the SDK's socket threads would keep the process alive
+            summary, interrupted = run_fyers_loop(loop, until_minute=until_minute, notify=notify)
             folders: tuple[Path, ...] = ()
             if out_dir is not None and summary.bars:
                 folders = _write_fyers_reports(out_dir, loop, symbols, config, model=model, live_mode=live_mode)
@@ -234,4 +326,5 @@ def _write_fyers_reports(out_dir: Path, loop: TradingLoop, symbols: Sequence[str
     return tuple(folders)
 
 
-__all__ = ["Monitoring", "REPORT_FILES", "RunOutcome", "run_on_fyers", "run_paper_replay", "stop_feed_at"]
+__all__ = ["Monitoring", "REPORT_FILES", "RunOutcome", "preflight_fyers", "run_fyers_loop", "run_on_fyers",
+           "run_paper_replay", "stop_feed_at"]

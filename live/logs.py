@@ -5,6 +5,11 @@ log = get_logger()
 log.info("order", extra={"event": "order", "fields": {"client_order_id": "TB...", "status": "ACCEPTED"}})
 ```
 ``configure_json_logging(stream)`` attaches the JSON formatter to the ``tradebot.live`` logger.
+
+Secrets (a broker token) registered with ``register_secret`` never reach a log line: ``redact`` replaces
+them with ``***``, and ``JsonFormatter`` / ``RedactingFormatter`` apply it to the whole formatted line,
+the exception's traceback included (a traceback is formatted after the record was made, so redacting
+the record alone is not enough).
 """
 
 from __future__ import annotations
@@ -13,10 +18,42 @@ import json
 import logging
 import math
 import sys
+import threading
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
 LOGGER_NAME = "tradebot.live"
+REDACTED = "***"
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(secret: str) -> None:
+    """Never log ``secret`` (nor, for ``APPID:TOKEN``, the token part); short strings are ignored."""
+    with _secrets_lock:
+        for s in (secret, *secret.split(":", 1)[1:]):
+            if s and len(s) >= 8:
+                _secrets.add(s)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``."""
+    for s in sorted(_secrets, key=len, reverse=True):  # the longest first: "APPID:TOKEN" before "TOKEN"
+        if s in text:
+            text = text.replace(s, REDACTED)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Wraps a handler's formatter: the finished line, traceback included, goes through ``redact``."""
+
+    def __init__(self, inner: logging.Formatter | None = None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
 
 
 def _clean(value: Any) -> Any:
@@ -50,8 +87,10 @@ class JsonFormatter(logging.Formatter):
         if fields:
             out.update(_clean(dict(fields)))
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, separators=(",", ":"), allow_nan=False)
+            out["exc"] = record.exc_text or self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return redact(json.dumps(out, separators=(",", ":"), allow_nan=False))
 
 
 def get_logger() -> logging.Logger:

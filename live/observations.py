@@ -8,7 +8,7 @@ obs = observations.at(symbol, row, bar, features[symbol].atr, position)
 ```
 
 The observation is the env's (``tradebot.envs.trading_env.observation_at``): the features, then ``side,
-upnl_atr, bars_in_trade, time_left``, computed by the engine's own per-bar kernel
+upnl_atr, bars_in_trade, time_left`` and the action mask, computed by the engine's own per-bar kernel
 (``tradebot.envs.market_data.market_row``). ``bars_in_trade`` counts the bars seen since the position's
 opening bar, so ``Observations`` keeps each symbol's bar times.
 """
@@ -91,11 +91,12 @@ class Observations:
     def at(self, symbol: str, features: np.ndarray, bar: Bar, atr: float,
            position: PositionReport | None) -> np.ndarray:
         data = market_row(bar, atr, self.engine)
+        shorts = self.engine.shorts_allowed  # the action mask's SELL_SHORT follows the engine orders go to
         if position is None or position.qty == 0.0:
-            return observation_at(features, data)
+            return observation_at(features, data, allow_short=shorts)
         times = self._bar_times[symbol]
         held = bisect.bisect_right(times, bar.ts) - bisect.bisect_right(times, position.opened_ts)
-        return observation_at(features, data, position.qty, position.avg_price, held)
+        return observation_at(features, data, position.qty, position.avg_price, held, allow_short=shorts)
 
 
 __all__ = ["FeatureSource", "Observations", "StreamFeatures"]

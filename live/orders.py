@@ -17,7 +17,14 @@ earlier process (a restart) is first looked up at the broker by its client order
 gone out just before a crash. Every call to the broker counts against the risk engine's order-rate
 limit. Retrying a temporary failure is the adapter's job (``tradebot.live.ports.ExecutionClient``):
 the manager never resends. A submit that still fails with ``RetryableError`` goes to
-``after_transport_failure``, the one place that decides what such an order becomes.
+``after_transport_failure``, the one place that decides what such an order becomes: REJECTED when
+the adapter proves it never reached the broker (``OrderNotSent``), else UNKNOWN.
+
+An UNKNOWN order is never sent again. It stays working (nothing else is sent for its symbol) and
+``resolve_unknown`` asks the broker for it by id (its order book and trade book) every ``poll_s``:
+found, its status is taken; still missing after ``halt_s``, the risk engine HALTS (``unresolved:ID``,
+lifted when it is found or by ``resume``); missing after ``expire_s``, it expires as never received
+(the halt stays until ``resume``: a person looks at the account).
 """
 
 from __future__ import annotations
@@ -27,20 +34,34 @@ from collections.abc import Callable, Iterable
 
 from tradebot.core.errors import RejectedError, RetryableError
 from tradebot.live.journal import Journal
-from tradebot.live.ports import Clock, ExecutionClient, Fill, OrderRequest, OrderStatus, OrderUpdate, RiskEvent
+from tradebot.live.ports import (
+    NS_PER_SECOND,
+    Clock,
+    ExecutionClient,
+    Fill,
+    OrderNotSent,
+    OrderRequest,
+    OrderStatus,
+    OrderUpdate,
+    RiskEvent,
+    RiskState,
+)
 from tradebot.live.reconcile import Reconciliation
 from tradebot.live.recorder import Recorder
 from tradebot.live.risk import RiskEngine
 
-WORKING = (OrderStatus.PENDING_SUBMIT, OrderStatus.ACCEPTED)
+WORKING = (OrderStatus.PENDING_SUBMIT, OrderStatus.ACCEPTED, OrderStatus.UNKNOWN)
 
 
 class OrderManager:
     """See the module docstring. ``on_stage(stage, symbol, bar_ts)`` hears ``submitted``."""
 
     def __init__(self, broker: ExecutionClient, journal: Journal, risk: RiskEngine, recorder: Recorder, clock: Clock,
-                 on_stage: Callable[[str, str, int], None] | None = None):
+                 on_stage: Callable[[str, str, int], None] | None = None, *, poll_s: float = 2.0,
+                 halt_s: float = 30.0, expire_s: float = 600.0):
         self.broker = broker
+        self.poll_s, self.halt_s, self.expire_s = poll_s, halt_s, expire_s
+        self._polled: dict[str, int] = {}  # UNKNOWN order -> when it was last looked up
         self.journal = journal
         self.risk = risk
         self.recorder = recorder
@@ -86,11 +107,18 @@ class OrderManager:
             if row is None:
                 j.insert_order(order)
             elif row["status"] != OrderStatus.PENDING_SUBMIT.value:
-                return None  # sent and answered before
+                return None  # sent and answered before (or UNKNOWN: looked up, never resent)
             else:
-                known = self.broker.order_status(coid)
+                try:
+                    known = self.broker.order_status(coid)
+                except RetryableError as err:
+                    return self._unknown(order, f"looking it up after a restart failed ({err})")
                 if known is not None:
                     return known
+                if row["submit_attempts"] and not getattr(self.broker, "idempotent_submit", False):
+                    # an earlier process may have sent it just before it stopped: a broker's books can lag
+                    return self._unknown(order, "it may have been sent before the restart and is not in the "
+                                         "broker's books yet")
         self._unsent.discard(coid)  # from here on it counts as sent: never again
         self._open.setdefault(coid, order)
         if not self.risk.limiter.allow(now):
@@ -99,7 +127,7 @@ class OrderManager:
                                           key=f"rate_limited:{coid}")])
             return OrderUpdate(coid, order.symbol, OrderStatus.EXPIRED, now, reason="not sent: order rate limit")
         self.risk.limiter.record(now)
-        j.note_submit(coid)
+        j.note_submit(coid, now, self.risk.state.value)
         try:
             update = self.broker.submit(order)
         except RejectedError as err:
@@ -116,15 +144,77 @@ class OrderManager:
         return update
 
     def after_transport_failure(self, order: OrderRequest, err: RetryableError) -> OrderUpdate:
-        """What an order becomes when the adapter's own retries gave up on its submit: the broker's
-        status when it has the order after all (looked up once by client order id), else rejected as
-        not sent."""
-        known = self.broker.order_status(order.client_order_id)
+        """What an order becomes when the adapter's own retries gave up on its submit: REJECTED when the
+        adapter proves the broker never got it (``OrderNotSent``); else the broker's status when it has the
+        order after all (looked up by id), else UNKNOWN (``resolve_unknown`` finds it or halts)."""
+        coid = order.client_order_id
+        if isinstance(err, OrderNotSent):
+            self.recorder.log(logging.WARNING, "submit_failed", client_order_id=coid, reason=str(err))
+            return OrderUpdate(coid, order.symbol, OrderStatus.REJECTED, self.clock.now_ns(), reason=f"not sent: {err}")
+        try:
+            known = self.broker.order_status(coid)
+        except RetryableError:
+            known = None
         if known is not None:
             return known
-        self.recorder.log(logging.WARNING, "submit_failed", client_order_id=order.client_order_id, reason=str(err))
-        return OrderUpdate(order.client_order_id, order.symbol, OrderStatus.REJECTED, self.clock.now_ns(),
-                           reason=f"not sent: {err}")
+        return self._unknown(order, f"no answer ({err})")
+
+    def _unknown(self, order: OrderRequest, why: str) -> OrderUpdate:
+        coid = order.client_order_id
+        now = self.clock.now_ns()
+        self._polled[coid] = now
+        self._open.setdefault(coid, order)
+        self.recorder.log(logging.WARNING, "submit_unknown", client_order_id=coid, reason=why)
+        self.recorder.risk([RiskEvent(ts=now, kind="order_unknown", reason=f"order {coid}: {why}; it may be at the "
+                                      "broker: looking it up by id, never resent", state=self.risk.state,
+                                      symbol=order.symbol, key=f"order_unknown:{coid}")])
+        return OrderUpdate(coid, order.symbol, OrderStatus.UNKNOWN, now, reason=f"outcome unknown: {why}")
+
+    def resolve_unknown(self, now: int) -> list[RiskEvent]:
+        """Look the UNKNOWN orders up at the broker (each at most every ``poll_s``); see the module docstring.
+        Returns the risk events (halts, expiries) for the caller to record."""
+        events: list[RiskEvent] = []
+        for row in self.journal.orders([OrderStatus.UNKNOWN]):
+            coid, sym = row["client_order_id"], row["symbol"]
+            if now - self._polled.get(coid, 0) < self.poll_s * NS_PER_SECOND:
+                continue
+            self._polled[coid] = now
+            try:
+                found = self.broker.order_status(coid)
+            except RetryableError as err:
+                self.recorder.log(logging.WARNING, "unknown_lookup_failed", client_order_id=coid, reason=str(err))
+                found = None
+            if found is not None:
+                self.apply(found, adopt=True)
+                self._polled.pop(coid, None)
+                events += self.risk.set_condition(f"unresolved:{coid}", None, f"order {coid} found at the broker "
+                                                  f"({found.status.value})", now, kind="order_unknown", symbol=sym)
+                continue
+            age = (now - int(row["sent_ns"] or row["updated_ns"])) / NS_PER_SECOND
+            if age >= self.halt_s:
+                events += self.risk.set_condition(f"unresolved:{coid}", RiskState.HALTED,
+                                                  f"order {coid} ({sym}) sent {age:.0f}s ago is neither in the "
+                                                  "broker's order book nor its trade book", now,
+                                                  kind="order_unknown", symbol=sym)
+            if age >= self.expire_s:
+                self.journal.expire_order(coid, f"not at the broker after {age:.0f}s of looking it up", now)
+                self._open.pop(coid, None)
+                self._polled.pop(coid, None)
+        return events
+
+    def flatten_attempt(self, symbol: str, bar_ts: int, now: int, backoff_s: float) -> int | None:
+        """The attempt number for a new flatten of ``symbol`` keyed on bar ``bar_ts`` (0: the first), or None
+        while the last one is working or its back-off (``backoff_s`` doubling per refusal, at most 60 s) runs."""
+        tried = self.journal.orders_of(symbol, bar_ts, "flatten")
+        if not tried:
+            return 0
+        last = tried[-1]
+        if not OrderStatus(last["status"]).terminal:
+            return None
+        if last["status"] == OrderStatus.FILLED.value:
+            return len(tried)
+        wait = min(backoff_s * 2 ** (len(tried) - 1), 60.0)
+        return len(tried) if now - int(last["updated_ns"]) >= wait * NS_PER_SECOND else None
 
     def cancel(self, client_order_id: str, now: int, why: str) -> None:
         """Cancel one working order (deferred to the next event when the order-rate limit is reached)."""

@@ -51,6 +51,7 @@ from tradebot.envs.fill_rules import FillRules
 from tradebot.envs.market_data import market_row, row_atr
 from tradebot.live.ports import (
     NS_PER_SECOND,
+    OrderNotSent,
     AccountReport,
     Bar,
     Clock,
@@ -123,6 +124,7 @@ class PaperBroker(ExecutionClient):
     """Paper trading through ``tradebot.envs.engine.step_bar``; see the module docstring."""
 
     name = "paper"
+    idempotent_submit = True  # a known client order id never makes a second order (the venue says so itself)
 
     def __init__(self, engine: EngineConfig, symbols: Sequence[str], path: str | Path | None = None,
                  clock: Clock | None = None, rate_limits: tuple[int, int] | None = None):
@@ -131,6 +133,7 @@ class PaperBroker(ExecutionClient):
         self.config = engine
         self.symbols = tuple(symbols)
         self.path = str(path) if path is not None else ":memory:"
+        self.account_id = f"paper:{Path(self.path).resolve()}" if self.path != ":memory:" else None
         self.clock = clock or WallClock()
         self.rate_limits = rate_limits
         self._rules = FillRules(engine)
@@ -244,8 +247,8 @@ class PaperBroker(ExecutionClient):
             self._calls.popleft()
         last_s = sum(1 for t in self._calls if t > now - NS_PER_SECOND)
         if last_s >= per_s or len(self._calls) >= per_min:
-            raise RetryableError(f"paper broker: order rate limit ({per_s}/s, {per_min}/min) exceeded",
-                                 retry_after=1.0)
+            raise OrderNotSent(f"paper broker: order rate limit ({per_s}/s, {per_min}/min) exceeded",
+                               retry_after=1.0)
         self._calls.append(now)
 
     def submit(self, order: OrderRequest) -> OrderUpdate:

@@ -20,12 +20,15 @@ hook                                 contract
                                      Retrying a temporary failure (transport, rate limit) is the
                                      adapter's own job, bounded, looking the id up before each resend.
                                      Raises ``RejectedError`` (refused: record it, do not retry),
-                                     ``RetryableError`` (the adapter's retries gave up; the caller looks
-                                     the id up once with ``order_status`` and never resends), ``FatalError``
-                                     (halt)
+                                     ``OrderNotSent`` (a ``RetryableError``: the adapter's retries gave up
+                                     and the order certainly never reached the broker), any other
+                                     ``RetryableError`` (the order may have reached the broker: its
+                                     outcome is UNKNOWN until the caller finds it by id with
+                                     ``order_status``; never resent), ``FatalError`` (halt)
 ``cancel(client_order_id)``          cancel one working order; returns its ``OrderUpdate``
 ``cancel_all(symbol=None)``          cancel every working order (of one symbol); returns the updates
-``order_status(client_order_id)``    the broker's ``OrderUpdate`` for that id, or None when it never got it
+``order_status(client_order_id)``    the broker's ``OrderUpdate`` for that id (its order book and trade
+                                     book, asked now), or None when it does not have it
 ``order_status_reports()``           the latest ``OrderUpdate`` of every order of this run
 ``fill_reports(since_ns=None)``      every ``Fill`` (at or after ``since_ns``)
 ``position_reports()``               one ``PositionReport`` per symbol with a non-zero position
@@ -38,6 +41,13 @@ hook                                 contract
 ``on_bar(bar, atr)``                 optional (default: nothing): every closed bar, before the loop decides
                                      on it. A simulated venue (the paper broker) fills the working orders
                                      with it; a real broker has the exchange for that and ignores it
+``resync()``                         optional (default: nothing): re-read orders, fills and positions
+                                     from the broker itself (not from pushed events); what changed comes
+                                     out of the next ``poll_events``. The loop calls it at a fixed
+                                     interval and then compares the broker's positions with the journal
+``account_id``                       attribute (default None): names the account across runs, so that a
+                                     new journal on the same account keeps the day's loss budget and
+                                     the drawdown peak (``tradebot.live.ledger``)
 ===================================  =====================================================================
 
 The loop reconciles from the ``*_reports`` hooks on start (before trading) and consumes
@@ -61,6 +71,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from tradebot.core.errors import RetryableError
 from tradebot.core.nse_time import IST
 
 NS_PER_SECOND = 1_000_000_000
@@ -97,10 +108,16 @@ class OrderStatus(StrEnum):
     CANCELED = "CANCELED"
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"  # never reached the broker and is no longer valid (e.g. its bar has passed)
+    UNKNOWN = "UNKNOWN"  # sent, but no answer: it may be at the broker; found by id, or the engine halts
 
     @property
     def terminal(self) -> bool:
         return self in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
+
+
+class OrderNotSent(RetryableError):
+    """A submit failed in a way that proves the broker never got the order (refused connection, rate
+    limit): it may be decided again. Any other ``RetryableError`` from ``submit`` leaves the order UNKNOWN."""
 
 
 class Intent(StrEnum):
@@ -178,14 +195,16 @@ FeedEvent = Bar | Tick | Heartbeat
 
 # -------------------------------------------------------------------------- commands, events
 
-def client_order_id(run: str, symbol: str, bar_ts: int, intent: Intent | str) -> str:
+def client_order_id(run: str, symbol: str, bar_ts: int, intent: Intent | str, attempt: int = 0) -> str:
     """The deterministic client order id of the order ``intent`` decided at bar ``bar_ts`` in the run ``run``.
 
-    The same (run, symbol, bar, intent) always gives the same id, so an order that is decided
+    The same (run, symbol, bar, intent, attempt) always gives the same id, so an order that is decided
     again after a crash carries the id it had, and the broker (and the journal's unique key) can
-    refuse to create it twice. 20 characters, ``[0-9A-Z]`` (fits broker order tags).
+    refuse to create it twice. ``attempt`` numbers the retries of an order that was refused (a flatten
+    between bars); 0 is the first. 20 characters, ``[0-9A-Z]`` (fits broker order tags).
     """
-    digest = hashlib.sha256(f"{run}|{symbol}|{int(bar_ts)}|{Intent(intent).value}".encode()).hexdigest()
+    key = f"{run}|{symbol}|{int(bar_ts)}|{Intent(intent).value}" + (f"|{int(attempt)}" if attempt else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()
     return "TB" + digest[:18].upper()
 
 
@@ -254,6 +273,7 @@ class Fill:
     stop_price: float = math.nan  # entry fills: the attached stop and take-profit prices
     take_profit_price: float = math.nan
     realized_pnl: float = math.nan  # exit fills: the trade's P&L net of both orders' costs
+    costs_estimated: bool = False  # the broker reported no charges: ``costs`` is the engine's cost schedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +298,7 @@ class AccountReport:
     cash: float
     realized_pnl: float = 0.0
     costs: float = 0.0
+    day_start_equity: float = math.nan  # the broker's own figure for the session's start, when it has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +389,8 @@ class ExecutionClient(abc.ABC):
     """The one broker port; see the module docstring for each hook's contract."""
 
     name: str = "broker"
+    account_id: str | None = None
+    idempotent_submit: bool = False  # the broker itself refuses a second order with a known client order id
 
     @abc.abstractmethod
     def connect(self) -> None: ...
@@ -407,6 +430,9 @@ class ExecutionClient(abc.ABC):
 
     def on_bar(self, bar: Bar, atr: float) -> None:
         """A closed bar and its ATR (optional): a simulated venue fills with it; a real broker ignores it."""
+
+    def resync(self) -> None:
+        """Re-read orders, fills and positions from the broker itself (optional; see the module docstring)."""
 
 
 @runtime_checkable

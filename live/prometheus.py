@@ -25,6 +25,9 @@ INFERENCE = "tradebot_live_inference_seconds"
 STALENESS = "tradebot_live_data_staleness_seconds"
 ACTIONS = "tradebot_live_actions"
 BARS = "tradebot_live_bars"
+DRIFT_STATE = "tradebot_live_drift_state"  # 1 for the state each (symbol, monitor) is in, 0 for the others
+DRIFT_STATISTIC = "tradebot_live_drift_statistic"
+DRIFT_STATES = ("OK", "WARN", "ALARM")
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -54,7 +57,18 @@ class LiveMetrics:
         self.actions = Counter(ACTIONS, "Actions by stage (policy = proposed, final = sent)", ["symbol", "stage", "action"],
                                registry=r)
         self.bars = Counter(BARS, "Bars processed", ["symbol"], registry=r)
+        self.drift_state = Gauge(DRIFT_STATE, "Drift monitor state (1 = the monitor is in this state)",
+                                 ["symbol", "monitor", "state"], registry=r)
+        self.drift_statistic = Gauge(DRIFT_STATISTIC, "Drift monitor statistic (see tradebot.rl.drift)",
+                                     ["symbol", "monitor"], registry=r)
         self.risk_state.state(RiskState.ACTIVE.value)
+
+    def observe_drift(self, symbol: str, snapshot: dict) -> None:
+        """Publish one symbol's drift monitors (``DriftMonitors.snapshot()``)."""
+        for monitor, snap in snapshot.items():
+            for state in DRIFT_STATES:
+                self.drift_state.labels(symbol, monitor, state).set(1.0 if snap["state"] == state else 0.0)
+            self.drift_statistic.labels(symbol, monitor).set(float(snap["value"]))
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

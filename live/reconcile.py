@@ -12,7 +12,8 @@ Every finding is a ``reconcile`` risk event with its reason:
 * an order whose status differs from the broker's: the broker's status is adopted;
 * an order the broker does not know: ``PENDING_SUBMIT`` of a bar a crash left half-done is kept (it is
   sent, once, when that bar is finished); any other ``PENDING_SUBMIT`` never reached the broker and
-  expires; an ``ACCEPTED`` one expires;
+  expires; an ``ACCEPTED`` one expires; an ``UNKNOWN`` one stays UNKNOWN (the order manager goes on
+  looking it up, and halts if it stays missing);
 * a broker order the journal does not have (placed outside this loop): reported, nothing else;
 * fills the journal does not have: recorded;
 * positions that differ from the journal's: the broker's are taken (they always are).
@@ -106,6 +107,9 @@ def reconcile_orders(journal_orders: Iterable[Mapping[str, Any]], broker_orders:
             expire.append(Expire(coid, "never reached the broker (the process stopped before sending it)"))
             events.append(_finding(now, state, f"order {coid} never reached the broker; expired",
                                    f"reconcile:expired:{coid}", symbol))
+        elif status is OrderStatus.UNKNOWN:
+            events.append(_finding(now, state, f"order {coid}: outcome still unknown (not in the broker's reports); "
+                                   "looking it up", f"reconcile:unknown_outcome:{coid}", symbol))
         elif status is OrderStatus.ACCEPTED:
             expire.append(Expire(coid, "unknown to the broker at reconciliation"))
             events.append(_finding(now, state, f"working order {coid} unknown to the broker; expired",

@@ -53,13 +53,23 @@ Guarantees (one symbol, fills by the engine, as the paper broker does them; the 
    is ``stale_entry_s`` overdue the state is REDUCING, when ``stale_flatten_s`` overdue the position is
    flattened. Only inside a session that has already delivered a bar (a missing first bar of the day
    cannot be told from a holiday).
+8. A position found above ``max_position`` (whatever put it there: an order the broker got twice, a
+   manual trade) is flattened and the engine HALTS until ``resume`` (``check_positions``).
+9. An order decided before a crash and sent after the restart (a half-done bar) is judged again
+   first (``recheck``): an entry is sent only while ACTIVE, flat and on fresh data; an exit only while
+   it still closes the position as it is.
+
+``resume`` clears the manual state, the kill switch, a fatal halt and the halts of rule 8, of an order
+whose outcome stayed unknown and of a position mismatch with the broker; not the daily-loss halt.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections import deque
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,6 +77,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tradebot.envs.engine import Action, EngineConfig
 from tradebot.envs.fill_rules import FillRules
+from tradebot.core.nse_calendar import is_trading_day_ns
 from tradebot.core.nse_time import (
     SESSION_CLOSE_MINUTE,
     SESSION_OPEN_MINUTE,
@@ -91,13 +102,15 @@ from tradebot.live.ports import (
     client_order_id,
     decision_event_key,
 )
-from tradebot.core.config import FrozenConfig
+from tradebot.core.config import FrozenConfig, parse_config, read_yaml
 from tradebot.core.errors import UserInputError
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 ENTRIES = (int(Action.BUY_LONG), int(Action.SELL_SHORT))
 EXITS = (int(Action.CLOSE_LONG), int(Action.CLOSE_SHORT))
 STATE_FORMAT = "tradebot.live.risk/1"
+RESUMABLE = ("manual", "kill_switch", "fatal", "position_mismatch")  # conditions a `resume` clears
+RESUMABLE_PREFIXES = ("position_limit:", "unresolved:")
 
 
 def _action_name(action: int) -> str:
@@ -142,6 +155,43 @@ class RiskConfig(FrozenConfig):
         if self.orders_per_minute < self.orders_per_second:
             raise ValueError("orders_per_minute must be at least orders_per_second")
         return self
+
+
+REQUIRED_LIMITS = ("max_position", "max_notional", "max_daily_loss", "max_drawdown")
+
+
+def load_risk_file(path: str | Path) -> RiskConfig:
+    """The limits for real money (``--risk-config FILE``): a YAML file with one top-level key, ``risk:``,
+    that sets at least ``REQUIRED_LIMITS`` itself; anything else (an empty file, ``risks:``, a ``live:``
+    section, an unknown limit) is refused with one line naming the file and the fix."""
+    path = Path(path)
+    data = read_yaml(path, "risk config file")
+    if not isinstance(data, dict) or not data:
+        raise UserInputError(f"{path}: sets no limits; real orders need a 'risk:' section that sets "
+                             f"{', '.join(REQUIRED_LIMITS)}")
+    extra = sorted(str(k) for k in data if k != "risk")
+    if extra:
+        close = difflib.get_close_matches(extra[0], ["risk"], n=1)
+        hint = ("did you mean 'risk'?" if close else "a risk file has only a 'risk:' section" +
+                ("; the limits of a 'live:' config go in --config" if "live" in extra else ""))
+        raise UserInputError(f"{path}: unknown top-level key '{extra[0]}' ({hint})")
+    section = data["risk"]
+    if not isinstance(section, dict) or not section:
+        raise UserInputError(f"{path}: the 'risk:' section sets no limits; set {', '.join(REQUIRED_LIMITS)}")
+    missing = [k for k in REQUIRED_LIMITS if k not in section]
+    if missing:
+        raise UserInputError(f"{path}: real orders need every money limit set explicitly; add "
+                             f"{', '.join(missing)} to the 'risk:' section")
+    return parse_config(RiskConfig, section, f"{path} [risk]")
+
+
+def describe_limits(config: RiskConfig) -> str:
+    """The limits in force, on one line (printed when a run starts)."""
+    c = config
+    return (f"max_position {c.max_position:,} units, max_notional {c.max_notional:,.0f}, max_daily_loss "
+            f"{c.max_daily_loss:.2%}, max_drawdown {c.max_drawdown:.2%}, orders {c.orders_per_second}/s "
+            f"{c.orders_per_minute}/min, entries {c.entry_start}-{c.entry_end}, square-off {c.square_off or 'none'}, "
+            f"stale {c.stale_entry_s:g}s / flatten {c.stale_flatten_s:g}s")
 
 
 class RateLimiter:
@@ -238,10 +288,19 @@ class RiskEngine:
                           state=after, symbol=symbol, details={"condition": name, "from": before.value, "to": after.value},
                           key=f"{kind}:{name}:{'set' if state is not None else 'clear'}:{now if tag is None else tag}")]
 
-    def start(self, equity: float) -> None:
-        """First start (no saved state): the account's equity is the day's start and the peak."""
+    def start(self, equity: float, *, day: int | None = None, day_start_equity: float = math.nan,
+              peak_equity: float = math.nan) -> None:
+        """First start of a journal (no saved state): the account's equity is the day's start and the peak,
+        unless what is known of the account says otherwise: ``day_start_equity`` of session ``day`` (the
+        broker's figure, or an earlier journal's) and ``peak_equity`` (an earlier journal's)."""
         if math.isnan(self.last_equity):
-            self.last_equity = self.peak_equity = self.day_start_equity = float(equity)
+            equity = float(equity)
+            self.last_equity = equity
+            self.peak_equity = max(equity, peak_equity) if math.isfinite(peak_equity) else equity
+            if day is not None and math.isfinite(day_start_equity):
+                self.day, self.day_start_equity = day, float(day_start_equity)
+            else:
+                self.day_start_equity = equity
 
     def state_dict(self) -> dict[str, Any]:
         return {"format": STATE_FORMAT, "conditions": {k: [s.value, r] for k, (s, r) in self.conditions.items()},
@@ -272,7 +331,7 @@ class RiskEngine:
             return self._set("manual", RiskState.REDUCING, why, now, kind="control")
         if command == "resume":
             events: list[RiskEvent] = []
-            for name in ("manual", "kill_switch", "fatal"):
+            for name in [n for n in self.conditions if n in RESUMABLE or n.startswith(RESUMABLE_PREFIXES)]:
                 events += self._set(name, None, why, now, kind="control")
             return events
         raise UserInputError(f"unknown control command {command!r}; use halt, reduce or resume")
@@ -280,6 +339,37 @@ class RiskEngine:
     def on_fatal(self, reason: str, now: int) -> list[RiskEvent]:
         return self._set("fatal", RiskState.HALTED, f"fatal: {reason}", now, kind="fatal")
 
+    def set_condition(self, name: str, state: RiskState | None, reason: str, now: int, *, kind: str,
+                      symbol: str = "") -> list[RiskEvent]:
+        """Set (``state=None``: clear) a condition the loop finds itself (an order whose outcome stays
+        unknown, the policy down, a position mismatch with the broker); the events when that changes anything."""
+        return self._set(name, state, reason, now, symbol, kind=kind)
+
+    def check_positions(self, positions: Mapping[str, PositionReport], now: int) -> list[RiskEvent]:
+        """Rule 8: HALT when a position is above ``max_position`` (flattened by ``flatten_reason``)."""
+        events: list[RiskEvent] = []
+        cap = self.config.max_position
+        for sym, p in positions.items():
+            if abs(p.qty) > cap:
+                events += self._set(f"position_limit:{sym}", RiskState.HALTED,
+                                    f"position {p.qty:+g} of {sym} is above max_position {cap}: flatten and halt",
+                                    now, sym, kind="position_limit")
+        return events
+
+    def recheck(self, order: OrderRequest, bar: Bar, position: PositionReport | None, now: int) -> str | None:
+        """Rule 9: why ``order``, decided at ``bar`` before a crash, must not be sent now (None: send it)."""
+        held = position.qty if position is not None else 0.0
+        if order.intent is Intent.ENTRY:
+            age = (now - bar.end) / NS_PER_SECOND
+            if self.state is not RiskState.ACTIVE:
+                return f"risk state {self.state.value}: {self.why()}"
+            if held != 0.0:
+                return "a position is open"
+            if age > self.config.stale_entry_s:
+                return f"stale: its bar ended {age:.0f}s ago (> {self.config.stale_entry_s:g}s)"
+            return None
+        closes = held != 0.0 and (held > 0) == (order.side is Side.SELL) and abs(held) == order.qty
+        return None if closes else f"the position it closes is no longer {order.qty:g} units (now {held:+g})"
     def on_bar_close(self, symbol: str, bar: Bar, equity: float, atr: float, now: int) -> list[RiskEvent]:
         """After the broker has processed ``bar``: session roll-over, loss limits, data freshness."""
         events: list[RiskEvent] = []
@@ -331,7 +421,7 @@ class RiskEngine:
         """Seconds by which ``symbol``'s next bar is overdue; None when none is expected (session over,
         no bar yet today)."""
         end = self.last_bar_end.get(symbol)
-        if end is None or not self.intraday:
+        if end is None or not self.intraday or not is_trading_day_ns(now):
             return None
         day = ist_day(end - 1)
         _, close = session_bounds_ns(day)
@@ -345,6 +435,8 @@ class RiskEngine:
         """Why ``position`` must be closed now (None: it may stay)."""
         if position is None or position.qty == 0.0:
             return None
+        if abs(position.qty) > self.config.max_position:
+            return f"position {position.qty:+g} is above max_position {self.config.max_position}"
         if self.state is RiskState.HALTED:
             return f"halted: {self.why()}"
         if f"stale_flatten:{symbol}" in self.conditions:
@@ -522,10 +614,11 @@ class RiskEngine:
         return decide(proposed, Verdict.ACCEPT, [], order, budget=budget)
 
     def flatten_order(self, symbol: str, position: PositionReport, bar_ts: int, reason: str, now: int,
-                      run: str) -> OrderRequest:
-        """A flatten between bars (heartbeat: halt, stale data), keyed on the last bar so that it is
-        sent at most once per bar."""
-        return OrderRequest(client_order_id=client_order_id(run, symbol, bar_ts, Intent.FLATTEN), symbol=symbol,
+                      run: str, attempt: int = 0) -> OrderRequest:
+        """A flatten between bars (heartbeat: halt, stale data), keyed on the last bar and the attempt, so
+        that each attempt is sent at most once and a refused one is tried again under a new id."""
+        return OrderRequest(client_order_id=client_order_id(run, symbol, bar_ts, Intent.FLATTEN, attempt),
+                            symbol=symbol,
                             side=Side.SELL if position.qty > 0 else Side.BUY, qty=abs(position.qty),
                             intent=Intent.FLATTEN, bar_ts=bar_ts, created_ns=now, product=self.engine.product,
                             reduce_only=True, reference_price=self.marks.get(symbol, (math.nan,))[0], reason=reason)

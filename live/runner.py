@@ -26,8 +26,10 @@ from tradebot.envs.engine_config import EngineConfig
 from tradebot.envs.window import first_bar_at_or_after
 from tradebot.features.bars import Bars, load_bars
 from tradebot.features.pipeline import FeatureConfig, FeaturePipeline
+from tradebot.rl.drift.drift_config import DriftConfig
 from tradebot.live.feeds import ReplayFeed
 from tradebot.live.journal import Journal
+from tradebot.live.ledger import AccountLedger
 from tradebot.live.loop import LoopConfig, LoopSummary, TradingLoop
 from tradebot.live.observations import StreamFeatures
 from tradebot.live.prometheus import LiveMetrics
@@ -50,6 +52,7 @@ class LiveConfig(FrozenConfig):
     risk: RiskConfig = RiskConfig()
     loop: LoopConfig = LoopConfig()
     features: FeatureConfig = FeatureConfig()
+    drift: DriftConfig = DriftConfig()
 
     @classmethod
     def from_yaml(cls, path: str | Path | None, section: str = "live") -> "LiveConfig":
@@ -85,14 +88,14 @@ def build_replay_loop(data: str | Path | Bars, *, journal: str | Path, paper_sta
         history = None
     pipeline = FeaturePipeline.for_bars(bars, config.features)
     feed = ReplayFeed(replay, speed=speed)
-    broker = PaperBroker(config.engine, [bars.symbol], paper_state or default_paper_state(journal), clock=feed.clock,
-                         rate_limits=FYERS_RATE_LIMITS)
+    paper_state = paper_state or default_paper_state(journal)
+    broker = PaperBroker(config.engine, [bars.symbol], paper_state, clock=feed.clock, rate_limits=FYERS_RATE_LIMITS)
     if policy is None:
         policy = baseline_policy(strategy, bars, config.engine, seed=seed, **(strategy_params or {}))
     return TradingLoop(feed=feed, broker=broker, policy=policy, journal=Journal(journal, run=config.loop.run),
                        features={bars.symbol: StreamFeatures(pipeline, history)}, engine=config.engine,
                        risk=config.risk, config=config.loop, timeframe=bars.timeframe, metrics=metrics, logger=logger,
-                       on_stage=on_stage)
+                       on_stage=on_stage, ledger=AccountLedger(f"{paper_state}.ledger.json"))
 
 
 def replay_split(bars: Bars, start: str | None) -> int:

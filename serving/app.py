@@ -10,19 +10,24 @@ handle.act.remote("NSE:SBIN-EQ", obs.tolist()).result()   # {"action": 1, "actio
 
 HTTP (FastAPI ingress):
 
-* ``POST /act``   ``{"symbol": "NSE:SBIN-EQ", "obs": [...]}`` -> ``{"symbol", "action", "action_name",
-  "probs", "model_version"}``; 422 for an observation of the wrong size or with NaN/inf values.
-* ``POST /reset`` ``{"symbol": "NSE:SBIN-EQ"}`` (one stream) or ``{}`` (all) -> ``{"reset": ..., "streams": n}``.
+* ``POST /act``   ``{"symbol": "NSE:SBIN-EQ", "obs": [...], "client": "..."}`` -> ``{"symbol", "action",
+  "action_name", "probs", "model_version"}``; 422 for an observation of the wrong size or with NaN/inf values.
+* ``POST /reset`` ``{"symbol": "NSE:SBIN-EQ", "client": "..."}`` (one stream) or ``{"client": "..."}`` (all of that
+  client's streams) -> ``{"reset": ..., "streams": n}``.
 * ``GET /health`` -> ``{"status": "ok", "model_version", "obs_dim", "num_actions", "streams"}``.
 * ``GET /metrics`` -> Prometheus text: acts, act latency histogram, live streams.
 
-Recurrent state: each symbol is one ``Policy`` stream (its LSTM state carried from call to call), so
-the deployment runs exactly one replica and serialises calls with a lock (``Policy`` is not
-thread-safe). A symbol's state lives until ``/reset`` or a replica restart.
+Recurrent state: each (client, symbol) is one ``Policy`` stream (its LSTM state carried from call to
+call). ``client`` is an id the caller picks for itself (``policy_client`` uses a random one per process),
+so two callers trading the same symbol never share, or reset, each other's state. The deployment runs
+exactly one replica and serialises calls with a lock (``Policy`` is not thread-safe). A stream lives
+until ``/reset`` or a replica restart.
 
-Auth: when the environment variable ``TRADEBOT_SERVE_TOKEN`` is set where the app is built, every
-endpoint needs ``Authorization: Bearer <token>`` (401 otherwise). Only the token's SHA-256 travels to
-the replica; the token itself is never logged or stored in the deployment config.
+Auth: every endpoint needs ``Authorization: Bearer <token>`` (401 otherwise), always. The token is
+``TRADEBOT_SERVE_TOKEN`` where the app is built, else one generated at start (``tradebot serve`` writes
+it to a 0600 file, ``token_file()``, for its HTTP callers). A host other than loopback is refused
+without a token set explicitly (``check_bind``). Only the token's SHA-256 travels to the replica; the
+token itself is never logged or stored in the deployment config.
 
 Serve config: ``serving/serve_config.yaml`` (``serve run serving/serve_config.yaml``) builds the app
 with ``tradebot.serving.app:app_builder`` from ``args: {model: URI}``.
@@ -36,10 +41,12 @@ import contextlib
 import hashlib
 import hmac
 import os
+import secrets
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -50,6 +57,8 @@ from ray import serve
 from tradebot.core.errors import UserInputError
 
 TOKEN_ENV = "TRADEBOT_SERVE_TOKEN"
+TOKEN_FILE_ENV = "TRADEBOT_SERVE_TOKEN_FILE"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 APP_NAME = "tradebot-policy"
 DEPLOYMENT_NAME = "PolicyServer"
 DEFAULT_HOST = "127.0.0.1"
@@ -64,31 +73,19 @@ _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 
 
 class ActRequest(BaseModel):
-    symbol: str = Field(min_length=1, description="stream id, e.g. NSE:SBIN-EQ")
+    symbol: str = Field(min_length=1, description="the symbol, e.g. NSE:SBIN-EQ")
     obs: list[float] = Field(description="the env's flat observation at this bar")
+    client: str = Field("", max_length=100, description="the caller's own id: its streams are (client, symbol)")
 
 
 class ResetRequest(BaseModel):
-    symbol: str | None = Field(None, description="the stream to forget; omitted: all streams")
+    symbol: str | None = Field(None, description="the stream to forget; omitted: all of the client's streams")
+    client: str = Field("", max_length=100, description="whose streams")
 
 
 def token_digest(token: str | None) -> str | None:
     """SHA-256 hex of a bearer token (None for no token)."""
     return hashlib.sha256(token.encode()).hexdigest() if token else None
-
-
-def resolve_model_version(model: str) -> str:
-    """A readable version for responses: ``models:/name/3`` for an alias, else the URI or path itself."""
-    if model.startswith("models:/") and "@" in model:
-        try:
-            from mlflow import MlflowClient
-
-            name, alias = model[len("models:/"):].split("@", 1)
-            mv = MlflowClient().get_model_version_by_alias(name, alias)
-            return f"models:/{name}/{mv.version}"
-        except Exception:  # the version is informative only; the model itself loaded
-            return model
-    return model
 
 
 fastapi_app = FastAPI(title="tradebot policy", docs_url=None, redoc_url=None, openapi_url=None)
@@ -109,7 +106,8 @@ class PolicyServer:
 
         torch.set_num_threads(1)  # one observation at a time: more threads only contend
         self.policy = Policy.load(model, deterministic=deterministic)
-        self.model_version = resolve_model_version(model)
+        # an alias (models:/NAME@champion) was resolved once, at load: the server keeps serving that version
+        self.model_version = self.policy.source if model.startswith("models:/") else model
         self._token_sha256 = token_sha256
         self._lock = threading.Lock()
         self._names = {int(a): a.name for a in Action}
@@ -121,13 +119,13 @@ class PolicyServer:
         self._streams = Gauge(STREAMS, "Symbols with a recurrent state held", registry=r)
 
     # ---- methods (called through a DeploymentHandle, and by the HTTP routes) ----------------
-    def act(self, symbol: str, obs: list[float]) -> dict[str, Any]:
+    def act(self, symbol: str, obs: list[float], client: str = "") -> dict[str, Any]:
         from tradebot.core.errors import UserInputError
 
         t0 = time.perf_counter()
         with self._lock:
             try:
-                action, probs = self.policy.act(symbol, obs)
+                action, probs = self.policy.act((client, symbol), obs)
             except UserInputError as err:
                 raise ValueError(str(err)) from None
             self._streams.set(len(self.policy.streams))
@@ -136,9 +134,10 @@ class PolicyServer:
         return {"symbol": symbol, "action": action, "action_name": self._names.get(action, str(action)),
                 "probs": [float(p) for p in probs], "model_version": self.model_version}
 
-    def reset(self, symbol: str | None = None) -> dict[str, Any]:
+    def reset(self, symbol: str | None = None, client: str = "") -> dict[str, Any]:
         with self._lock:
-            self.policy.reset(symbol)
+            for key in [k for k in self.policy.streams if k[0] == client and (symbol is None or k[1] == symbol)]:
+                self.policy.reset(key)
             n = len(self.policy.streams)
             self._streams.set(n)
         self._resets.inc()
@@ -150,8 +149,6 @@ class PolicyServer:
 
     # ---- HTTP ------------------------------------------------------------------------------
     def _authorise(self, request: Request) -> None:
-        if self._token_sha256 is None:
-            return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token or not hmac.compare_digest(token_digest(token.strip()),
@@ -163,7 +160,7 @@ class PolicyServer:
     def http_act(self, body: ActRequest, request: Request) -> dict[str, Any]:
         self._authorise(request)
         try:
-            return self.act(body.symbol, body.obs)
+            return self.act(body.symbol, body.obs, body.client)
         except ValueError as err:
             raise HTTPException(status_code=422, detail=str(err)) from None
 
@@ -175,7 +172,7 @@ class PolicyServer:
             body = ResetRequest.model_validate_json(raw) if raw.strip() else ResetRequest()
         except ValueError as err:
             raise HTTPException(status_code=422, detail=f"reset body: {err}") from None
-        return self.reset(body.symbol)
+        return self.reset(body.symbol, body.client)
 
     @fastapi_app.get("/health")
     def http_health(self, request: Request) -> dict[str, Any]:
@@ -190,13 +187,35 @@ class PolicyServer:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def resolve_token(token: str | None = None) -> tuple[str, bool]:
+    """The bearer token to require: ``token``, else ``$TRADEBOT_SERVE_TOKEN``, else a new random one.
+    Returns ``(token, generated)``."""
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if token:
+        return token, False
+    return secrets.token_urlsafe(32), True
+
+
+def token_file() -> Path:
+    """Where ``tradebot serve`` writes a generated token (0600): ``$TRADEBOT_SERVE_TOKEN_FILE``, else
+    ``~/.config/tradebot/serve_token``."""
+    env = os.environ.get(TOKEN_FILE_ENV)
+    return Path(env) if env else Path.home() / ".config" / "tradebot" / "serve_token"
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse (one line) to serve a host other than loopback without a token set explicitly."""
+    if host not in LOOPBACK and not (token or os.environ.get(TOKEN_ENV)):
+        raise UserInputError(f"--host {host} is reachable from other machines: set {TOKEN_ENV} to a long random "
+                             "token first (callers send it as 'Authorization: Bearer ...'), or keep 127.0.0.1")
+
+
 def build_app(model: str, *, token: str | None = None, deterministic: bool = True):
     """The bound Serve application for ``model`` (a checkpoint folder or an MLflow model URI).
 
-    ``token``: the bearer token to require (default: ``$TRADEBOT_SERVE_TOKEN``; none when unset/empty).
-    """
-    if token is None:
-        token = os.environ.get(TOKEN_ENV) or None
+    ``token``: the bearer token to require (default: ``$TRADEBOT_SERVE_TOKEN``, else a random one: the app
+    never runs without one)."""
+    token, _ = resolve_token(token)
     return PolicyServer.bind(str(model), token_digest(token), deterministic)
 
 
@@ -250,16 +269,27 @@ def serve_until_stopped(model: str, *, host: str = DEFAULT_HOST, port: int = 800
                         on_stopping: Callable[[], None] | None = None) -> None:
     """Serve ``model`` on ``host:port`` until Ctrl-C (SIGINT) or SIGTERM, then shut Serve and Ray down.
 
-    ``on_ready`` gets the server's ``info`` (model version, observation size) once it answers; a port
-    that cannot be bound is a ``UserInputError``.
+    ``on_ready`` gets the server's ``info`` (model version, observation size, ``token_file`` when the token
+    was generated) once it answers; a port that cannot be bound, or a host other than loopback without
+    ``TRADEBOT_SERVE_TOKEN``, is a ``UserInputError`` (before Ray starts).
     """
     import signal
 
     import ray
 
+    from tradebot.core.files import atomic_writer
+
+    check_bind(host, None)
+    token, generated = resolve_token()
+    if generated:  # the HTTP callers read it from a file only this user can read
+        path = token_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(path, mode=0o600, text=True) as fh:
+            fh.write(token)
     try:
-        handle = start_serve(model, host=host, port=port, deterministic=deterministic)
+        handle = start_serve(model, host=host, port=port, token=token, deterministic=deterministic)
         info = handle.info.remote().result(timeout_s=60)
+        info = {**info, "token_file": str(token_file()) if generated else None}
     except OSError as err:
         raise UserInputError(f"cannot serve on {host}:{port} ({err}); pick another --port") from None
 

@@ -9,22 +9,27 @@ policy = HttpPolicy("http://127.0.0.1:8000", token=os.environ.get("TRADEBOT_SERV
 
 Both adapters reset a symbol's stream on the server the first time they see it (the live loop's
 policy state is not journaled, so a new process starts every symbol afresh, as training episodes do).
+Each adapter has its own random ``client`` id: its streams on the server are (client, symbol), so no
+other caller can reset or advance them. ``HttpPolicy`` takes the server's token from ``token``, else
+``$TRADEBOT_SERVE_TOKEN``, else the file a ``tradebot serve`` with a generated token wrote.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any
 
 import numpy as np
 
 from tradebot.core.errors import UserInputError
-from tradebot.serving.app import TOKEN_ENV, check_model, start_serve
+from tradebot.serving.app import TOKEN_ENV, check_model, start_serve, token_file
 
 
 class _FirstSeenReset:
     def __init__(self) -> None:
         self._seen: set[str] = set()
+        self.client = uuid.uuid4().hex  # this caller's streams on the server: (client, symbol)
 
     def _first(self, symbol: str) -> bool:
         if symbol in self._seen:
@@ -46,12 +51,13 @@ class HandlePolicy(_FirstSeenReset):
 
     def __call__(self, symbol: str, obs: np.ndarray) -> tuple[int, np.ndarray]:
         if self._first(symbol):
-            self.handle.reset.remote(symbol).result(timeout_s=self.timeout_s)
-        out = self.handle.act.remote(symbol, np.asarray(obs, dtype=np.float32).tolist()).result(timeout_s=self.timeout_s)
+            self.handle.reset.remote(symbol, self.client).result(timeout_s=self.timeout_s)
+        out = self.handle.act.remote(symbol, np.asarray(obs, dtype=np.float32).tolist(),
+                                     self.client).result(timeout_s=self.timeout_s)
         return int(out["action"]), np.asarray(out["probs"])
 
     def reset(self, symbol: str | None = None) -> None:
-        self.handle.reset.remote(symbol).result(timeout_s=self.timeout_s)
+        self.handle.reset.remote(symbol, self.client).result(timeout_s=self.timeout_s)
 
 
 class HttpPolicy(_FirstSeenReset):
@@ -64,7 +70,10 @@ class HttpPolicy(_FirstSeenReset):
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.http = requests.Session()
-        token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
+        if token is None:
+            token = os.environ.get(TOKEN_ENV) or None
+        if token is None and token_file().is_file():
+            token = token_file().read_text().strip() or None
         if token:
             self.http.headers["Authorization"] = f"Bearer {token}"
         try:
@@ -73,7 +82,8 @@ class HttpPolicy(_FirstSeenReset):
             raise UserInputError(f"{self.url}: the policy server does not answer ({type(err).__name__}); "
                                  "start it with `tradebot serve --model URI` or fix --serve-url") from None
         if r.status_code == 401:
-            raise UserInputError(f"{self.url}: 401 unauthorised; set {TOKEN_ENV} to the server's token")
+            raise UserInputError(f"{self.url}: 401 unauthorised; set {TOKEN_ENV} to the server's token (or read it "
+                                 f"from {token_file()} where `tradebot serve` generated it)")
         if r.status_code != 200:
             raise UserInputError(f"{self.url}/health answered {r.status_code}; is it a `tradebot serve` server?")
         self.info = r.json()
@@ -83,16 +93,16 @@ class HttpPolicy(_FirstSeenReset):
     def __call__(self, symbol: str, obs: np.ndarray) -> tuple[int, np.ndarray]:
         if self._first(symbol):
             self.reset(symbol)
-        r = self.http.post(f"{self.url}/act", json={"symbol": symbol,
+        r = self.http.post(f"{self.url}/act", json={"symbol": symbol, "client": self.client,
                                                        "obs": np.asarray(obs, dtype=np.float32).tolist()},
-                              timeout=self.timeout_s)
+                           timeout=self.timeout_s)
         if r.status_code != 200:
             raise RuntimeError(f"/act answered {r.status_code}: {r.text[:200]}")
         out = r.json()
         return int(out["action"]), np.asarray(out["probs"])
 
     def reset(self, symbol: str | None = None) -> None:
-        r = self.http.post(f"{self.url}/reset", json={"symbol": symbol}, timeout=self.timeout_s)
+        r = self.http.post(f"{self.url}/reset", json={"symbol": symbol, "client": self.client}, timeout=self.timeout_s)
         r.raise_for_status()
 
     def close(self) -> None:

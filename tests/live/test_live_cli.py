@@ -92,10 +92,68 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
 
 
 def test_live_group_plugs_into_the_tradebot_cli():
+    """The real `tradebot` entry point has the group (the old test registered it itself when it was missing)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
     from tradebot.cli import main
 
-    if "live" not in main.commands:  # tradebot/commands.py registers it; the same group either way
-        main.add_command(live)
+    assert main.commands.get("live") is live and "chaos" in main.commands
+    exe = Path(sys.executable).with_name("tradebot")
+    out = subprocess.run([str(exe), "live", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "halt" in out.stdout and "--replay" in out.stdout
     res = CliRunner().invoke(main, ["live", "--help"])
     assert res.exit_code == 0 and "halt" in res.output and "status" in res.output and "--replay" in res.output
     assert CliRunner().invoke(main, ["live"]).output == res.output  # no flags: the help
+
+
+def test_a_risk_file_that_sets_no_limits_is_refused_before_anything_loads(tmp_path):
+    """Defect 2: an empty --risk-config was accepted with default limits; the CLI loaded the model (Ray
+    started, tens of seconds) before checking anything, then exited 1 printing an object repr."""
+    import time
+
+    runner = CliRunner()
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    args = ["--live", "--broker", "fyers", "--feed", "fyers", "--symbols", "NSE:SBIN-EQ", "--model",
+            str(tmp_path / "no-such-model"), "--i-understand-real-money", "--out", str(tmp_path / "o"), "--no-log-json"]
+    t0 = time.monotonic()
+    res = runner.invoke(live, [*args, "--risk-config", str(empty)])
+    assert res.exit_code == 2 and res.output.startswith("error: ") and len(res.output.strip().splitlines()) == 1
+    assert "empty.yaml: sets no limits" in res.output and time.monotonic() - t0 < 10
+    both = tmp_path / "both.yaml"
+    both.write_text("risk:\n  max_position: 10\n  max_notional: 100000\n  max_daily_loss: 0.01\n  max_drawdown: 0.05\n")
+    config = tmp_path / "live.yaml"
+    config.write_text("live:\n  risk:\n    max_position: 5000\n")
+    res = runner.invoke(live, [*args, "--risk-config", str(both), "--config", str(config)])
+    assert res.exit_code == 2 and "keep the limits in one place" in res.output  # never silently replaced
+
+
+def test_a_second_run_on_the_same_journal_is_refused_with_exit_2(tmp_path):
+    """Defect 10, through the CLI: a second `tradebot live --paper --replay ... --out SAME` ran alongside the
+    first."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    data = _data(tmp_path)
+    out = tmp_path / "run"
+    config = _config(tmp_path)
+    exe = Path(sys.executable).with_name("tradebot")
+    first = subprocess.Popen([str(exe), "live", "--paper", "--replay", str(data), "--speed", "300", "--out", str(out),
+                              "--no-parity", "--config", str(config), "--no-log-json"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lock = out / "journal.db.lock"
+        end = time.monotonic() + 60
+        while not (lock.exists() and lock.read_text().startswith("pid")) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert first.poll() is None, "the first run ended before the second could try"
+        res = CliRunner().invoke(live, ["--paper", "--replay", str(data), "--out", str(out), "--config", str(config),
+                                        "--no-parity", "--no-log-json"])  # the same run, a second time
+        assert res.exit_code == 2 and "already running on this journal" in res.output, res.output
+    finally:
+        first.kill()
+        first.wait(30)

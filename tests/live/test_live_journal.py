@@ -12,6 +12,7 @@ from tradebot.envs.engine import Action, EngineConfig
 from tradebot.live.journal import Journal, journal_status, request_control
 from tradebot.live.paper import PaperBroker
 from tradebot.live.ports import (
+    OrderNotSent,
     Intent,
     OrderRequest,
     OrderStatus,
@@ -171,8 +172,9 @@ def test_a_lost_acknowledgement_is_looked_up_not_resent():
 
 
 class Flaky(PaperBroker):
-    """Fails the first N submits with a temporary error (what an adapter raises once its own bounded retries
-    gave up) before anything reaches the 'exchange'; counts submits and status look-ups per order."""
+    """Fails the first N submits with ``OrderNotSent`` (what an adapter raises once its own bounded retries
+    gave up on a failure that proves the request never reached the 'exchange', e.g. a refused connection);
+    counts submits and status look-ups per order."""
 
     failures = 2
 
@@ -185,7 +187,7 @@ class Flaky(PaperBroker):
         self.calls[order.client_order_id] = self.calls.get(order.client_order_id, 0) + 1
         if self.failures > 0:
             self.failures -= 1
-            raise RetryableError("HTTP 503", retry_after=0.0)
+            raise OrderNotSent("connection refused", retry_after=0.0)
         return super().submit(order)
 
     def order_status(self, client_order_id):
@@ -193,9 +195,10 @@ class Flaky(PaperBroker):
         return super().order_status(client_order_id)
 
 
-def test_temporary_errors_are_retried_by_the_adapter_only_the_loop_looks_up_once_and_never_resends():
+def test_an_order_the_adapter_proves_was_never_sent_is_rejected_as_not_sent_and_never_resent():
     """Retries belong to the adapter, bounded there (tests/live/fyers/test_fyers_adapter_errors.py); the
-    loop sends an order once, asks the broker about it once, and records one it does not have as not sent."""
+    loop sends an order once and records one the adapter proves never left (``OrderNotSent``) as not sent,
+    without asking the broker about it."""
     bars = _bars()
     loop = replay_loop(bars, np.full(20, BUY), np.full(20, 1.0))
     loop.broker = broker = Flaky(EngineConfig(), [SYM], clock=loop.feed.clock)
@@ -203,8 +206,8 @@ def test_temporary_errors_are_retried_by_the_adapter_only_the_loop_looks_up_once
     rows = loop.journal.orders()
     failed, sent = rows[:2], rows[2:]
     for r in failed:
-        assert r["status"] == "REJECTED" and r["reason"] == "not sent: HTTP 503" and r["submit_attempts"] == 1
-        assert broker.calls[r["client_order_id"]] == 1 and broker.lookups[r["client_order_id"]] == 1
+        assert r["status"] == "REJECTED" and r["reason"] == "not sent: connection refused" and r["submit_attempts"] == 1
+        assert broker.calls[r["client_order_id"]] == 1 and r["client_order_id"] not in broker.lookups
     assert sent and sent[0]["status"] == "FILLED" and sent[0]["submit_attempts"] == 1
     assert all(v == 1 for v in broker.calls.values()) and all(v == 1 for v in broker.submit_counts().values())
     assert sum(e["kind"] == "broker_reject" for e in loop.journal.risk_events()) == 2
@@ -214,8 +217,8 @@ def test_temporary_errors_are_retried_by_the_adapter_only_the_loop_looks_up_once
     never.failures = 10**6
     loop2.run()
     rows = loop2.journal.orders()
-    assert rows and all(r["status"] == "REJECTED" and r["reason"] == "not sent: HTTP 503" for r in rows)
-    assert all(v == 1 for v in never.calls.values()) and all(v == 1 for v in never.lookups.values())
+    assert rows and all(r["status"] == "REJECTED" and r["reason"] == "not sent: connection refused" for r in rows)
+    assert all(v == 1 for v in never.calls.values())
     assert any(e["kind"] == "broker_reject" for e in loop2.journal.risk_events())
 
 

@@ -73,15 +73,15 @@ def test_the_policy_sees_the_env_observation_at_every_bar():
                        risk=LOOSE_RISK)
     loop.run()
     names = env.feature_names
-    assert names[-4:] == ("side", "upnl_atr", "bars_in_trade", "time_left")
+    assert names[-9:-5] == ("side", "upnl_atr", "bars_in_trade", "time_left")  # then the action mask (5)
     compared = 0
     for ts, want in expected.items():
         got = rec.seen[ts]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=str(ts))
         compared += 1
     assert compared > 400
-    held = [o for o in expected.values() if o[-4] != 0]
-    assert len(held) > 50 and max(o[-2] for o in held) >= 3  # positions held for several bars were compared
+    held = [o for o in expected.values() if o[-9] != 0]
+    assert len(held) > 50 and max(o[-7] for o in held) >= 3  # positions held for several bars were compared
 
 
 def test_ticks_become_bars_and_trades_through_the_loop():

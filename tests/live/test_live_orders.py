@@ -104,7 +104,9 @@ def test_the_order_rate_limit_expires_an_order_without_calling_the_broker():
 
 
 @pytest.mark.parametrize("broker_has_it", [True, False])
-def test_a_submit_the_adapters_retries_gave_up_on_is_looked_up_once(broker_has_it):
+def test_a_submit_without_an_answer_is_looked_up_and_else_unknown_never_rejected_nor_resent(broker_has_it):
+    """Defect 1: a timeout after the broker committed the order, with its book lagging, was recorded as
+    REJECTED "not sent" (and the next decision sent another order). Now it is UNKNOWN until found."""
     known = {"C1": OrderUpdate("C1", SYM, OrderStatus.ACCEPTED, 3)} if broker_has_it else {}
     broker = Broker(answers=[RetryableError("read timed out")], known=known)
     m = _manager(broker)
@@ -114,11 +116,48 @@ def test_a_submit_the_adapters_retries_gave_up_on_is_looked_up_once(broker_has_i
     if broker_has_it:
         assert answer.status is OrderStatus.ACCEPTED
     else:
-        assert answer.status is OrderStatus.REJECTED and answer.reason == "not sent: read timed out"
+        assert answer.status is OrderStatus.UNKNOWN and "read timed out" in answer.reason
         m.apply(answer)
-        assert m.working(SYM) is None and m.journal.order("C1")["status"] == "REJECTED"
-        assert [e["kind"] for e in m.journal.risk_events()] == ["broker_reject"]
+        assert m.working(SYM) == _order() and m.journal.order("C1")["status"] == "UNKNOWN"
+        assert m.submit_once(_order(), 11) is None and broker.submits == ["C1"]  # never resent
+        assert [e["kind"] for e in m.journal.risk_events()] == ["order_unknown"]
     assert m.orders_sent == 0
+
+
+def test_an_unknown_order_is_found_by_id_or_halts_then_expires():
+    broker = Broker(answers=[RetryableError("read timed out")])
+    m = _manager(broker)
+    m.poll_s, m.halt_s, m.expire_s = 1.0, 30.0, 300.0
+    m.write_ahead(_order())
+    m.apply(m.submit_once(_order(), 10))
+    s = 1_000_000_000
+    assert m.resolve_unknown(10 + s // 2) == [] and broker.lookups == ["C1"]  # polled at most every poll_s
+    assert m.resolve_unknown(10 + 2 * s) == [] and m.risk.state.value == "ACTIVE"
+    halt = m.resolve_unknown(10 + 31 * s)
+    assert [e.kind for e in halt] == ["order_unknown"] and m.risk.state.value == "HALTED"
+    broker.known["C1"] = OrderUpdate("C1", SYM, OrderStatus.FILLED, 40, filled_qty=10.0)  # the book caught up
+    found = m.resolve_unknown(10 + 40 * s)
+    assert m.journal.order("C1")["status"] == "FILLED" and m.risk.state.value == "ACTIVE" and found
+    # one that never shows up: halted, then expired as never received; the halt stays until `resume`
+    broker.answers = [RetryableError("read timed out")]
+    m.write_ahead(_order("C2", bar_ts=6))
+    m.apply(m.submit_once(_order("C2", bar_ts=6), 50 * s))
+    m.resolve_unknown(50 * s + 301 * s)
+    assert m.journal.order("C2")["status"] == "EXPIRED" and m.working(SYM) is None
+    assert m.risk.state.value == "HALTED"
+    m.risk.apply_control("resume", "checked the account", 400 * s)
+    assert m.risk.state.value == "ACTIVE"
+
+
+def test_an_order_a_crashed_process_may_have_sent_is_unknown_not_resent():
+    """After a restart, an order written ahead *and* counted as sent, which the broker's (lagging) books do
+    not show, is not sent again: UNKNOWN (a broker whose order tags are not unique would take it twice)."""
+    broker = Broker()
+    m = _manager(broker)
+    m.journal.insert_order(_order())
+    m.journal.note_submit("C1", 5, "ACTIVE")
+    answer = m.submit_once(_order(), 10)
+    assert answer.status is OrderStatus.UNKNOWN and broker.submits == [] and broker.lookups == ["C1"]
 
 
 def test_cancel_entries_keeps_the_exits_and_close_all_ends_every_order():

@@ -118,6 +118,38 @@ def test_serving_reset_one_symbol_restarts_only_its_state(served, sequences, ref
     assert requests.get(f"{url}/health", headers=h).json()["streams"] == 0
 
 
+def test_serving_streams_are_per_client_so_another_caller_cannot_reset_a_live_symbol(served, sequences, reference):
+    """Defect 12: streams were keyed by symbol alone, so any caller could reset (or advance) a live symbol's
+    LSTM state. Two clients on one symbol: B's calls and resets leave A's state alone."""
+    url, h = served["url"], _auth(served)
+    a, b = sequences["NSE:A"], sequences["NSE:B"]
+    requests.post(f"{url}/reset", json={"client": "A"}, headers=h).raise_for_status()
+    for t in range(10):
+        r = requests.post(f"{url}/act", json={"symbol": "NSE:A", "client": "A", "obs": a[t].tolist()}, headers=h)
+        np.testing.assert_allclose(r.json()["probs"], reference["NSE:A"][1][t], rtol=1e-6, atol=1e-9)
+        requests.post(f"{url}/act", json={"symbol": "NSE:A", "client": "B", "obs": b[t].tolist()},
+                      headers=h).raise_for_status()
+        requests.post(f"{url}/reset", json={"symbol": "NSE:A", "client": "B"}, headers=h).raise_for_status()
+        requests.post(f"{url}/reset", json={"symbol": "NSE:A"}, headers=h).raise_for_status()  # no client: its own
+
+
+def test_serving_always_needs_a_token_and_refuses_an_open_host_without_one(monkeypatch, tmp_path):
+    """Defect 12: without TRADEBOT_SERVE_TOKEN the app had no auth, and --host 0.0.0.0 only warned."""
+    from tradebot.cli import main
+    from tradebot.serving.app import build_app, check_bind
+
+    monkeypatch.delenv("TRADEBOT_SERVE_TOKEN", raising=False)
+    digest = build_app(str(tmp_path / "model"))._bound_deployment.init_args[1]
+    assert digest is not None and len(digest) == 64  # a generated token's SHA-256: never an open server
+    with pytest.raises(Exception, match="TRADEBOT_SERVE_TOKEN"):
+        check_bind("0.0.0.0", None)
+    check_bind("127.0.0.1", None)
+    result = CliRunner().invoke(main, ["serve", "--model", str(tmp_path / "missing"), "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "TRADEBOT_SERVE_TOKEN" in result.output  # refused before the model loads
+    monkeypatch.setenv("TRADEBOT_SERVE_TOKEN", "a-long-random-token-for-the-test")
+    check_bind("0.0.0.0", None)
+
+
 def test_serving_without_or_with_wrong_token_is_401(served):
     url = served["url"]
     for method, path in (("post", "/act"), ("post", "/reset"), ("get", "/health"), ("get", "/metrics")):
@@ -160,7 +192,7 @@ def test_serving_metrics_scraped_over_http_count_acts(served, sequences):
     assert after["tradebot_serve_acts_total"] - before["tradebot_serve_acts_total"] == 7
     assert after["tradebot_serve_act_latency_seconds_count"] - before["tradebot_serve_act_latency_seconds_count"] == 7
     assert after["tradebot_serve_act_latency_seconds_sum"] > before["tradebot_serve_act_latency_seconds_sum"]
-    assert after["tradebot_serve_streams"] == 3
+    assert after["tradebot_serve_streams"] - before["tradebot_serve_streams"] == 3  # (other clients' streams stay)
 
 
 def test_serve_cli_bad_model_uri_exits_2_with_one_line(tmp_path):
@@ -181,7 +213,9 @@ def test_serve_cli_serves_until_sigterm_then_shuts_down(trained, tmp_path):
         port = int(s.getsockname()[1])
     ray_tmp = Path(tempfile.mkdtemp(prefix="tbserve-", dir="/tmp"))  # short: Ray's socket paths have a length limit
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "TRADEBOT_SERVE_TOKEN")}
-    env.update(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="disabled", OMP_NUM_THREADS="1")
+    token_file = tmp_path / "serve_token"
+    env.update(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="disabled", OMP_NUM_THREADS="1",
+               TRADEBOT_SERVE_TOKEN_FILE=str(token_file))
     exe = Path(sys.executable).with_name("tradebot")
     proc = subprocess.Popen([str(exe), "serve", "--model", str(trained["path"]), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
@@ -193,7 +227,10 @@ def test_serve_cli_serves_until_sigterm_then_shuts_down(trained, tmp_path):
         while not any("Ctrl-C stops" in line for line in err) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.5)
         assert any("Ctrl-C stops" in line for line in err), "not serving within 180 s:\n" + "".join(err)
-        info = requests.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
+        assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 401  # a token always
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+        info = requests.get(f"http://127.0.0.1:{port}/health", timeout=10,
+                            headers={"Authorization": f"Bearer {token_file.read_text()}"}).json()
         assert info["obs_dim"] == Policy.load(trained["path"]).obs_dim
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
@@ -205,5 +242,7 @@ def test_serve_cli_serves_until_sigterm_then_shuts_down(trained, tmp_path):
         shutil.rmtree(ray_tmp, ignore_errors=True)
     err_text = "".join(err)
     assert proc.returncode == 0, err_text
-    assert f"on http://127.0.0.1:{port} (/act /reset /health /metrics; no auth" in err_text
+    assert f"on http://127.0.0.1:{port} (/act /reset /health /metrics; bearer token generated into {token_file}" \
+        in err_text
+    assert token_file.read_text() not in err_text
     assert "stopping" in err_text

@@ -214,6 +214,9 @@ def status(journal: Path, as_json: bool) -> None:
                                            for p in st["positions"]) or "none"))
     click.echo("orders: " + (", ".join(f"{k} {v}" for k, v in sorted(st["orders"].items())) or "none")
                + f"; fills {st['fills']}; decisions {st['decisions']}")
+    for symbol, monitors in st.get("drift", {}).items():
+        click.echo(f"drift {symbol}: " + ", ".join(f"{name} {m['state']} ({m['value']:.3g})"
+                                                  for name, m in monitors.items()))
     for e in st["risk_events"]:
         click.echo(f"  {e['time']} {e['kind']:<12} {e['symbol']:<18} {e['reason']}")
 

@@ -49,20 +49,36 @@ def parse_config(cls: type[C], data: dict[str, Any] | None, source: str = "confi
         raise UserInputError(_describe_validation_error(err, cls, source)) from None
 
 
-def load_config(cls: type[C], path: str | Path | None, section: str | None = None) -> C:
-    """Load ``cls`` from a YAML file (optionally one top-level section of it); defaults when no path."""
-    if path is None:
-        return cls()
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The parsed YAML of ``path``; a missing file or invalid YAML is one ``UserInputError`` line."""
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"{path}: config file not found (check the path)")
+        raise UserInputError(f"{path}: {what} not found (check the path)")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise UserInputError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+
+
+def load_config(cls: type[C], path: str | Path | None, section: str | None = None, *, required: bool = False) -> C:
+    """Load ``cls`` from a YAML file (optionally one top-level section of it); defaults when no path.
+
+    ``required``: the section must be there and set something (a file without it, e.g. with a typo in
+    the section's name, is refused, not read as defaults)."""
+    if path is None:
+        return cls()
+    path = Path(path)
+    data = read_yaml(path)
     if section is not None:
-        data = (data or {}).get(section, {}) if isinstance(data, dict) else data
+        top = data if isinstance(data, dict) else {}
+        if required and not top.get(section):
+            keys = sorted(map(str, top))
+            close = difflib.get_close_matches(section, keys, n=1)
+            hint = (f"found '{close[0]}': did you mean '{section}'?" if close
+                    else f"top-level keys: {', '.join(keys)}" if keys else "the file sets nothing")
+            raise UserInputError(f"{path}: no '{section}:' section ({hint}); write the settings under '{section}:'")
+        data = top.get(section, {}) if isinstance(data, dict) else data
         return parse_config(cls, data, f"{path} [{section}]")
     return parse_config(cls, data, str(path))

@@ -38,6 +38,7 @@ from tradebot.core.files import atomic_writer
 from tradebot.live.adapters.fyers.error_translation import ReauthRequired
 from tradebot.live.adapters.fyers.rest import API_BASE_ENV, Endpoints
 from tradebot.core.errors import FatalError, RetryableError, UserInputError
+from tradebot.live.logs import JsonFormatter, RedactingFormatter, redact, register_secret
 
 TOKEN_FILE_ENV = "TRADEBOT_FYERS_TOKEN_FILE"
 APP_ID_ENV = "FYERS_APP_ID"
@@ -45,7 +46,6 @@ SECRET_ENV = "FYERS_SECRET_KEY"
 REDIRECT_ENV = "FYERS_REDIRECT_URI"
 DEFAULT_REDIRECT = "https://127.0.0.1/fyers/callback"
 EXCHANGE_TIMEOUT_S = 15.0
-REDACTED = "***"
 
 
 def token_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -57,16 +57,8 @@ def token_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 # ------------------------------------------------------------------------------ redaction
 
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
 _factory_installed = False
-
-
-def redact(text: str) -> str:
-    for s in _secrets:
-        if s and s in text:
-            text = text.replace(s, REDACTED)
-    return text
+_factory_lock = threading.Lock()
 
 
 def _redact_value(v: Any) -> Any:
@@ -80,8 +72,6 @@ def _redact_value(v: Any) -> Any:
 
 
 def _redact_record(record: logging.LogRecord) -> None:
-    if not _secrets:
-        return
     try:
         msg = record.getMessage()
     except Exception:  # a broken format string is the logging module's problem, not ours
@@ -89,10 +79,12 @@ def _redact_record(record: logging.LogRecord) -> None:
     clean = redact(msg)
     if clean != msg:
         record.msg, record.args = clean, None
-    for key in ("fields", "exc_text"):
+    for key in ("fields", "exc_text", "stack_info"):
         v = record.__dict__.get(key)
         if v:
             record.__dict__[key] = _redact_value(v)
+    if record.exc_info and not record.exc_text:  # formatted now, redacted: every formatter reuses exc_text
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
 
 
 class RedactingFilter(logging.Filter):
@@ -109,13 +101,12 @@ _FILTER = RedactingFilter()
 def install_redaction(secret: str, loggers: tuple[str, ...] = ("", "tradebot", "tradebot.live", "tradebot.fyers",
                                                                  "FyersAPI", "FyersAPIRequest", "FyersDataSocket")
                       ) -> None:
-    """Never log ``secret``: a record factory redacts every message made from now on, and the filter is
-    added to the handlers of ``loggers`` (for structured ``fields`` set after the factory runs)."""
+    """Never log ``secret``: it is registered with ``tradebot.live.logs`` (whose formatters redact the whole
+    line, traceback included); a record factory redacts every record made from now on (its message,
+    fields and formatted traceback); the handlers of ``loggers`` get the filter and a redacting formatter."""
     global _factory_installed
-    with _secrets_lock:
-        for s in (secret, *secret.split(":", 1)[1:]):
-            if s and len(s) >= 8:
-                _secrets.add(s)
+    register_secret(secret)
+    with _factory_lock:
         if not _factory_installed:
             old = logging.getLogRecordFactory()
 
@@ -133,6 +124,8 @@ def install_redaction(secret: str, loggers: tuple[str, ...] = ("", "tradebot", "
         for h in lg.handlers:
             if _FILTER not in h.filters:
                 h.addFilter(_FILTER)
+            if not isinstance(h.formatter, (RedactingFormatter, JsonFormatter)):
+                h.setFormatter(RedactingFormatter(h.formatter))
 
 
 # ---------------------------------------------------------------------------------- tokens

@@ -14,21 +14,30 @@ so the port stays as it is. Products: ``equity_intraday`` -> INTRADAY, ``equity_
 TP/SL overlay (``stopLoss``/``takeProfit`` in points, ``legType`` 1) unless ``bracket=False``.
 
 Idempotency. Our client order id (20 chars ``[0-9A-Z]``) travels as ``orderTag`` (Fyers allows 1-30
-alphanumerics; the orderbook echoes it as ``1:<tag>``), so every order can be found by our id. A known
-id is never sent again: ``submit`` answers from local state; after a temporary failure it looks the id
-up in the orderbook before each retry (bounded by the retry policy), and code 201 ("sent, not
-acknowledged") is looked up too.
+alphanumerics; the orderbook echoes it as ``1:<tag>``), so every order can be found by our id. Fyers does
+not refuse a second order with the same tag, so an order is never sent blind: ``submit`` answers a known
+id from local state; it resends only after a failure that proves Fyers never got the request (a 429, a
+connection that never opened); after any other failure (a timeout, a dropped connection, a 5xx) the
+order may be at Fyers, and it looks the id up in the order book and the trade book (``resolve_tries``
+times, backing off, as the books lag); not found, it raises ``RetryableError`` and the caller keeps the
+order UNKNOWN and goes on looking it up (``order_status``). Code 201 ("sent, not acknowledged") is
+looked up too. A failure that proves nothing was sent, after the retries, is ``OrderNotSent``.
 
 State. ``connect`` loads the orderbook, tradebook, positions and funds once (REST), then the order
 socket keeps it current: order updates, trades (-> ``Fill``) and positions arrive on SDK threads and go
 into a locked state plus an event queue that ``poll_events`` drains. ``position_reports`` /
 ``account_report`` answer from that state (no REST per bar); funds are re-read at most every
 ``funds_refresh_s`` and only after a trade, and the P&L realized since the last read (from the socket's
-positions) is added to them, so equity never lags a closed trade. Without a working order socket,
-``poll_events`` falls back to polling the orderbook and tradebook every ``poll_interval_s``.
+positions) is added to them, so equity never lags a closed trade. Whenever the order socket is not
+subscribed (dropped, reconnecting, or abandoned by the SDK after its retries), ``poll_events`` polls the
+orderbook and tradebook every ``poll_interval_s``; once it is subscribed again everything is re-read
+(what happened while it was down); an abandoned socket is started afresh every ``socket_restart_s``.
+``resync`` re-reads everything on demand (the loop's periodic position check).
 
 Fyers status codes: 1 cancelled, 2 traded, 4 transit, 5 rejected, 6 pending, 7 expired (3 unused).
-Fills carry no charges from Fyers (``costs`` 0); ``kind`` is ``entry`` for an order that opened a
+Fills carry no charges from Fyers: with ``order_cost(price, qty, is_buy)`` (the engine's cost schedule,
+``tradebot.envs.fill_rules.FillRules.order_cost``) each fill's ``costs`` is that estimate, flagged
+``costs_estimated``, and an exit's ``realized_pnl`` is net of both orders' estimated costs; ``kind`` is ``entry`` for an order that opened a
 position, else the exit reason of our intent (``signal`` for EXIT, ``square_off`` for FLATTEN) or, for an
 order that is not ours (a triggered TP/SL leg), ``stop``/``take_profit`` by the price it filled at.
 """
@@ -37,26 +46,37 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-import pandas as pd
 
-from tradebot.live.adapters.fyers.error_translation import FyersRejected, ReauthRequired, RetryPolicy, retry
+from tradebot.live.adapters.fyers.error_translation import FyersRejected, ReauthRequired, RetryPolicy
+from tradebot.live.adapters.fyers.fyers_records import (
+    EXIT_KIND,
+    ORDER_TYPES,
+    PRODUCTS,
+    STATUS_MAP,
+    TAG_RE,
+    FyersOrder,
+    OrderRecord,
+    PositionBook,
+    fyers_status,
+    num,
+    parse_time_ns,
+    round_tick,
+    tag_of,
+)
 from tradebot.live.adapters.fyers.rest import FyersRest, payload_of
 from tradebot.core.nse_time import bar_start_for
 from tradebot.live.ports import (
     AccountReport,
+    OrderNotSent,
     Clock,
     ExecutionClient,
     Fill,
-    Intent,
     OrderRequest,
     OrderStatus,
     OrderUpdate,
@@ -68,106 +88,6 @@ from tradebot.core.errors import RejectedError, RetryableError
 
 log = logging.getLogger("tradebot.fyers")
 
-STATUS_MAP = {1: OrderStatus.CANCELED, 2: OrderStatus.FILLED, 3: OrderStatus.ACCEPTED, 4: OrderStatus.ACCEPTED,
-              5: OrderStatus.REJECTED, 6: OrderStatus.ACCEPTED, 7: OrderStatus.EXPIRED}
-ORDER_TYPES = {"LIMIT": 1, "MARKET": 2, "STOP": 3, "SL-M": 3, "STOP_LIMIT": 4, "SL-L": 4}
-PRODUCTS = {"equity_intraday": "INTRADAY", "intraday": "INTRADAY", "equity_delivery": "CNC", "delivery": "CNC",
-            "index_futures": "MARGIN", "futures": "MARGIN", "margin": "MARGIN"}
-TAG_RE = re.compile(r"^[A-Za-z0-9]{1,30}$")
-EXIT_KIND = {Intent.EXIT: "signal", Intent.FLATTEN: "square_off"}
-
-
-@dataclass(frozen=True, slots=True)
-class FyersOrder(OrderRequest):
-    """An ``OrderRequest`` with the prices of a limit / stop order (``order_type`` LIMIT, STOP, STOP_LIMIT)."""
-
-    limit_price: float = math.nan
-    stop_price: float = math.nan
-    validity: str = "DAY"
-
-
-def fyers_status(code: Any) -> OrderStatus:
-    try:
-        return STATUS_MAP[int(code)]
-    except (KeyError, TypeError, ValueError):
-        return OrderStatus.ACCEPTED
-
-
-def tag_of(raw: Any) -> str:
-    """``"1:TB..."`` -> ``"TB..."``; Fyers' own tags (``2:Untagged``) -> ""."""
-    s = str(raw or "")
-    if ":" in s:
-        prefix, s = s.split(":", 1)
-        if prefix == "2":
-            return ""
-    return "" if s in ("", "Untagged") else s
-
-
-def parse_time_ns(value: Any, default: int) -> int:
-    """Fyers times: epoch seconds (int/str) or ``09-Mar-2023 09:34:38`` (IST)."""
-    if value is None or value == "":
-        return default
-    try:
-        v = float(value)
-        return int(v * 1e9) if v < 1e11 else int(v * 1e6) if v < 1e14 else int(v)
-    except (TypeError, ValueError):
-        pass
-    for fmt in ("%d-%b-%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y %H:%M:%S"):
-        try:
-            ts = pd.Timestamp(datetime.strptime(str(value), fmt)).tz_localize("Asia/Kolkata")
-            return int(ts.value)
-        except ValueError:
-            continue
-    return default
-
-
-def _f(d: Mapping[str, Any], *keys: str, default: float = 0.0) -> float:
-    for k in keys:
-        v = d.get(k)
-        if v is not None and v != "":
-            try:
-                return float(v)
-            except (TypeError, ValueError):
-                continue
-    return default
-
-
-def round_tick(price: float, tick: float) -> float:
-    return round(round(price / tick) * tick, 4)
-
-
-@dataclass
-class _Rec:
-    client_order_id: str
-    symbol: str
-    status: OrderStatus
-    ts: int
-    side: Side | None = None
-    qty: float = 0.0
-    filled_qty: float = 0.0
-    avg_price: float = math.nan
-    reason: str = ""
-    broker_id: str | None = None
-    request: OrderRequest | None = None
-
-    def update(self) -> OrderUpdate:
-        return OrderUpdate(client_order_id=self.client_order_id, symbol=self.symbol, status=self.status, ts=self.ts,
-                           filled_qty=self.filled_qty, avg_price=self.avg_price, reason=self.reason,
-                           broker_order_id=self.broker_id)
-
-
-@dataclass
-class _Book:
-    """A symbol's position as our fills built it (ids, stops; the socket's netQty is the truth for size)."""
-
-    qty: float = 0.0
-    avg: float = math.nan
-    position_id: str = ""
-    opened_ts: int = 0
-    stop: float = math.nan
-    take_profit: float = math.nan
-
-
 class FyersExecutionClient(ExecutionClient):
     """See the module docstring."""
 
@@ -178,7 +98,9 @@ class FyersExecutionClient(ExecutionClient):
                  submit_retry: RetryPolicy = RetryPolicy(retries=2, backoff_s=0.5),
                  timeframe: str | None = None, bracket: bool = True, tick_size: float = 0.05,
                  funds_refresh_s: float = 5.0, poll_interval_s: float = 2.0, socket_wait_s: float = 8.0,
-                 sleep: Callable[[float], None] = time.sleep, verify_profile: bool = True):
+                 sleep: Callable[[float], None] = time.sleep, verify_profile: bool = True,
+                 order_cost: Callable[[float, float, bool], float] | None = None, resolve_tries: int = 3,
+                 socket_restart_s: float = 30.0):
         """``rest``: the paced REST wrapper; ``access_token``: ``APPID:TOKEN`` for the order socket (None:
         no socket, poll instead); ``timeframe``: label fills with the bar they fell in (as the paper broker does)."""
         self.rest = rest
@@ -194,13 +116,19 @@ class FyersExecutionClient(ExecutionClient):
         self.poll_interval_s = poll_interval_s
         self.socket_wait_s = socket_wait_s
         self.verify_profile = verify_profile
+        self.order_cost = order_cost
+        self.resolve_tries = resolve_tries
+        self.socket_restart_s = socket_restart_s
         self._sleep = sleep
+        self._socket_was_live = False
+        self._socket_started_at = -math.inf
+        self._traded: dict[str, float] = {}  # client order id -> quantity traded (partial fills added up)
         self._lock = threading.RLock()
-        self._orders: dict[str, _Rec] = {}
+        self._orders: dict[str, OrderRecord] = {}
         self._restored: dict[str, OrderRequest] = {}  # the journal's requests (restore_requests), by our id
         self._by_broker: dict[str, str] = {}
         self._fills: dict[str, Fill] = {}
-        self._books: dict[str, _Book] = {}
+        self._books: dict[str, PositionBook] = {}
         self._net: dict[str, dict[str, float]] = {}  # position id (SYMBOL-PRODUCT) -> netQty, netAvg, pnl
         self._marks: dict[str, float] = {}
         self._events: deque[OrderUpdate | Fill] = deque()
@@ -246,6 +174,8 @@ class FyersExecutionClient(ExecutionClient):
         if self.verify_profile:
             try:
                 self.profile = self.rest.call("get_profile").get("data") or {}
+                if self.profile.get("fy_id"):
+                    self.account_id = f"fyers:{self.profile['fy_id']}"
             except ReauthRequired:
                 raise
             except RejectedError as err:
@@ -254,15 +184,42 @@ class FyersExecutionClient(ExecutionClient):
         self.refresh()
         self._read_funds()
         if self.use_order_socket and self._socket_factory is not None:
-            self._socket = self._socket_factory(on_order=self._on_socket_order, on_trade=self._on_socket_trade,
-                                                on_position=self._on_socket_position)
-            self._socket.start()
+            self._start_socket()
             if not self._socket.subscribed.wait(self.socket_wait_s):
                 log.warning("fyers order socket not subscribed after %.0f s; polling the orderbook instead",
                             self.socket_wait_s)
             else:
                 self.refresh()  # anything that happened between the REST load and the subscription
+                self._socket_was_live = True
         self._connected = True
+
+    def _start_socket(self) -> None:
+        self._socket = self._socket_factory(on_order=self._on_socket_order, on_trade=self._on_socket_trade,
+                                            on_position=self._on_socket_position)
+        self._socket_started_at = time.monotonic()
+        self._socket.start()
+
+    def _watch_socket(self) -> None:
+        """Polling's side of the socket: re-read everything once it is subscribed again; start an abandoned
+        one afresh (in the background: the SDK's connect waits)."""
+        live = self.socket_live
+        if live and not self._socket_was_live:
+            log.info("fyers order socket subscribed again; re-reading orders, trades and positions")
+            self.refresh(emit=True)
+        self._socket_was_live = live
+        sock = self._socket
+        if (not live and sock is not None and getattr(sock, "abandoned", False)
+                and time.monotonic() - self._socket_started_at >= self.socket_restart_s):
+            log.warning("fyers order socket abandoned by the SDK after its reconnects; starting a new one")
+            sock.stop(wait=False)
+            self._socket_started_at = time.monotonic()
+            threading.Thread(target=self._start_socket, name="fyers-order-socket-restart", daemon=True).start()
+
+    def resync(self) -> None:
+        """Re-read the orderbook, tradebook and positions over REST now; changes come out of ``poll_events``."""
+        if self._connected:
+            self.refresh(emit=True)
+            self._funds_dirty = True
 
     def restore_requests(self, requests: Sequence[OrderRequest]) -> None:
         """The loop's journaled requests, before ``connect``: the orderbook and tradebook read at connect then
@@ -325,26 +282,32 @@ class FyersExecutionClient(ExecutionClient):
                 return known.update()
         body = self._payload(order)
         now = self.clock.now_ns()
-
-        def send() -> Any:
+        attempt = 0
+        while True:
             self.send_counts[coid] = self.send_counts.get(coid, 0) + 1
-            return self.rest.once("place_order", body)
-
-        def look_up(_attempt: int, _err: Exception) -> Any:
             try:
-                return self._lookup(coid, order)
-            except RetryableError:
-                return None  # not known either way; the retry sends (bounded)
-
-        try:
-            resp = retry(send, self.submit_retry, sleep=self._sleep, before_retry=look_up)
-        except FyersRejected as err:
-            with self._lock:
-                rec = self._orders.get(coid)
-                if rec is None:
-                    rec = self._orders[coid] = _Rec(coid, order.symbol, OrderStatus.REJECTED, now, order.side,
-                                                    order.qty, reason=err.fyers_message or str(err), request=order)
-            raise
+                resp = self.rest.once("place_order", body)
+                break
+            except FyersRejected as err:
+                with self._lock:
+                    rec = self._orders.get(coid)
+                    if rec is None:
+                        rec = self._orders[coid] = OrderRecord(coid, order.symbol, OrderStatus.REJECTED, now, order.side,
+                                                               order.qty, reason=err.fyers_message or str(err),
+                                                               request=order)
+                raise
+            except RetryableError as err:
+                if getattr(err, "maybe_sent", True):  # it may be at Fyers: find it, never send it again
+                    found = self._resolve(coid, order)
+                    if found is not None:
+                        return found
+                    raise RetryableError(f"{err}; {coid} may be at Fyers but is in neither its order book nor its "
+                                         f"trade book after {self.resolve_tries} looks (never sent again)") from err
+                if attempt >= self.submit_retry.retries:
+                    raise OrderNotSent(f"{err} ({attempt + 1} tries; the order was not sent)",
+                                       retry_after=err.retry_after) from err
+                self._sleep(self.submit_retry.delay(attempt, err))
+                attempt += 1
         if isinstance(resp, OrderUpdate):
             return resp
         broker_id = str(resp.get("id") or "") or None
@@ -355,7 +318,7 @@ class FyersExecutionClient(ExecutionClient):
         with self._lock:
             rec = self._orders.get(coid)
             if rec is None:
-                rec = self._orders[coid] = _Rec(coid, order.symbol, OrderStatus.ACCEPTED, now, order.side, order.qty,
+                rec = self._orders[coid] = OrderRecord(coid, order.symbol, OrderStatus.ACCEPTED, now, order.side, order.qty,
                                                 reason="" if broker_id else "sent; not acknowledged yet",
                                                 broker_id=broker_id, request=order)
             else:  # the socket was faster than the REST reply
@@ -365,14 +328,52 @@ class FyersExecutionClient(ExecutionClient):
                 self._by_broker[broker_id] = coid
             return rec.update()
 
+    def _resolve(self, coid: str, order: OrderRequest) -> OrderUpdate | None:
+        """After a submit that may have reached Fyers: look the id up ``resolve_tries`` times, backing off."""
+        for attempt in range(self.resolve_tries):
+            if attempt:
+                self._sleep(min(self.submit_retry.backoff_s * 2 ** (attempt - 1), self.submit_retry.max_sleep_s))
+            try:
+                found = self._lookup(coid, order)
+            except RetryableError as err:
+                log.warning("fyers look-up of %s failed: %s", coid, err)
+                continue
+            if found is not None:
+                return found
+        return None
+
     def _lookup(self, coid: str, order: OrderRequest | None = None) -> OrderUpdate | None:
-        """Ask the orderbook for our id (the ``order_tag`` filter, checked here as well)."""
+        """Ask the orderbook for our id (the ``order_tag`` filter, checked here as well), then the tradebook
+        (an order can show in the tradebook before the orderbook has it)."""
         resp = self.rest.call("orderbook", {"order_tag": f"1:{coid}"})
         found = None
         with self._lock:
             for item in payload_of(resp, "orderBook"):
                 if tag_of(item.get("orderTag")) == coid:
                     found = self._apply_order(item, emit=True)
+        if found is None:
+            trades = [t for t in payload_of(self.rest.call("tradebook"), "tradeBook")
+                      if tag_of(t.get("orderTag")) == coid]
+            if trades:
+                with self._lock:
+                    first = trades[0]
+                    side = Side.BUY if int(num(first, "side", default=1)) > 0 else Side.SELL
+                    qty = sum(abs(num(t, "tradedQty")) for t in trades)
+                    rec = self._orders.get(coid)
+                    if rec is None:
+                        rec = self._orders[coid] = OrderRecord(
+                            coid, str(first.get("symbol", "")), OrderStatus.FILLED, self.clock.now_ns(), side,
+                            order.qty if order is not None else qty, filled_qty=qty,
+                            avg_price=sum(abs(num(t, "tradedQty")) * num(t, "tradePrice") for t in trades) / qty,
+                            broker_id=str(first.get("orderNumber") or "") or None,
+                            request=order or self._restored.get(coid))
+                        if rec.broker_id:
+                            self._by_broker[rec.broker_id] = coid
+                        self._events.append(rec.update())
+                    for t in sorted(trades, key=lambda t: str(t.get("tradeNumber"))):
+                        self._apply_trade(t, emit=True)
+                    found = rec
+        with self._lock:
             if found is not None and order is not None and found.request is None:
                 found.request = order
             return found.update() if found is not None else None
@@ -461,7 +462,7 @@ class FyersExecutionClient(ExecutionClient):
                 qty, avg = self._net_position(sym)
                 if qty == 0.0:
                     continue
-                b = self._books.get(sym, _Book())
+                b = self._books.get(sym, PositionBook())
                 out.append(PositionReport(symbol=sym, qty=qty, avg_price=avg, stop_price=b.stop,
                                           take_profit_price=b.take_profit, opened_ts=b.opened_ts,
                                           position_id=b.position_id))
@@ -479,7 +480,9 @@ class FyersExecutionClient(ExecutionClient):
             unreal, realized = self._pnl_total()
             # the funds are re-read at most every funds_refresh_s: the P&L realized since (socket-kept) is added
             equity = total + (realized - self._funds_realized) + unreal
-            return AccountReport(ts=self.clock.now_ns(), equity=equity, cash=cash, realized_pnl=realized, costs=0.0)
+            costs = sum(f.costs for f in self._fills.values())
+            return AccountReport(ts=self.clock.now_ns(), equity=equity, cash=cash, realized_pnl=realized, costs=costs,
+                                 day_start_equity=self._funds.get("day_start", math.nan))
 
     def _pnl_total(self) -> tuple[float, float]:
         unreal = realized = 0.0
@@ -490,6 +493,12 @@ class FyersExecutionClient(ExecutionClient):
         return unreal, realized
 
     def poll_events(self) -> list[OrderUpdate | Fill]:
+        if self._connected and self.use_order_socket:
+            try:
+                self._watch_socket()
+            except RetryableError as err:
+                log.warning("fyers re-read after the socket came back failed: %s", err)
+                self._socket_was_live = False  # try again at the next poll
         if self._connected and not self.socket_live and time.monotonic() - self._last_poll >= self.poll_interval_s:
             try:
                 self.refresh(emit=True)
@@ -532,11 +541,13 @@ class FyersExecutionClient(ExecutionClient):
         for row in payload_of(resp, "fund_limit"):
             title = str(row.get("title", "")).lower()
             rid = row.get("id")
-            amount = _f(row, "equityAmount")
+            amount = num(row, "equityAmount")
             if rid == 1 or title == "total balance":
                 funds["total"] = amount
             elif rid == 10 or title == "available balance":
                 funds["available"] = amount
+            elif rid == 9 or title == "limit at start of the day":
+                funds["day_start"] = amount
         with self._lock:
             self._funds = funds
             self._funds_realized = self._pnl_total()[1]
@@ -551,7 +562,7 @@ class FyersExecutionClient(ExecutionClient):
             return self._by_broker[broker_id]
         return f"FY{broker_id}" if broker_id else ""
 
-    def _apply_order(self, item: Mapping[str, Any], emit: bool) -> _Rec | None:
+    def _apply_order(self, item: Mapping[str, Any], emit: bool) -> OrderRecord | None:
         broker_id = str(item.get("id") or "") or None
         coid = self._coid_for(item, broker_id)
         if not coid:
@@ -559,12 +570,12 @@ class FyersExecutionClient(ExecutionClient):
         status = fyers_status(item.get("status"))
         now = self.clock.now_ns()
         ts = parse_time_ns(item.get("orderDateTime"), now)
-        filled = _f(item, "filledQty")
-        avg = _f(item, "tradedPrice", default=math.nan)
+        filled = num(item, "filledQty")
+        avg = num(item, "tradedPrice", default=math.nan)
         rec = self._orders.get(coid)
         if rec is None:
-            side = Side.BUY if int(_f(item, "side", default=1)) > 0 else Side.SELL
-            rec = self._orders[coid] = _Rec(coid, str(item.get("symbol", "")), status, ts, side, _f(item, "qty"),
+            side = Side.BUY if int(num(item, "side", default=1)) > 0 else Side.SELL
+            rec = self._orders[coid] = OrderRecord(coid, str(item.get("symbol", "")), status, ts, side, num(item, "qty"),
                                             request=self._restored.get(coid))
             changed = True
         else:
@@ -596,33 +607,39 @@ class FyersExecutionClient(ExecutionClient):
         broker_id = str(t.get("orderNumber") or "") or None
         coid = self._coid_for(t, broker_id)
         symbol = str(t.get("symbol", ""))
-        side = Side.BUY if int(_f(t, "side", default=1)) > 0 else Side.SELL
-        qty = abs(_f(t, "tradedQty"))
-        price = _f(t, "tradePrice")
+        side = Side.BUY if int(num(t, "side", default=1)) > 0 else Side.SELL
+        qty = abs(num(t, "tradedQty"))
+        price = num(t, "tradePrice")
         ts = parse_time_ns(t.get("orderDateTime"), self.clock.now_ns())
         if self.timeframe:
             ts = bar_start_for(ts, self.timeframe) or ts
         rec = self._orders.get(coid)
         req = rec.request if rec is not None and rec.request is not None else self._restored.get(coid)
-        book = self._books.setdefault(symbol, _Book())
+        book = self._books.setdefault(symbol, PositionBook())
         signed = qty * side.sign
+        costs = float(self.order_cost(price, qty, side is Side.BUY)) if self.order_cost is not None else 0.0
+        estimated = self.order_cost is not None
         if book.qty == 0.0 or (book.qty > 0) == (signed > 0):  # opens or adds
             new_qty = book.qty + signed
             book.avg = price if book.qty == 0.0 else (book.avg * abs(book.qty) + price * qty) / abs(new_qty)
             if book.qty == 0.0:
-                book.position_id, book.opened_ts = coid, ts
+                book.position_id, book.opened_ts, book.entry_costs = coid, ts, 0.0
                 if req is not None:
                     book.stop = price - side.sign * req.stop_loss if req.stop_loss else math.nan
                     book.take_profit = price + side.sign * req.take_profit if req.take_profit else math.nan
                 else:
                     book.stop = book.take_profit = math.nan
             book.qty = new_qty
+            book.entry_costs += costs
             fill = Fill(fill_id=fill_id, client_order_id=coid, position_id=book.position_id, symbol=symbol, side=side,
-                        qty=qty, price=price, costs=0.0, ts=ts, kind="entry", stop_price=book.stop,
-                        take_profit_price=book.take_profit)
+                        qty=qty, price=price, costs=costs, ts=ts, kind="entry", stop_price=book.stop,
+                        take_profit_price=book.take_profit, costs_estimated=estimated)
         else:  # reduces (or flips)
             closed = min(qty, abs(book.qty))
-            pnl = (price - book.avg) * closed * (1 if book.qty > 0 else -1)
+            entry_share = book.entry_costs * closed / abs(book.qty)
+            exit_share = costs * closed / qty
+            pnl = (price - book.avg) * closed * (1 if book.qty > 0 else -1) - entry_share - exit_share
+            book.entry_costs -= entry_share
             if req is not None:
                 kind = EXIT_KIND.get(req.intent, "signal")
             elif math.isfinite(book.stop) and math.isfinite(book.take_profit):
@@ -630,26 +647,29 @@ class FyersExecutionClient(ExecutionClient):
             else:
                 kind = "signal"
             fill = Fill(fill_id=fill_id, client_order_id=coid, position_id=book.position_id, symbol=symbol, side=side,
-                        qty=qty, price=price, costs=0.0, ts=ts, kind=kind, realized_pnl=pnl)
+                        qty=qty, price=price, costs=costs, ts=ts, kind=kind, realized_pnl=pnl,
+                        costs_estimated=estimated)
             book.qty += signed
             if abs(book.qty) < 1e-9:
-                self._books[symbol] = _Book()
+                self._books[symbol] = PositionBook()
             elif (book.qty > 0) == (signed > 0):  # flipped through zero: the rest opens a new position
                 book.avg, book.position_id, book.opened_ts = price, coid, ts
                 book.stop = book.take_profit = math.nan
+                book.entry_costs = costs - exit_share
         self._fills[fill_id] = fill
         self._funds_dirty = True
-        if rec is not None and rec.status is not OrderStatus.FILLED:  # the trade implies progress
-            rec.filled_qty = max(rec.filled_qty, qty)
+        self._traded[coid] = self._traded.get(coid, 0.0) + qty
+        if rec is not None and rec.status is not OrderStatus.FILLED:  # the trades imply progress (added up)
+            rec.filled_qty = max(rec.filled_qty, self._traded[coid])
         if emit:
             self._events.append(fill)
         return fill
 
     def _apply_position(self, p: Mapping[str, Any]) -> None:
         pid = str(p.get("id") or f"{p.get('symbol')}-{p.get('productType')}")
-        self._net[pid] = {"symbol": str(p.get("symbol", "")), "qty": _f(p, "netQty"),
-                          "avg": _f(p, "netAvg", "avgPrice", default=math.nan),
-                          "realized": _f(p, "realized_profit"), "unrealized": _f(p, "unrealized_profit")}
+        self._net[pid] = {"symbol": str(p.get("symbol", "")), "qty": num(p, "netQty"),
+                          "avg": num(p, "netAvg", "avgPrice", default=math.nan),
+                          "realized": num(p, "realized_profit"), "unrealized": num(p, "unrealized_profit")}
 
     def _net_symbols(self) -> list[str]:
         return [str(v["symbol"]) for v in self._net.values()]

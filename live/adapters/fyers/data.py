@@ -40,6 +40,7 @@ from tradebot.features.bars import Bars, validate_symbol
 from tradebot.features.resample import canonical_timeframe
 from tradebot.live.adapters.fyers.error_translation import FyersRejected
 from tradebot.live.adapters.fyers.rest import FyersRest
+from tradebot.core.nse_calendar import is_trading_day_ns
 from tradebot.core.nse_time import (
     DAY_NS,
     IST,
@@ -247,8 +248,19 @@ def fetch_into_store(symbol: str, timeframe: str, start: Any, end: Any, *, store
     return StoredFetch(report, bars, store.path(symbol, report.timeframe))
 
 
+def valid_candles(frame: pd.DataFrame) -> np.ndarray:
+    """Which candles pass the checks every bar input passes (``tradebot.features.quality``'s rules): finite
+    positive prices, low <= open, close <= high, volume >= 0."""
+    o, h, lo, c, v = (frame[k].to_numpy(dtype=np.float64) for k in ("open", "high", "low", "close", "volume"))
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
+        ok &= (lo > 0) & (lo <= np.minimum(o, c)) & (h >= np.maximum(o, c)) & (v >= 0)
+    return ok
+
+
 def history_bars(rest: FyersRest, symbol: str, timeframe: str, from_ns: int, to_ns: int) -> list[Bar]:
-    """Closed session bars of ``symbol`` starting in [from_ns, to_ns) as ``Bar`` events (the backfill)."""
+    """Closed session bars of ``symbol`` starting in [from_ns, to_ns) as ``Bar`` events (the backfill); candles
+    that fail the input checks (``valid_candles``) are dropped with a warning, as any bad input is."""
     if to_ns <= from_ns:
         return []
     tf = canonical_timeframe(timeframe)
@@ -259,9 +271,13 @@ def history_bars(rest: FyersRest, symbol: str, timeframe: str, from_ns: int, to_
         resp = rest.call("history", {"symbol": symbol, "resolution": resolution(tf), "date_format": "1",
                                      "range_from": a.isoformat(), "range_to": b.isoformat(), "cont_flag": "1"})
         frame = candles_to_frame(resp.get("candles") or [], tf, to_ns)
+        good = valid_candles(frame)
+        if not good.all():
+            log.warning("fyers backfill of %s: %d candle(s) dropped (NaN, non-positive or inconsistent OHLC, "
+                        "negative volume): %s", symbol, int((~good).sum()), list(frame.index[~good][:3]))
         ns = frame.index.as_unit("ns").asi8
         for i, t in enumerate(ns):
-            if from_ns <= t < to_ns:
+            if from_ns <= t < to_ns and good[i]:
                 end = bar_end(int(t), tf)
                 r = frame.iloc[i]
                 out.append(Bar(symbol=symbol, ts=int(t), end=end, open=float(r["open"]), high=float(r["high"]),
@@ -296,9 +312,10 @@ class TickClock:
 
 
 def in_session(ns: int) -> bool:
+    """Inside 09:15-15:30 IST of an NSE trading day (``tradebot.core.nse_calendar``: holidays included)."""
     day = (int(ns) + IST_OFFSET_NS) // DAY_NS
     open_, close = session_bounds_ns(day)
-    return open_ <= ns < close and pd.Timestamp(ns, tz="UTC").tz_convert(IST).weekday() < 5
+    return open_ <= ns < close and is_trading_day_ns(ns)
 
 
 class FyersDataFeed(QueueFeed):

@@ -15,7 +15,9 @@ HTTP 403, code -373 (app lacks a permission), -352 on a      ``FatalError``: fix
 non-order call (invalid app id)
 HTTP 429, code -429 / -353                                  ``RetryableError(retry_after=Retry-After``
                                                             or ``X-Retry-After-Ms``, else 1 s)
-a timeout, a refused connection (SDK code -99 with no       ``RetryableError``
+a connection that could not be opened (refused, connect    ``RetryableError`` with ``maybe_sent=False``
+timeout)
+a timeout, a dropped connection (SDK code -99 with no      ``RetryableError``
 response), HTTP 5xx, codes -201/-202/-204/-205/-96
 any other error on an order call (-50, -51, -53, -99 with   ``FyersRejected`` (a ``RejectedError``) with
 a response, -300, -305 ... -399, -157 ... -164, 400)        ``code`` and ``message``; not retried
@@ -25,6 +27,11 @@ any other error on a data call                              ``FyersRejected`` (t
 
 The HTTP status and headers (which the SDK throws away) and transport exceptions (timeouts) are
 captured by ``tradebot.live.adapters.fyers.rest``'s transport adapter and passed in as ``HttpInfo``.
+
+``maybe_sent``: whether the request may have reached Fyers and been acted on. A 429 and a connection
+that never opened prove it did not; a timeout, a dropped connection, a 5xx (a gateway may have passed
+it on) do not. An order whose place request may have been sent is never sent again
+(``FyersExecutionClient.submit``).
 
 ``retry(fn, policy)`` retries only ``RetryableError``, at most ``policy.retries`` times, sleeping
 ``retry_after`` when the server said so, else an exponential back-off; ``FatalError`` and
@@ -71,13 +78,15 @@ class FyersRejected(RejectedError):
 
 
 class FyersRetryable(RetryableError):
-    """A temporary failure (network, timeout, 5xx, rate limit); ``code``/``http_status`` for the record."""
+    """A temporary failure (network, timeout, 5xx, rate limit); ``code``/``http_status`` for the record;
+    ``maybe_sent``: the request may have reached Fyers (see the module docstring)."""
 
     def __init__(self, message: str, retry_after: float | None = None, code: int | None = None,
-                 http_status: int | None = None):
+                 http_status: int | None = None, maybe_sent: bool = True):
         super().__init__(message, retry_after=retry_after)
         self.code = code
         self.http_status = http_status
+        self.maybe_sent = maybe_sent
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,7 @@ class HttpInfo:
 
     status: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
-    error: str | None = None  # "timeout" | "connection" | other exception class name
+    error: str | None = None  # "timeout" | "connect" (never opened) | "connection" | other exception class name
     elapsed_s: float = 0.0
 
 
@@ -138,6 +147,8 @@ def check(resp: Any, call: str, http: HttpInfo | None = None, *, order_call: boo
     message = str(data.get("message") or "")
     if http.error == "timeout":
         raise FyersRetryable(f"fyers {call}: no answer within the timeout (code {code})", code=code)
+    if http.error == "connect":
+        raise FyersRetryable(f"fyers {call}: could not connect (nothing was sent)", code=code, maybe_sent=False)
     if http.error is not None and status is None:
         raise FyersRetryable(f"fyers {call}: network error ({http.error})", code=code)
     if is_ok(data) and (status is None or status < 400):
@@ -148,7 +159,7 @@ def check(resp: Any, call: str, http: HttpInfo | None = None, *, order_call: boo
     if status == 429 or code in RATE_CODES or code == 429:
         after = retry_after_from(http.headers)
         raise FyersRetryable(f"{where}; rate limited", retry_after=after if after is not None else DEFAULT_RETRY_AFTER_S,
-                             code=code, http_status=status)
+                             code=code, http_status=status, maybe_sent=False)
     if (status is not None and status >= 500) or (code is not None and 500 <= code <= 599):
         raise FyersRetryable(f"{where}; server error", code=code, http_status=status or code)
     if code in TRANSIENT_CODES:

@@ -41,9 +41,10 @@ from tradebot.live.observations import StreamFeatures
 from tradebot.live.prometheus import LiveMetrics
 from tradebot.live.paper import PaperBroker
 from tradebot.live.ports import Clock, ExecutionClient
-from tradebot.live.risk import RiskConfig
+from tradebot.live.ledger import AccountLedger
+from tradebot.live.risk import RiskConfig, load_risk_file
+from tradebot.envs.fill_rules import FillRules
 from tradebot.live.runner import FYERS_RATE_LIMITS, LiveConfig, default_paper_state
-from tradebot.core.config import load_config
 from tradebot.core.errors import UserInputError
 
 LIVE_FLAGS = "--broker fyers --live --risk-config FILE --i-understand-real-money"
@@ -108,12 +109,12 @@ def build_fyers_paper_loop(symbols: Sequence[str], *, journal: str | Path, polic
                               litemode=litemode, stall_s=stall_s, log_path=log_path, clock=clock, limiter=None)
     if history is None:
         history = _history(rest, symbols, timeframe, warmup_days, pd.Timestamp(feed.clock.now_ns(), tz="UTC"))
-    broker = PaperBroker(config.engine, list(symbols), paper_state or default_paper_state(journal), clock=feed.clock,
-                         rate_limits=FYERS_RATE_LIMITS)
+    paper_state = paper_state or default_paper_state(journal)
+    broker = PaperBroker(config.engine, list(symbols), paper_state, clock=feed.clock, rate_limits=FYERS_RATE_LIMITS)
     return TradingLoop(feed=feed, broker=broker, policy=policy, journal=Journal(journal, run=config.loop.run),
                        features=_features(symbols, history, config, timeframe), engine=config.engine,
                        risk=config.risk, config=config.loop, timeframe=timeframe, metrics=metrics, logger=logger,
-                       on_stage=on_stage)
+                       on_stage=on_stage, ledger=AccountLedger(f"{paper_state}.ledger.json"))
 
 
 def build_fyers_live_loop(symbols: Sequence[str], *, journal: str | Path, policy: Callable[[str, Any], Any],
@@ -125,23 +126,20 @@ def build_fyers_live_loop(symbols: Sequence[str], *, journal: str | Path, policy
                           clock: Clock | None = None, history: Mapping[str, Bars | None] | None = None,
                           log_path: str | Path | None = None, metrics: LiveMetrics | None = None,
                           logger: logging.Logger | None = None,
-                          on_stage: Callable[[str, str, int], None] | None = None) -> TradingLoop:
-    """A live loop: real orders through ``FyersExecutionClient``. Refuses (``UserInputError``) unless
-    ``risk_config`` (a YAML file with a ``risk`` section, or a ``RiskConfig``) is given explicitly and
-    ``i_understand_real_money`` is True. The risk config replaces ``config.risk``."""
+                          on_stage: Callable[[str, str, int], None] | None = None,
+                          ledger_path: str | Path | None = None) -> TradingLoop:
+    """A live loop: real orders through ``FyersExecutionClient`` (fills' costs estimated with the engine's cost
+    schedule). Refuses (``UserInputError``) unless ``risk_config`` (a YAML file with only a ``risk:`` section
+    that sets the money limits, see ``tradebot.live.risk.load_risk_file``, or a ``RiskConfig``) is given
+    explicitly and ``i_understand_real_money`` is True. The risk config replaces ``config.risk`` (the CLI
+    refuses a --config that sets limits too). The account ledger (``ledger_path``, default in the
+    adapter's state folder) keeps the day's loss budget and the peak across journals."""
     if risk_config is None or not i_understand_real_money:
         missing = [n for n, ok in (("--risk-config FILE", risk_config is not None),
                                    ("--i-understand-real-money", i_understand_real_money)) if not ok]
         raise UserInputError(f"live trading with real money needs {' and '.join(missing)}: run with {LIVE_FLAGS} "
                              "(try --paper --feed fyers first: same data, paper fills)")
-    if isinstance(risk_config, RiskConfig):
-        risk = risk_config
-    else:
-        path = Path(risk_config)
-        if not path.is_file():
-            raise UserInputError(f"{path}: risk config file not found (a YAML file with a 'risk' section, e.g. "
-                                 "max_daily_loss: 0.01, max_position: 100)")
-        risk = load_config(RiskConfig, path, "risk")
+    risk = risk_config if isinstance(risk_config, RiskConfig) else load_risk_file(risk_config)
     config = (config or LiveConfig()).model_copy(update={"risk": risk})
     token, endpoints, rest, feed = _parts(symbols, token=token, timeframe=timeframe, endpoints=endpoints, rest=rest,
                                           feed=feed, litemode=litemode, stall_s=stall_s, log_path=log_path,
@@ -150,7 +148,8 @@ def build_fyers_live_loop(symbols: Sequence[str], *, journal: str | Path, policy
         if token is None:
             raise UserInputError("the live loop needs a Fyers token (tradebot fyers login)")
         client = FyersExecutionClient.from_token(token, endpoints=endpoints, log_path=log_path or state_dir() / "logs",
-                                                 clock=feed.clock, timeframe=timeframe)
+                                                 clock=feed.clock, timeframe=timeframe,
+                                                 order_cost=FillRules(config.engine).order_cost)
     if isinstance(client, FyersExecutionClient) and feed.on_tick is None:
         feed.on_tick = lambda t: client.mark(t.symbol, t.price)  # equity marked at the last print
     if history is None:
@@ -158,7 +157,7 @@ def build_fyers_live_loop(symbols: Sequence[str], *, journal: str | Path, policy
     return TradingLoop(feed=feed, broker=client, policy=policy, journal=Journal(journal, run=config.loop.run),
                        features=_features(symbols, history, config, timeframe), engine=config.engine,
                        risk=config.risk, config=config.loop, timeframe=timeframe, metrics=metrics, logger=logger,
-                       on_stage=on_stage)
+                       on_stage=on_stage, ledger=AccountLedger(ledger_path or state_dir() / "ledger.json"))
 
 
 __all__ = ["build_fyers_paper_loop", "build_fyers_live_loop", "LIVE_FLAGS", "TickClock"]

@@ -113,11 +113,16 @@ class TimeoutAdapter(HTTPAdapter):
         t0 = time.perf_counter()
         try:
             resp = super().send(request, **kwargs)
+        except requests.ConnectTimeout:  # the connection never opened: nothing was sent
+            _last.info = HttpInfo(error="connect", elapsed_s=time.perf_counter() - t0)
+            raise
         except requests.Timeout:
             _last.info = HttpInfo(error="timeout", elapsed_s=time.perf_counter() - t0)
             raise
         except requests.ConnectionError as err:
-            kind = "timeout" if "timed out" in str(err).lower() else "connection"
+            text = str(err).lower()
+            kind = ("connect" if "newconnectionerror" in text or "connection refused" in text
+                    else "timeout" if "timed out" in text else "connection")
             _last.info = HttpInfo(error=kind, elapsed_s=time.perf_counter() - t0)
             raise
         except Exception as err:
@@ -160,7 +165,10 @@ class FyersRest:
     def __init__(self, model: Any, *, limiter: RateLimiter | None = None, retry_policy: RetryPolicy = RetryPolicy(),
                  sleep: Callable[[float], None] = time.sleep, http_info: Callable[[], HttpInfo | None] = last_http):
         self.model = model
-        self.limiter = limiter if limiter is not None else shared_limiter()
+        # one budget per app, shared by every process of this user (the account's REST limits are Fyers')
+        app_id = getattr(model, "__dict__", {}).get("client_id")
+        self.limiter = limiter if limiter is not None else shared_limiter(app_id=app_id if isinstance(app_id, str)
+                                                                          else None)
         self.retry_policy = retry_policy
         self._sleep = sleep
         self._http_info = http_info

@@ -7,7 +7,13 @@
   clears its symbol state on reconnect and only ``on_connect`` runs again).
 
 Each ``start()`` resets the SDK singleton and builds a fresh object, sets its URL (the SDK resets it in
-``__init__``), and passes a ``log_path`` so the SDK's socket logs never land in the CWD. ``stop()``
+``__init__``), and passes a ``log_path`` so the SDK's socket logs never land in the CWD. The SDK's
+threads are made daemons (its ``background_flag``): they never keep a stopped process alive.
+
+A dropped order socket: the SDK reconnects by itself but tells nobody (it calls no close callback while
+it retries, and after its last retry only prints "Connection abandoned"). ``OrderSocket`` hooks the SDK's
+close handler: ``subscribed`` is cleared at every close (the client then polls REST until the socket
+is subscribed again) and ``abandoned`` is set when the SDK gives up (the client starts a new one). ``stop()``
 turns the SDK's own reconnect off and closes; ``close_connection`` joins threads that sleep 10 s, so
 ``stop(wait=False)`` does it in a background thread.
 """
@@ -93,10 +99,13 @@ class OrderSocket:
         self.reconnect_retry = reconnect_retry
         self.subscribed = threading.Event()
         self.connects = 0
+        self.closes = 0
+        self.abandoned = False
         self._sock: Any = None
 
     def __repr__(self) -> str:
-        return f"OrderSocket(url={self.endpoints.order_ws!r}, subscribed={self.subscribed.is_set()})"
+        return (f"OrderSocket(url={self.endpoints.order_ws!r}, subscribed={self.subscribed.is_set()}, "
+                f"abandoned={self.abandoned})")
 
     def start(self) -> None:
         from fyers_apiv3.FyersWebsocket import order_ws
@@ -112,6 +121,21 @@ class OrderSocket:
             on_close=lambda m: log.info("fyers order socket closed: %s", m),
             reconnect=True, reconnect_retry=self.reconnect_retry)
         sock._FyersOrderSocket__url = self.endpoints.order_ws
+        sock.background_flag = True  # daemon threads
+        sdk_close = sock._FyersOrderSocket__on_close
+
+        def on_close(ws: Any, close_code: Any = None, close_reason: Any = None) -> None:
+            self.subscribed.clear()  # nothing arrives until the 1605 ack of a new subscription
+            self.closes += 1
+            log.warning("fyers order socket closed (%s %s); polling REST until it is subscribed again",
+                        close_code, close_reason)
+            sdk_close(ws, close_code, close_reason)  # the SDK's own reconnect (it returns when that is done)
+            if (sock.restart_flag and not sock.is_connected()
+                    and sock.reconnect_attempts >= sock.max_reconnect_attempts):
+                self.abandoned = True
+
+        sock._FyersOrderSocket__on_close = on_close  # the SDK's handler looks it up at every close
+        self.abandoned = False
         self._sock = sock
         sock.connect()
 
@@ -146,6 +170,7 @@ class OrderSocket:
 
     def stop(self, wait: bool = True) -> None:
         sock, self._sock = self._sock, None
+        self.subscribed.clear()
         _close_sdk(sock, wait)
 
 
@@ -185,6 +210,7 @@ class DataSocket:
             reconnect=True, on_message=self._message, on_error=self._error, on_connect=self._connected,
             on_close=lambda m: log.info("fyers data socket closed: %s", m), reconnect_retry=self.reconnect_retry)
         sock._FyersDataSocket__url = self.endpoints.data_ws
+        sock.background_flag = True  # daemon threads
         self._sock = sock
         sock.connect()
 

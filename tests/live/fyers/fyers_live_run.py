@@ -203,10 +203,16 @@ class Driver:
                 t.join(10)
 
 
-def sim_equity(state: Mapping[str, Any]) -> float:
-    """The simulator's equity: initial funds + realized + unrealized at its last price."""
-    funds = {row["id"]: row["equityAmount"] for row in state["funds"]}
-    return float(funds[1]) + float(state["positions"]["overall"]["pl_unrealized"])
+def sim_equity(state: Mapping[str, Any], initial_funds: float = 1_000_000.0) -> float:
+    """The account's equity from first principles, not from the funds rows the adapter reads: the initial
+    funds, plus the cash every trade moved, plus the open quantity of each symbol at the market's last price
+    (the old check used the simulator's "Total Balance" + unrealized, which is the adapter's own formula)."""
+    cash = sum(-t["side"] * t["tradedQty"] * t["tradePrice"] for t in state["trades"])
+    held: dict[str, float] = {}
+    for t in state["trades"]:
+        held[t["symbol"]] = held.get(t["symbol"], 0.0) + t["side"] * t["tradedQty"]
+    ltp = state["market"]["ltp"]
+    return initial_funds + cash + sum(q * float(ltp[s]) for s, q in held.items())
 
 
 def main(argv: list[str]) -> int:

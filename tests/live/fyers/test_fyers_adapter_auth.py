@@ -3,6 +3,9 @@ not in logs, not in reprs, not in the live metrics text, not in MLflow params.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import base64
 import io
 import json
@@ -151,3 +154,36 @@ def test_token_never_in_reprs_logs_metrics_or_mlflow_params(tmp_path) -> None:
     params = mlflow.get_run(run.info.run_id).data.params
     assert params["broker"] == "fyers"
     assert all(secret not in str(v) and "ZZSECRETZZ" not in str(v) for v in params.values())
+
+
+_LEAK_SCRIPT = r'''
+import io, logging, sys
+from tradebot.live.adapters.fyers.auth import install_redaction
+from tradebot.live.logs import configure_json_logging, get_logger
+secret = sys.argv[1]
+plain = logging.StreamHandler(sys.stdout)           # an ordinary handler on the root logger, set up before
+logging.getLogger().addHandler(plain)
+install_redaction("APP-100:" + secret)
+configure_json_logging(sys.stdout)                   # the live loop's JSON lines
+later = logging.StreamHandler(sys.stdout)            # and one added after the install
+logging.getLogger("tradebot.fyers").addHandler(later)
+try:
+    raise RuntimeError("order refused for header APP-100:" + secret)
+except RuntimeError:
+    get_logger().error("policy failed", exc_info=True)
+    logging.getLogger("tradebot.fyers").exception("submit failed")
+print("DONE")
+'''
+
+
+def test_a_token_in_an_exception_never_reaches_a_log_line_without_pytests_logging_plugin(tmp_path) -> None:
+    """Defect 9: the JSON formatter formatted ``exc_info`` after the record was redacted, so a traceback
+    carried the token; the old test passed only because pytest's logging plugin formatted the record
+    first. This runs the logging in a plain interpreter (no pytest), with the JSON handler, a root handler
+    and a handler added later."""
+    secret = make_jwt(time.time() + 3600, {"marker": "QQLEAKQQ"})
+    out = subprocess.run([sys.executable, "-c", _LEAK_SCRIPT, secret], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "DONE" in out.stdout, out.stderr[-2000:]
+    text = out.stdout + out.stderr
+    assert secret not in text and "QQLEAKQQ" not in text
+    assert "order refused for header ***" in text and "Traceback" in text and '"exc"' in text

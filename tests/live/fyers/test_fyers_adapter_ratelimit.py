@@ -107,3 +107,31 @@ def test_limits_are_validated_against_fyers_caps() -> None:
     with pytest.raises(UserInputError, match="per_second=11"):
         RateLimits(per_second=11)
     assert shared_limiter() is shared_limiter()
+
+
+_PACED = r'''
+import sys, time
+from tradebot.live.adapters.fyers.ratelimit import RateLimiter, RateLimits
+limiter = RateLimiter(RateLimits(per_second=5, per_minute=200), budget_file=sys.argv[1])
+times = []
+for _ in range(int(sys.argv[2])):
+    limiter.acquire()
+    times.append(time.time())
+print(" ".join(f"{t:.6f}" for t in times))
+'''
+
+
+def test_two_processes_on_one_budget_file_share_the_limits(tmp_path) -> None:
+    """Defect 14: the REST limiter was per process, so two processes on one account could send twice the
+    allowed rate. Two processes on one budget file: together never more than 5 calls in any second."""
+    import subprocess
+    import sys
+
+    budget = tmp_path / "ratelimit-APP.json"
+    procs = [subprocess.Popen([sys.executable, "-c", _PACED, str(budget), "12"], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    times = sorted(float(t) for p in procs for t in p.communicate(timeout=60)[0].split())
+    assert len(times) == 24
+    worst = max(sum(1 for u in times if t <= u < t + 0.95) for t in times)  # (a margin for the time stamps)
+    assert worst <= 5, worst
+    assert times[-1] - times[0] >= 3.5  # 24 calls at 5/s take more than 4 windows

@@ -25,7 +25,8 @@ from tradebot.live.adapters.fyers.error_translation import ReauthRequired, Retry
 from tradebot.live.adapters.fyers.ratelimit import RateLimiter, RateLimits
 from tradebot.live.adapters.fyers.rest import Endpoints, FyersRest, make_model
 from tradebot.live.adapters.fyers.sockets import OrderSocket, wait_for
-from tradebot.live.ports import Bar, Heartbeat, Intent, OrderRequest, OrderStatus, Side, Tick
+from tradebot.core.errors import RetryableError
+from tradebot.live.ports import Bar, Heartbeat, Intent, OrderNotSent, OrderRequest, OrderStatus, Side, Tick
 
 pytest.importorskip("fyers_apiv3")
 sim_mod = pytest.importorskip("tradebot.live.adapters.fyers.simulator")
@@ -186,14 +187,18 @@ def test_orders_fill_and_socket_updates_reach_poll_events(sim, env) -> None:
 
 # ----------------------------------------------------------------------------------- faults
 
-def test_fault_5xx_then_retry_sends_the_order_once(sim, env) -> None:
+def test_fault_5xx_on_submit_is_looked_up_never_resent(sim, env) -> None:
+    """A 5xx may come from a gateway that passed the order on: the id is looked up, never sent again."""
     token, ep, tmp_path = env
     c = _client(token, ep, tmp_path, socket=False)
     c.connect()
     sim.inject("http_error", status=503, body="html", count=1, route="/orders/sync")
-    u = c.submit(_order(5))
-    assert u.status is OrderStatus.ACCEPTED and c.send_counts[u.client_order_id] == 2
-    assert len(sim.orders()) == 1
+    c.rest.calls.clear()
+    with pytest.raises(RetryableError) as info:
+        c.submit(_order(5))
+    assert not isinstance(info.value, OrderNotSent) and "never sent again" in str(info.value)
+    assert c.send_counts == {_order(5).client_order_id: 1} and c.rest.calls["orderbook"] == 3
+    assert sim.orders() == []  # this 503 came before the order was placed: nothing there, nothing resent
 
 
 def test_fault_429_retry_after_is_honoured(sim, env) -> None:
@@ -229,13 +234,74 @@ def test_fault_slow_answer_times_out_and_is_retried(sim, env) -> None:
     sim.inject("delay", seconds=1.0, count=1, route="/api/v3/orders", method="GET")
     c.rest.calls.clear()
     assert c.order_status_reports() == [] and c.rest.calls["orderbook"] == 2
-    # a slow order: the attempt times out; before sending again the id is looked up in the orderbook
-    # (this simulator drops a request whose client went away, so the look-up finds nothing and it is resent)
+    # a slow order: the attempt times out; the id is looked up in the order book and trade book, not resent
     sim.inject("delay", seconds=1.0, count=1, route="/orders/sync", method="POST")
     c.rest.calls.clear()
-    u = c.submit(_order(8))
-    assert u.broker_order_id and c.rest.calls["orderbook"] >= 1
-    assert len(sim.orders()) == 1  # placed exactly once
+    with pytest.raises(RetryableError):
+        c.submit(_order(8))
+    assert c.send_counts == {_order(8).client_order_id: 1} and c.rest.calls["orderbook"] == 3
+    assert len(sim.orders()) <= 1  # placed at most once, whatever the server did with the late request
+
+
+def test_reply_lost_after_commit_with_a_lagging_book_is_found_and_placed_exactly_once(sim, env) -> None:
+    """Defect 1 on the real SDK: the order is committed but its reply is lost, and the order book and trade
+    book do not show it for 2 s. The client never sends it again; it finds it once the books catch up."""
+    token, ep, tmp_path = env
+    c = _client(token, ep, tmp_path, socket=False, submit_retry=RetryPolicy(retries=2, backoff_s=1.0))
+    c.connect()
+    sim.inject("book_lag", seconds=2.0)
+    sim.inject("lose_reply", count=1, route="/orders/sync")
+    u = c.submit(_order(9))
+    assert u.status is OrderStatus.ACCEPTED and u.broker_order_id  # found by its tag in the books
+    assert c.send_counts == {_order(9).client_order_id: 1}
+    assert [o["orderTag"] for o in sim.orders()] == ["1:" + _order(9).client_order_id]  # exactly one order
+    # with a lag longer than the client looks, it stays unknown: raised for the loop, still never resent
+    sim.inject("book_lag", seconds=30.0)
+    sim.inject("lose_reply", count=1, route="/orders/sync")
+    with pytest.raises(RetryableError):
+        c.submit(_order(10))
+    assert c.send_counts[_order(10).client_order_id] == 1 and len(sim.orders()) == 2
+    sim.inject("book_lag", seconds=0.0)
+    found = c.order_status(_order(10).client_order_id)  # what the loop's look-ups do
+    assert found is not None and found.status is OrderStatus.ACCEPTED
+
+
+def test_a_dead_order_socket_falls_back_to_rest_polling_and_refreshes_when_it_is_back(sim, env) -> None:
+    """Defect 5: the order socket dies for good (handshakes refused, the SDK's reconnects run out): the
+    client notices (the socket is no longer live) and polls REST, so a fill made meanwhile still arrives."""
+    token, ep, tmp_path = env
+    c = _client(token, ep, tmp_path, timeframe="1m", poll_interval_s=0.2)
+    c.connect()
+    try:
+        assert c.socket_live
+        assert sim.inject("refuse_sockets", which="order") == 1
+        assert wait_for(lambda: not c.socket_live, 5.0)  # old code: `subscribed` was never cleared
+        c.submit(_order(11))
+        sim.advance(4)
+        events: list = []
+        assert wait_for(lambda: events.extend(c.poll_events()) or any(not hasattr(e, "status") for e in events), 10)
+        sim.inject("accept_sockets", which="order")
+        assert wait_for(lambda: c.socket_live, 20.0)  # the SDK reconnected
+        before = c.rest.calls.get("tradebook", 0)
+        c.poll_events()
+        assert c.rest.calls.get("tradebook", 0) == before + 1  # re-read once it is live again
+    finally:
+        c.disconnect()
+
+
+def test_the_paced_simulator_fills_a_market_order_against_the_current_quote(tmp_path) -> None:
+    """Daily bars at speed 60: a market order used to wait for the next replayed print (about 94 s)."""
+    with sim_mod.FyersSimulator(data=[SBIN_1D], speed=60.0) as daily:
+        token = FyersToken.from_access_token(APP, daily.login(APP))
+        c = _client(token, Endpoints.from_base(daily.base_url), tmp_path, socket=False)
+        c.connect()
+        order = OrderRequest(client_order_id="TB" + "12".zfill(18), symbol="NSE:SBIN-EQ", side=Side.BUY, qty=1,
+                             intent=Intent.ENTRY, bar_ts=0, created_ns=0)
+        t0 = time.monotonic()
+        c.submit(order)
+        assert wait_for(lambda: daily.trades(), 5.0), "not filled within 5 s"
+        assert time.monotonic() - t0 < 5.0 and daily.trades()[0]["tradePrice"] == pytest.approx(
+            daily.ltp("NSE:SBIN-EQ"), abs=0.05)
 
 
 def _drain(feed, until, timeout: float) -> list:

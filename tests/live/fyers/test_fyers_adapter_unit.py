@@ -233,6 +233,24 @@ def test_feed_ticks_volume_from_day_volume_and_watchdog_backfills() -> None:
     assert Endpoints.from_base("http://127.0.0.1:9").order_ws == "ws://127.0.0.1:9/trade/v3"
 
 
+def test_backfilled_bars_are_validated_like_any_input() -> None:
+    """Defect 14: the backfill turned whatever history answered into bars (a NaN, a high below the low)."""
+    from tradebot.live.adapters.fyers.data import history_bars
+
+    model = fakes.FakeFyersModel()
+    s = lambda x: int(pd.Timestamp(x).value // 10**9)  # noqa: E731
+    model.script("history", {"s": "ok", "candles": [[s("2024-01-02 09:15+05:30"), 100, 102, 99, 101, 50],
+                                                    [s("2024-01-02 09:16+05:30"), 101, 99, 103, 102, 60],
+                                                    [s("2024-01-02 09:17+05:30"), 102, float("nan"), 101, 103, 70],
+                                                    [s("2024-01-02 09:18+05:30"), 103, 104, 0, 103, 10],
+                                                    [s("2024-01-02 09:19+05:30"), 103, 104, 102, 103, -5],
+                                                    [s("2024-01-02 09:20+05:30"), 103, 105, 102, 104, 80]]})
+    rest = FyersRest(model, limiter=RateLimiter(), http_info=model.http)
+    bars = history_bars(rest, "NSE:SBIN-EQ", "1m", pd.Timestamp("2024-01-02 09:15+05:30").value,
+                        pd.Timestamp("2024-01-02 09:30+05:30").value)
+    assert [b.ts for b in bars] == [pd.Timestamp(f"2024-01-02 09:{m}+05:30").value for m in (15, 20)]
+
+
 def test_live_loop_refuses_without_risk_config_and_confirmation(tmp_path) -> None:
     from tradebot.live.adapters.fyers.loops import LIVE_FLAGS, build_fyers_live_loop, build_fyers_paper_loop
     from tradebot.live.risk import RiskConfig
@@ -248,7 +266,19 @@ def test_live_loop_refuses_without_risk_config_and_confirmation(tmp_path) -> Non
     rest = FyersRest(model, limiter=RateLimiter(), http_info=model.http)
     feed = FyersDataFeed(fakes.FakeDataSocket, timeframe="5m", rest=rest)
     c, _, _ = _client()
-    (tmp_path / "risk.yaml").write_text("risk:\n  max_position: 7\n")
+    # defect 2: files that set no limits were accepted with the default limits
+    for text, says in (("", "sets no limits"), ("risks:\n  max_position: 7\n", "did you mean 'risk'"),
+                       ("live:\n  loop:\n    run: x\n", "unknown top-level key 'live'"),
+                       ("risk:\n", "sets no limits"), ("risk:\n  max_position: 7\n", "add max_notional"),
+                       ("risk:\n  max_position: 7\n  max_notional: 1e5\n  max_daily_loss: 0.01\n  max_drawdown: 0.05\n"
+                        "  max_positon: 3\n", "unknown config key 'max_positon'")):
+        (tmp_path / "bad.yaml").write_text(text)
+        with pytest.raises(UserInputError, match=says):
+            build_fyers_live_loop(["NSE:SBIN-EQ"], journal=tmp_path / "j.db", policy=lambda s, o: 0, rest=rest,
+                                  feed=feed, client=c, history={"NSE:SBIN-EQ": None}, timeframe="5m",
+                                  risk_config=tmp_path / "bad.yaml", i_understand_real_money=True)
+    (tmp_path / "risk.yaml").write_text("risk:\n  max_position: 7\n  max_notional: 100000\n  max_daily_loss: 0.01\n"
+                                        "  max_drawdown: 0.05\n")
     loop = build_fyers_live_loop(["NSE:SBIN-EQ"], journal=tmp_path / "live.db", policy=lambda s, o: 0, rest=rest,
                                  feed=feed, client=c, history={"NSE:SBIN-EQ": None}, timeframe="5m",
                                  risk_config=tmp_path / "risk.yaml", i_understand_real_money=True)

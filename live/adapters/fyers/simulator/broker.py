@@ -3,7 +3,9 @@
 Matching (whole quantity, no partial fills, no volume limit):
 
 * MARKET (type 2) fills at the first tick after it was placed, at that tick's price moved by
-  ``slippage_bps`` against the order (rounded to the tick size).
+  ``slippage_bps`` against the order (rounded to the tick size); with ``fill_at_quote`` (the paced
+  simulator's default) it fills at once against the current quote while the market is open, as an
+  exchange does, instead of waiting for the next replayed print.
 * LIMIT (1): a buy fills at the first tick with price <= limit (touch), a sell at price >= limit. At its
   first tick a marketable order fills at the tick's price (price improvement); later at its limit.
 * SL-M (3): a buy triggers at the first tick with price >= stop, a sell at price <= stop, then fills
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -74,6 +77,7 @@ class Order:
     take_profit: float = 0.0
     leg_type: int = 1
     parent_id: str = ""  # the entry whose TP/SL leg this order is
+    placed_wall: float = field(default_factory=time.monotonic)  # when it reached the server (book-lag fault)
 
     @property
     def working(self) -> bool:
@@ -126,6 +130,7 @@ class Trade:
     qty: int
     price: float
     ts: int
+    wall: float = field(default_factory=time.monotonic)
 
     def book_item(self) -> dict[str, Any]:
         o, inst = self.order, self.order.inst
@@ -230,6 +235,7 @@ class Broker:
     slippage_bps: float = 0.0
     intraday_leverage: float = 5.0
     tradable_indices: bool = True
+    fill_at_quote: bool = False
     orders: dict[str, Order] = field(default_factory=dict)
     trades: list[Trade] = field(default_factory=list)
     positions: dict[str, Position] = field(default_factory=dict)
@@ -347,6 +353,10 @@ class Broker:
         else:
             order.message = "Order submitted"
         events: list[Event] = [("orders", order.socket_item())]
+        if (self.fill_at_quote and order.type == MARKET and order.status == PENDING and self.market.session_open()
+                and not self.market.finished):
+            order.fresh = False
+            events.extend(self._fill(order, self._fill_price(order, self.ltp(inst.symbol), True), self.market.now))
         self._emit(events)
         return order, events
 
@@ -509,9 +519,14 @@ class Broker:
 
     # ------------------------------------------------------------------ reports
 
-    def orderbook(self, order_id: str | None = None, tag: str | None = None) -> list[dict[str, Any]]:
+    def orderbook(self, order_id: str | None = None, tag: str | None = None,
+                  lag_s: float = 0.0) -> list[dict[str, Any]]:
+        """The orderbook; ``lag_s``: orders placed less than that many seconds ago are not in it yet."""
         items = []
+        seen_before = time.monotonic() - lag_s
         for order in self.orders.values():
+            if lag_s and order.placed_wall > seen_before:
+                continue
             if order_id and order.id not in str(order_id).split(","):
                 continue
             if tag and order.tag not in (tag, f"1:{tag}"):
@@ -519,8 +534,10 @@ class Broker:
             items.append(order.book_item(self.ltp(order.inst.symbol)))
         return items
 
-    def tradebook(self, tag: str | None = None) -> list[dict[str, Any]]:
-        return [t.book_item() for t in self.trades if not tag or t.order.tag in (tag, f"1:{tag}")]
+    def tradebook(self, tag: str | None = None, lag_s: float = 0.0) -> list[dict[str, Any]]:
+        seen_before = time.monotonic() - lag_s
+        return [t.book_item() for t in self.trades if (not tag or t.order.tag in (tag, f"1:{tag}"))
+                and not (lag_s and t.wall > seen_before)]
 
     def position_book(self) -> dict[str, Any]:
         items = [p.book_item(self.ltp(p.inst.symbol)) for p in self.positions.values()]

@@ -1,4 +1,6 @@
-"""Injected faults of HTTP routes: errors, rate limits and delays, each for the next N matching calls.
+"""Injected faults of HTTP routes (errors, rate limits, delays, lost replies, a token that dies during the
+call), each for the next N matching calls, and the simulator's standing faults (order-book lag,
+refused socket handshakes, stalled ticks).
 
 A fault matches a request when its ``route`` is None (every REST and data route, not the sockets) or
 the request path equals, starts with or ends with it (``"/orders/sync"``, ``"/data/history"``,
@@ -13,7 +15,10 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-HTTP_KINDS = ("http_error", "rate_limit", "delay")
+HTTP_KINDS = ("http_error", "rate_limit", "delay", "lose_reply", "expire_tokens")
+# lose_reply: the request is carried out (an order is committed), then the connection is closed without
+#   an answer (the client sees a dropped connection: it cannot tell whether the order exists)
+# expire_tokens: every token dies just as this request arrives (401 / -16 for it and all after)
 SOCKET_PATHS = ("/hsm/", "/trade/")
 
 
@@ -41,6 +46,8 @@ class Faults:
         self._lock = threading.Lock()
         self._http: list[HttpFault] = []
         self.stalled = False
+        self.book_lag_s = 0.0  # the orderbook and tradebook leave out orders placed (trades made) this recently
+        self.refused: set[str] = set()  # socket kinds ("data", "order") whose handshakes are refused (503)
 
     def add(self, fault: HttpFault) -> None:
         if fault.kind not in HTTP_KINDS:
@@ -50,15 +57,20 @@ class Faults:
         with self._lock:
             self._http.append(fault)
 
-    def take(self, method: str, path: str) -> tuple[float, HttpFault | None]:
-        """The delay to apply and the error fault (if any) for this request; spends their counts."""
-        delay, error = 0.0, None
+    def take(self, method: str, path: str) -> tuple[float, HttpFault | None, HttpFault | None]:
+        """The delay to apply, the error fault and the after-the-handler fault (``lose_reply``) for this
+        request, if any; spends their counts."""
+        delay, error, after = 0.0, None, None
         with self._lock:
             for fault in list(self._http):
                 if not fault.matches(method, path):
                     continue
                 if fault.kind == "delay":
                     delay += fault.seconds
+                elif fault.kind == "lose_reply":
+                    if after is not None:
+                        continue
+                    after = fault
                 elif error is None:
                     error = fault
                 else:
@@ -67,13 +79,16 @@ class Faults:
                     fault.count -= 1
                     if fault.count <= 0:
                         self._http.remove(fault)
-        return delay, error
+        return delay, error, after
 
     def clear(self) -> None:
         with self._lock:
             self._http.clear()
             self.stalled = False
+            self.book_lag_s = 0.0
+            self.refused.clear()
 
     def describe(self) -> dict[str, Any]:
         with self._lock:
-            return {"http": [asdict(f) for f in self._http], "ticks_stalled": self.stalled}
+            return {"http": [asdict(f) for f in self._http], "ticks_stalled": self.stalled,
+                    "book_lag_s": self.book_lag_s, "refused_sockets": sorted(self.refused)}

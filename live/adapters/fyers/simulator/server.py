@@ -20,11 +20,13 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from tradebot.live.adapters.fyers.simulator import hsm
+from tradebot.live.adapters.fyers.simulator.data_routes import DataRoutes, error, ok
 from tradebot.live.adapters.fyers.simulator.tokens import FY_ID, Auth, AuthError
-from tradebot.live.adapters.fyers.simulator.faults import Faults, HttpFault
-from tradebot.live.adapters.fyers.simulator.market import IST, HistoryError, Market, SimTick
+from tradebot.live.adapters.fyers.simulator.faults import HTTP_KINDS, Faults, HttpFault
+from tradebot.live.adapters.fyers.simulator.scripted_policy import POLICY_PATH, PolicyRoutes, ScriptedPolicy
+from tradebot.live.adapters.fyers.simulator.market import IST, Market, SimTick
 from tradebot.live.adapters.fyers.simulator.broker import REJECTED, Broker, Event, OrderError
-from tradebot.live.adapters.fyers.simulator.payloads import depth_item, hsm_values, quote_item
+from tradebot.live.adapters.fyers.simulator.payloads import hsm_values
 from tradebot.live.adapters.fyers.simulator.symbols import Instrument, normalise_name
 
 log = logging.getLogger(__name__)
@@ -32,18 +34,9 @@ log = logging.getLogger(__name__)
 API, DATA = "/api/v3", "/data"
 HSM_PATH, ORDER_WS_PATH = "/hsm/v1-5/prod", "/trade/v3"
 INDEX_MAPPING_PATH = "/sym_details/index_hsm_mapping.json"
-MINUTE_RESOLUTIONS = {"1", "2", "3", "5", "10", "15", "20", "30", "45", "60", "120", "180", "240"}
-SECOND_RESOLUTIONS = {"5S", "10S", "15S", "30S", "45S"}
-DAY_RESOLUTIONS = {"D", "1D", "1W", "1M"}
 ORDER_ROUTES = ("/orders/sync", "/multi-order/sync")
 
 
-def ok(**payload: Any) -> web.Response:
-    return web.json_response({"s": "ok", "code": 200, "message": "", **payload})
-
-
-def error(code: int, message: str, status: int = 400, **extra: Any) -> web.Response:
-    return web.json_response({"s": "error", "code": code, "message": message, **extra}, status=status)
 
 
 @dataclass(eq=False)
@@ -63,10 +56,11 @@ class OrderConn:
     lists: set[str] = field(default_factory=set)
 
 
-class SimServer:
+class SimServer(DataRoutes, PolicyRoutes):
     def __init__(self, market: Market, broker: Broker, auth: Auth, faults: Faults,
-                 enforce_rate_limits: bool = False):
+                 enforce_rate_limits: bool = False, policy: ScriptedPolicy | None = None):
         self.market, self.broker, self.auth, self.faults = market, broker, auth, faults
+        self.policy = policy or ScriptedPolicy()
         self.enforce_rate_limits = enforce_rate_limits
         self.data_conns: set[DataConn] = set()
         self.order_conns: set[OrderConn] = set()
@@ -124,6 +118,7 @@ class SimServer:
         r.add_get(INDEX_MAPPING_PATH, self.index_mapping)
         r.add_get(HSM_PATH, self.hsm_socket)
         r.add_get(ORDER_WS_PATH, self.order_socket)
+        self.add_policy_routes(r)
         r.add_get("/_sim/state", self.sim_state)
         r.add_post("/_sim/faults", self.sim_faults)
         r.add_delete("/_sim/faults", self.sim_clear_faults)
@@ -137,19 +132,27 @@ class SimServer:
         path = request.path
         if path.startswith("/_sim/"):
             return await handler(request)
-        delay, fault = self.faults.take(request.method, path)
+        delay, fault, after = self.faults.take(request.method, path)
         if delay:
             await asyncio.sleep(delay)
-        if fault is not None:
+        if fault is not None and fault.kind == "expire_tokens":
+            self.auth.revoke_all()  # the token dies as this request arrives: it is refused like any after it
+        elif fault is not None:
             return self._fault_response(fault)
         if self.enforce_rate_limits and not path.startswith(("/hsm/", "/trade/")):
             limited = self._rate_limited(request)
             if limited is not None:
                 return limited
         try:
-            return await handler(request)
+            response = await handler(request)
+        except ConnectionResetError:  # the client went away mid-request (its timeout): nobody to answer
+            return web.Response(status=499)
         finally:
             await self.flush()
+        if after is not None and request.transport is not None:  # lose_reply: done, but nobody hears of it
+            request.transport.abort()
+            return web.Response(status=200)  # written to a closed connection: nobody gets it
+        return response
 
     def _fault_response(self, fault: HttpFault) -> web.Response:
         if fault.kind == "rate_limit":
@@ -252,13 +255,13 @@ class SimServer:
     async def tradebook(self, request: web.Request) -> web.Response:
         if (denied := self._auth(request)) is not None:
             return denied
-        return ok(tradeBook=self.broker.tradebook(request.query.get("order_tag")))
+        return ok(tradeBook=self.broker.tradebook(request.query.get("order_tag"), lag_s=self.faults.book_lag_s))
 
     async def orderbook(self, request: web.Request) -> web.Response:
         if (denied := self._auth(request)) is not None:
             return denied
         q = request.query
-        return ok(orderBook=self.broker.orderbook(q.get("id"), q.get("order_tag")))
+        return ok(orderBook=self.broker.orderbook(q.get("id"), q.get("order_tag"), lag_s=self.faults.book_lag_s))
 
     # ------------------------------------------------------------------ order routes
 
@@ -332,105 +335,11 @@ class SimServer:
             return error(err.code, str(err))
         return ok(message="The positions are being exited")
 
-    # ------------------------------------------------------------------ data routes
-
-    def _symbol(self, symbol: str | None) -> Instrument | None:
-        return self.market.instrument(symbol) if symbol else None
-
-    async def history(self, request: web.Request) -> web.Response:
-        if (denied := self._auth(request)) is not None:
-            return denied
-        q = request.query
-        inst = self._symbol(q.get("symbol"))
-        if inst is None:
-            return error(-300, f"Invalid symbol: {q.get('symbol')}")
-        res = (q.get("resolution") or "").upper()
-        if res not in MINUTE_RESOLUTIONS | SECOND_RESOLUTIONS | DAY_RESOLUTIONS:
-            return error(-50, f"Invalid resolution: {q.get('resolution')}")
-        try:
-            lo, hi = _range(q.get("date_format", "0"), q.get("range_from"), q.get("range_to"))
-        except ValueError as err:
-            return error(-50, f"Invalid input: {err}")
-        limit = 366 if res in DAY_RESOLUTIONS else 100
-        span_days = (hi - lo) // 86_400
-        if span_days > limit:
-            return error(-50, f"Invalid input: range_from to range_to spans {span_days:.0f} days; resolution {res} "
-                              f"allows at most {limit} days per request")
-        try:
-            candles = self.market.history(inst.symbol, res, lo, hi, oi_flag=q.get("oi_flag") == "1")
-        except HistoryError as err:
-            return error(err.code, str(err))
-        if not candles:
-            return web.json_response({"s": "no_data", "code": 200, "message": "", "candles": []})
-        return ok(candles=candles)
-
-    async def quotes(self, request: web.Request) -> web.Response:
-        if (denied := self._auth(request)) is not None:
-            return denied
-        if request.method == "POST":
-            body = await self._json(request)
-            raw = body.get("symbols") if isinstance(body, dict) else body
-            symbols = raw if isinstance(raw, list) else str(raw or "").split(",")
-        else:
-            symbols = (request.query.get("symbols") or "").split(",")
-        symbols = [s.strip() for s in symbols if s and s.strip()]
-        if not symbols:
-            return error(-50, "Please provide symbols")
-        if len(symbols) > 50:
-            return error(-50, "Invalid input: at most 50 symbols per request")
-        items = []
-        for symbol in symbols:
-            inst = self._symbol(symbol)
-            if inst is None:
-                items.append({"n": symbol, "s": "error", "v": {"s": "error", "code": -300,
-                                                                  "errmsg": "invalid symbol"}})
-            else:
-                items.append(quote_item(self.market.quotes[inst.symbol], inst))
-        if all(i["s"] == "error" for i in items):
-            return error(-300, "Please provide a valid symbol", d=items)
-        return ok(d=items)
-
-    async def depth(self, request: web.Request) -> web.Response:
-        if (denied := self._auth(request)) is not None:
-            return denied
-        inst = self._symbol(request.query.get("symbol"))
-        if inst is None:
-            return error(-300, f"Invalid symbol: {request.query.get('symbol')}")
-        if inst.is_index:
-            return error(-300, "Index does not have market depth")
-        return ok(d={inst.symbol: depth_item(self.market.quotes[inst.symbol], inst)})
-
-    async def market_status(self, request: web.Request) -> web.Response:
-        if (denied := self._auth(request)) is not None:
-            return denied
-        status = "OPEN" if self.market.session_open() else "CLOSED"
-        rows = [{"exchange": ex, "segment": seg, "market_type": "NORMAL", "status": status}
-                for ex, seg in ((10, 10), (10, 11), (12, 10), (12, 11))]
-        return ok(marketStatus=rows)
-
-    async def symbol_token(self, request: web.Request) -> web.Response:
-        if (denied := self._auth(request, bare_ok=True)) is not None:
-            return denied
-        body = await self._json(request)
-        symbols = body.get("symbols") if isinstance(body, dict) else None
-        if not isinstance(symbols, list):
-            return error(-50, "Please provide symbols")
-        valid, invalid = {}, []
-        for symbol in symbols:
-            inst = self._symbol(symbol) if isinstance(symbol, str) else None
-            if inst is None:
-                invalid.append(symbol)
-            else:
-                valid[symbol] = inst.fytoken
-        return web.json_response({"s": "ok", "code": 200, "message": "", "validSymbol": valid,
-                                  "invalidSymbol": invalid})
-
-    async def index_mapping(self, request: web.Request) -> web.Response:
-        return web.json_response({i.symbol: i.hsm_index_name for i in self.market.instruments() if i.is_index})
-
     # ------------------------------------------------------------------ data socket
 
     async def hsm_socket(self, request: web.Request) -> web.StreamResponse:
+        if "data" in self.faults.refused:
+            return web.Response(status=503, text="Service Unavailable")
         ws = web.WebSocketResponse(timeout=2.0)
         await ws.prepare(request)
         conn = DataConn(ws)
@@ -538,6 +447,8 @@ class SimServer:
     # ------------------------------------------------------------------ order socket
 
     async def order_socket(self, request: web.Request) -> web.StreamResponse:
+        if "order" in self.faults.refused:
+            return web.Response(status=503, text="Service Unavailable")
         try:
             self.auth.check(request.headers.get("authorization"))
         except AuthError:
@@ -664,26 +575,45 @@ class SimServer:
         return web.json_response({"access_token": self.auth.mint(body.get("app_id"))})
 
     async def inject(self, kind: str, **params: Any) -> Any:
-        if kind in ("http_error", "rate_limit", "delay"):
+        if kind in HTTP_KINDS and (kind != "expire_tokens" or params):  # bare expire_tokens: at once
             self.faults.add(HttpFault(kind=kind, **params))
             return None
-        if params and kind != "drop_sockets":
+        if kind == "slow_policy":  # the policy server answers late: a delay on its act route
+            self.faults.add(HttpFault(kind="delay", route=f"{POLICY_PATH}/act", seconds=float(params.pop("seconds", 8.0)),
+                                      count=params.pop("count", 1)))
+            if params:
+                raise TypeError(f"slow_policy takes seconds= and count=, not {sorted(params)}")
+            return None
+        if kind == "book_lag":
+            seconds = float(params.pop("seconds", 3.0))
+            if params or seconds < 0:
+                raise ValueError("book_lag takes seconds= (>= 0; 0 turns it off)")
+            self.faults.book_lag_s = seconds
+            return None
+        if kind in ("drop_sockets", "refuse_sockets", "accept_sockets"):
+            which = params.pop("which", "all")
+            if params or which not in ("data", "order", "all"):
+                raise ValueError(f"{kind} takes which='data' | 'order' | 'all'")
+            kinds = {"data", "order"} if which == "all" else {which}
+            if kind == "refuse_sockets":  # new handshakes answered 503 until accept_sockets / clear_faults
+                self.faults.refused |= kinds
+                return await self.drop_sockets(which)
+            if kind == "accept_sockets":
+                self.faults.refused -= kinds
+                return None
+            return await self.drop_sockets(which)
+        if params:
             raise TypeError(f"fault {kind!r} takes no parameters")
         if kind == "expire_tokens":
             return self.auth.revoke_all()
-        if kind == "drop_sockets":
-            which = params.pop("which", "all")
-            if params or which not in ("data", "order", "all"):
-                raise ValueError("drop_sockets takes which='data' | 'order' | 'all'")
-            return await self.drop_sockets(which)
         if kind == "stall_ticks":
             self.faults.stalled = True
             return None
         if kind == "resume_ticks":
             await self.resume_ticks()
             return None
-        raise ValueError(f"unknown fault {kind!r}: http_error, rate_limit, delay, expire_tokens, drop_sockets, "
-                         f"stall_ticks, resume_ticks")
+        raise ValueError(f"unknown fault {kind!r}: {', '.join(HTTP_KINDS)}, slow_policy, book_lag, drop_sockets, "
+                         "refuse_sockets, accept_sockets, stall_ticks, resume_ticks")
 
     async def clear_faults(self) -> None:
         was_stalled = self.faults.stalled
@@ -710,27 +640,3 @@ def _epoch(value: Any) -> int:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=IST)
     return int(ts.timestamp())
-
-
-def _range(date_format: str, range_from: str | None, range_to: str | None) -> tuple[int, int]:
-    """(from, to) epoch seconds, both inclusive; a date (date_format 1) covers its whole IST day."""
-    if not range_from or not range_to:
-        raise ValueError("range_from and range_to are required")
-    if str(date_format) == "1":
-        try:
-            lo = dt.datetime.strptime(range_from, "%Y-%m-%d").replace(tzinfo=IST)
-            hi = dt.datetime.strptime(range_to, "%Y-%m-%d").replace(tzinfo=IST)
-        except ValueError:
-            raise ValueError("with date_format 1, range_from and range_to are yyyy-mm-dd") from None
-        lo_ts, hi_ts = int(lo.timestamp()), int(hi.timestamp()) + 86_399
-    elif str(date_format) == "0":
-        try:
-            lo_ts, hi_ts = int(float(range_from)), int(float(range_to))
-        except ValueError:
-            raise ValueError("with date_format 0, range_from and range_to are epoch seconds") from None
-    else:
-        raise ValueError("date_format is 0 (epoch) or 1 (yyyy-mm-dd)")
-    if lo_ts > hi_ts:
-        raise ValueError("range_from is after range_to")
-    return lo_ts, hi_ts
-

@@ -13,6 +13,7 @@ from tradebot.live.adapters.fyers.simulator.tokens import Auth
 from tradebot.live.adapters.fyers.simulator.faults import Faults
 from tradebot.live.adapters.fyers.simulator.market import Market, parse_start
 from tradebot.live.adapters.fyers.simulator.broker import Broker
+from tradebot.live.adapters.fyers.simulator.scripted_policy import ScriptedPolicy
 from tradebot.live.adapters.fyers.simulator.server import DATA, HSM_PATH, INDEX_MAPPING_PATH, ORDER_WS_PATH, API, SimServer
 
 T = TypeVar("T")
@@ -30,7 +31,8 @@ class FyersSimulator:
                  speed: float | None = None, token_ttl_s: float | None = None, start: Any = "last_session",
                  slippage_bps: float = 0.0, initial_funds: float = 1_000_000.0, history_sees_future: bool = False,
                  app_id: str | None = None, secret: str | None = None, tradable_indices: bool = True,
-                 enforce_rate_limits: bool = False):
+                 enforce_rate_limits: bool = False, fill_at_quote: bool | None = None, policy_seed: int = 0,
+                 policy_obs_dim: int = 0):
         if data is None:
             data = [DEFAULT_DATA]
         elif not isinstance(data, (list, tuple)) or (isinstance(data, tuple) and len(data) == 2
@@ -43,16 +45,19 @@ class FyersSimulator:
         self.host, self._port, self.speed = host, port, speed
         self.market = Market(self._data, start=start, history_sees_future=history_sees_future)
         self.broker = Broker(self.market, initial_funds=initial_funds, slippage_bps=slippage_bps,
-                             tradable_indices=tradable_indices)
+                             tradable_indices=tradable_indices,
+                             fill_at_quote=speed is not None if fill_at_quote is None else fill_at_quote)
         self.auth = Auth(token_ttl_s=token_ttl_s, app_id=app_id, secret=secret)
         self.faults = Faults()
         self.server = SimServer(self.market, self.broker, self.auth, self.faults,
-                                enforce_rate_limits=enforce_rate_limits)
+                                enforce_rate_limits=enforce_rate_limits,
+                                policy=ScriptedPolicy(policy_seed, policy_obs_dim))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._pacer: asyncio.Task | None = None
         self._ready = threading.Event()
+        self.paused = threading.Event()
         self._startup_error: BaseException | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -112,7 +117,15 @@ class FyersSimulator:
         while not self.market.finished:
             gap = min(max(self.market.time_of_next() - self.market.now, 0), cap)
             await asyncio.sleep(gap / self.speed)
-            await self.server.advance(1)
+            if not self.paused.is_set():
+                await self.server.advance(1)
+
+    def pause(self) -> None:
+        """Paced mode: stop the market clock (no prints, no fills) until ``resume``."""
+        self.paused.set()
+
+    def resume(self) -> None:
+        self.paused.clear()
 
     def stop(self) -> None:
         if self._thread is None or self._loop is None:
@@ -207,6 +220,14 @@ class FyersSimulator:
         * ``inject("rate_limit", retry_after=1.0, count=1, route=None)``: HTTP 429, code -429,
           headers ``Retry-After`` and ``X-Retry-After-Ms``
         * ``inject("delay", seconds=1.0, count=1, route=None)``
+        * ``inject("lose_reply", count=1, route="/orders/sync")``: the request is carried out (the order
+          exists), then the connection is dropped without an answer
+        * ``inject("expire_tokens", count=1, route="/orders/sync")``: every token dies as that request arrives
+        * ``inject("slow_policy", seconds=8.0, count=1)``: the scripted policy (``/policy``) answers late
+
+        Standing, until cleared: ``inject("book_lag", seconds=3.0)`` (the orderbook and tradebook leave out
+        what is younger than that), ``inject("refuse_sockets", which="order")`` (drops them and answers new
+        handshakes 503: the SDK's reconnects run out; ``inject("accept_sockets", which=...)`` lifts it).
 
         Immediate: ``inject("expire_tokens")`` (every token issued so far is dead: 401/-16; new logins
         work), ``inject("drop_sockets", which="data"|"order"|"all")`` (the server closes them; returns
