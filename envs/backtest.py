@@ -125,6 +125,13 @@ def trades_frame(log: np.ndarray, index: pd.DatetimeIndex) -> pd.DataFrame:
     }, columns=list(TRADE_COLUMNS))
 
 
+def resolved_for(config: EngineConfig, bars: Bars) -> EngineConfig:
+    """``config`` with its instrument-catalog values for the bars' symbol on their first date."""
+    if config.resolved or len(bars) == 0:
+        return config
+    return config.for_instrument(bars.symbol, bars.index[0].date())
+
+
 def _bars(bars: Bars | str | Path) -> Bars:
     return bars if isinstance(bars, Bars) else load_bars(bars)
 
@@ -161,7 +168,7 @@ def run_backtest(bars: Bars | str | Path, actions, config: EngineConfig | None =
     (``config.atr_period``) when omitted.
     """
     bars = _bars(bars)
-    config = config or EngineConfig()
+    config = resolved_for(config or EngineConfig(), bars)
     acts = np.asarray(actions)
     if acts.shape != (len(bars),):
         raise UserInputError(f"actions has shape {acts.shape}; expected one action per bar ({len(bars)},)")
@@ -197,7 +204,7 @@ def run_signals(bars: Bars | str | Path, entries, exits=None, short_entries=None
     when holding that side. Stops, take-profits and square-off apply as in ``run_backtest``.
     """
     bars = _bars(bars)
-    config = config or EngineConfig()
+    config = resolved_for(config or EngineConfig(), bars)
     n = len(bars)
     le = _signal("entries", entries, n)
     lx = _signal("exits", exits, n)

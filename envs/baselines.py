@@ -41,6 +41,19 @@ stop or a square-off a baseline re-enters when its condition still holds):
   ``exit_level``.
 * ``random``: seeded coin flips: enter with probability ``p_entry`` per flat bar (long or short
   equally likely), exit with probability ``p_exit`` per bar in a position. Same seed, same actions.
+* ``vol_target_hold``: buy-and-hold sized to a target volatility (delivery, unlevered at most, no
+  stops): an entry holds ``target_vol`` / (annualised volatility estimated as ATR / close x
+  sqrt(bars a year)) of equity, at most all of it; the position is resized (sold, then bought again at
+  the next bar) when, at the close of every ``check_sessions``-th session, that target has moved more
+  than ``band`` from the one it was bought at.
+* ``tsmom``: time-series momentum (Moskowitz, Ooi & Pedersen 2012), 12-1 months: long while the
+  close of ``skip`` sessions ago is above the close of ``lookback`` sessions ago, short (flat when
+  shorts are not allowed) while below; session closes before the bar's own session only, so any bar
+  size works; no stops (a trend position is held through noise).
+* ``intraday_trend``: intraday momentum on intraday bars (Gao, Han, Li & Zhou 2018: the first part of
+  the session predicts the rest): at the bar that ends ``minutes`` after the open, long when the
+  session is up from its open by more than ``threshold`` (a fraction), short when down by more;
+  closed by the square-off (intraday products) or at the session's last bar.
 """
 
 from __future__ import annotations
@@ -53,13 +66,23 @@ import pandas as pd
 import pandas_ta as ta
 from numba import njit
 
+from tradebot.envs.backtest import resolved_for
 from tradebot.envs.engine import S_ENTRY_BAR, S_EQUITY, S_QTY, Action, new_state, position_size, step_bar
-from tradebot.envs.engine_config import EngineConfig
-from tradebot.envs.market_data import D_ATR, D_FLAGS, FLAG_LAST_OF_SESSION, market_data
+from tradebot.envs.engine_config import P_LEVERAGE, EngineConfig
+from tradebot.envs.market_data import D_ATR, D_CLOSE, D_FLAGS, FLAG_LAST_OF_SESSION, market_data
 from tradebot.features.bars import Bars
-from tradebot.core.nse_time import SESSION_CLOSE_MINUTE, is_intraday, minute_of_day, session_day, timeframe_minutes
+from tradebot.core.nse_time import (
+    SESSION_CLOSE_MINUTE,
+    SESSION_OPEN_MINUTE as SESSION_OPEN,
+    bars_per_year,
+    is_intraday,
+    minute_of_day,
+    session_day,
+    timeframe_minutes,
+)
 from tradebot.core.errors import UserInputError
 
+Signals = dict[str, Any]  # signals_to_actions' keyword arguments: long_entry ... short_exit [, trail, entries_per_session]
 HOLD, BUY_LONG, SELL_SHORT, CLOSE_LONG, CLOSE_SHORT = (int(a) for a in (
     Action.HOLD, Action.BUY_LONG, Action.SELL_SHORT, Action.CLOSE_LONG, Action.CLOSE_SHORT))
 
@@ -87,7 +110,8 @@ def replay_data(bars: Bars, config: EngineConfig, atr: np.ndarray | None = None)
         no_entry = np.zeros(n, dtype=bool)
     flags |= last.astype(np.int64) * FLAG_LAST_OF_SESSION
     data[:, D_FLAGS] = flags
-    need_atr = config.fixed_qty is None or config.stop_loss or config.take_profit_atr_mult is not None
+    need_atr = ((config.fixed_qty is None and config.exposure is None) or config.stop_loss
+                or config.take_profit_atr_mult is not None)
     if need_atr:
         atr_now = data[:, D_ATR]
         no_entry |= ~(np.isfinite(atr_now) & (atr_now > 0))
@@ -110,7 +134,7 @@ def signals_to_actions(
     falls more than that below the highest close since entry (a short mirrored).
     ``entries_per_session``: at most this many entries per session (0: no limit).
     """
-    config = config or EngineConfig()
+    config = resolved_for(config or EngineConfig(), bars)
     n = len(bars)
     data, no_entry = replay_data(bars, config)
     if trail is None:
@@ -189,7 +213,7 @@ def long_from_session_open(bars: Bars, config: EngineConfig) -> np.ndarray:
     return signals_to_actions(bars, np.ones(n, dtype=np.bool_), never, never, never, config, entries_per_session=1)
 
 
-def sma_crossover(bars: Bars, config: EngineConfig, fast: int = 20, slow: int = 50, allow_short: bool = True) -> np.ndarray:
+def sma_signals(bars: Bars, config: EngineConfig, fast: int = 20, slow: int = 50, allow_short: bool = True) -> Signals:
     """Long while SMA(fast) > SMA(slow); short (if allowed) while below."""
     if not 0 < fast < slow:
         raise UserInputError(f"sma_crossover: need 0 < fast < slow (got fast={fast}, slow={slow})")
@@ -201,11 +225,11 @@ def sma_crossover(bars: Bars, config: EngineConfig, fast: int = 20, slow: int = 
     diff = (f - s).to_numpy(dtype="float64")
     up, down = _true(diff), _true(-diff)
     short = down if allow_short else np.zeros(len(bars), dtype=np.bool_)
-    return signals_to_actions(bars, up, down, short, up, config)
+    return {"long_entry": up, "long_exit": down, "short_entry": short, "short_exit": up}
 
 
-def donchian_atr(bars: Bars, config: EngineConfig, channel: int = 20, exit_channel: int = 10,
-                 atr_length: int = 14, atr_mult: float = 3.0, allow_short: bool = True) -> np.ndarray:
+def donchian_signals(bars: Bars, config: EngineConfig, channel: int = 20, exit_channel: int = 10,
+                     atr_length: int = 14, atr_mult: float = 3.0, allow_short: bool = True) -> Signals:
     """Donchian breakout with an exit channel and an ATR chandelier stop."""
     df = _frame(bars)
     high, low, close = df["high"], df["low"], df["close"]
@@ -219,11 +243,12 @@ def donchian_atr(bars: Bars, config: EngineConfig, channel: int = 20, exit_chann
     short_entry = _true(lower - close) if allow_short else np.zeros(len(df), dtype=np.bool_)
     long_exit = _true(exit_lower - close)
     short_exit = _true(close - exit_upper)
-    return signals_to_actions(bars, long_entry, long_exit, short_entry, short_exit, config, trail=trail)
+    return {"long_entry": long_entry, "long_exit": long_exit, "short_entry": short_entry, "short_exit": short_exit,
+            "trail": trail}
 
 
-def rsi_reversion(bars: Bars, config: EngineConfig, length: int = 14, lower: float = 30.0, upper: float = 70.0,
-                  exit_level: float = 50.0, allow_short: bool = True) -> np.ndarray:
+def rsi_signals(bars: Bars, config: EngineConfig, length: int = 14, lower: float = 30.0, upper: float = 70.0,
+                exit_level: float = 50.0, allow_short: bool = True) -> Signals:
     """Fade RSI extremes: long below ``lower``, short above ``upper``, out at ``exit_level``."""
     close = _frame(bars)["close"]
     rsi = ta.rsi(close, length=length, talib=False) if len(close) > length else None
@@ -234,7 +259,7 @@ def rsi_reversion(bars: Bars, config: EngineConfig, length: int = 14, lower: flo
     short_entry = (valid & (rr > upper)) if allow_short else np.zeros(len(close), dtype=np.bool_)
     long_exit = valid & (rr > exit_level)
     short_exit = valid & (rr < exit_level)
-    return signals_to_actions(bars, long_entry, long_exit, short_entry, short_exit, config)
+    return {"long_entry": long_entry, "long_exit": long_exit, "short_entry": short_entry, "short_exit": short_exit}
 
 
 def random_actions(bars: Bars, config: EngineConfig, seed: int = 0, p_entry: float = 0.02,
@@ -252,6 +277,120 @@ def random_actions(bars: Bars, config: EngineConfig, seed: int = 0, p_entry: flo
     return signals_to_actions(bars, enter & long_side, leave, enter & ~long_side, leave, config)
 
 
+def _session_closes(bars: Bars) -> tuple[np.ndarray, np.ndarray]:
+    """(session index of every bar, close of every session)."""
+    day = np.asarray(session_day(bars.index))
+    first = np.r_[True, day[1:] != day[:-1]]
+    sid = np.cumsum(first) - 1
+    last = np.r_[day[1:] != day[:-1], True]
+    return sid, bars.column("close")[last]
+
+
+def tsmom_signals(bars: Bars, config: EngineConfig, lookback: int = 252, skip: int = 21,
+                  allow_short: bool = True) -> Signals:
+    """12-1 time-series momentum: the sign of close(session - skip) / close(session - lookback) - 1,
+    both sessions before the bar's own."""
+    if not 0 < skip < lookback:
+        raise UserInputError(f"tsmom: need 0 < skip < lookback (got skip={skip}, lookback={lookback})")
+    sid, closes = _session_closes(bars)
+    recent = sid - skip
+    old = sid - lookback
+    ok = old >= 0
+    mom = np.zeros(len(bars))
+    mom[ok] = closes[recent[ok]] / closes[old[ok]] - 1.0
+    up, down = ok & (mom > 0), ok & (mom < 0)
+    short = down if allow_short else np.zeros(len(bars), dtype=np.bool_)
+    return {"long_entry": up, "long_exit": ~up, "short_entry": short, "short_exit": ~down}
+
+
+def intraday_trend_signals(bars: Bars, config: EngineConfig, minutes: int = 60, threshold: float = 0.0,
+                           allow_short: bool = True) -> Signals:
+    """Intraday momentum: one entry per session, at the bar ending ``minutes`` after the open, in the
+    direction of the session's move so far (beyond ``threshold``); out at the session's end."""
+    n = len(bars)
+    never = np.zeros(n, dtype=np.bool_)
+    if not is_intraday(bars.timeframe):
+        return {"long_entry": never, "long_exit": never, "short_entry": never, "short_exit": never}
+    minute = minute_of_day(bars.index)
+    step = timeframe_minutes(bars.timeframe)
+    at = minute + step == SESSION_OPEN + minutes
+    sid, _ = _session_closes(bars)
+    opens = bars.column("open")[np.r_[True, sid[1:] != sid[:-1]]]
+    move = bars.column("close") / opens[sid] - 1.0
+    last = minute + 2 * step >= SESSION_CLOSE_MINUTE  # out at the open of the session's last bar
+    long_entry = at & (move > threshold)
+    short_entry = (at & (move < -threshold)) if allow_short else never
+    return {"long_entry": long_entry, "long_exit": last, "short_entry": short_entry, "short_exit": last,
+            "entries_per_session": 1}
+
+
+def vol_target_hold(bars: Bars, config: EngineConfig, target_vol: float = 0.15, band: float = 0.25,
+                    check_sessions: int = 5) -> np.ndarray:
+    """Buy-and-hold at a target volatility, resized when the target has drifted more than ``band``
+    (checked at the close of every ``check_sessions``-th session). The engine sizes the entries:
+    ``vol_target_sizing`` sets its risk sizing to the target."""
+    if not (target_vol > 0 and band > 0 and check_sessions >= 1):
+        raise UserInputError(f"vol_target_hold: target_vol and band must be > 0 and check_sessions >= 1 "
+                             f"(got {target_vol}, {band}, {check_sessions})")
+    data, no_entry = replay_data(bars, config)
+    sid, _ = _session_closes(bars)
+    last = (data[:, D_FLAGS].astype(np.int64) & FLAG_LAST_OF_SESSION) != 0  # by the clock (replay_data)
+    check = last & (sid % int(check_sessions) == int(check_sessions) - 1)
+    per_bar = float(target_vol / np.sqrt(bars_per_year(bars.timeframe)))
+    return _vol_target_replay(data, no_entry, check, per_bar, float(band), config.params(), config.cost_vector())
+
+
+def vol_target_sizing(bars: Bars, config: EngineConfig, target_vol: float = 0.15, **_: object) -> EngineConfig:
+    """The engine's risk sizing as volatility targeting: risk sizing buys risk x equity / (stop_mult x
+    ATR) units, an exposure of risk / stop_mult x close / ATR; with risk = stop_mult x target_vol /
+    sqrt(bars a year) that is target_vol / (ATR / close x sqrt(bars a year)), capped by the leverage."""
+    risk = config.stop_atr_mult * target_vol / float(np.sqrt(bars_per_year(bars.timeframe)))
+    return config.model_copy(update={"risk_per_trade": min(1.0, risk)})
+
+
+@njit(nogil=True)  # no disk cache: it compiles in engine.step_bar (see _replay)
+def _vol_target_replay(data, no_entry, check, per_bar_target, band, params, costs):
+    n = data.shape[0]
+    actions = np.zeros(n, dtype=np.int8)
+    state = new_state(params)
+    action = HOLD
+    bought_at = 0.0  # the target exposure the position was sized to
+    cap = params[P_LEVERAGE]
+    for t in range(n):
+        step_bar(state, data, t, action, n + 1, params, costs)
+        action = HOLD
+        atr = data[t, D_ATR]
+        close = data[t, D_CLOSE]
+        if not (atr > 0.0 and close > 0.0):
+            actions[t] = action
+            continue
+        target = min(per_bar_target * close / atr, cap)  # the exposure the engine would buy now
+        if state[S_QTY] > 0.0:
+            if check[t] and abs(target / bought_at - 1.0) > band:
+                action = CLOSE_LONG  # resize: out now, back in at the next bar at the new target
+        elif state[S_QTY] == 0.0 and not no_entry[t] and position_size(state[S_EQUITY], atr, close, params) > 0.0:
+            action = BUY_LONG
+            bought_at = target
+        actions[t] = action
+    return actions
+
+
+def acting(signals: Callable[..., Signals]) -> Callable[..., np.ndarray]:
+    """The baseline of a signal function: its signals turned into actions by ``signals_to_actions``."""
+    def act(bars: Bars, config: EngineConfig, **params: Any) -> np.ndarray:
+        return signals_to_actions(bars, config=config, **signals(bars, config, **params))
+
+    act.__doc__ = signals.__doc__
+    return act
+
+
+sma_crossover = acting(sma_signals)
+donchian_atr = acting(donchian_signals)
+rsi_reversion = acting(rsi_signals)
+tsmom = acting(tsmom_signals)
+intraday_trend = acting(intraday_trend_signals)
+
+
 @dataclass(frozen=True)
 class Baseline:
     """A registered baseline: a function ``(bars, config, **params) -> actions`` and its defaults."""
@@ -262,14 +401,22 @@ class Baseline:
     params: dict[str, Any] = field(default_factory=dict)
     seeded: bool = False
     engine_overrides: dict[str, Any] = field(default_factory=dict)
+    sizing: Callable[..., EngineConfig] | None = None  # (bars, config, **params) -> its engine config
+    # (bars, config, **params) -> its causal signals: under a product that carries positions a signal
+    # baseline decides on the whole history (indicators warmed up) and trades the window from flat
+    signals: Callable[..., Signals] | None = None
 
-    def engine_config(self, config: EngineConfig | None = None) -> EngineConfig:
-        """The engine settings this baseline runs under: ``config`` with its overrides applied
-        (only the passive ``buy_and_hold`` has any: it must hold through sessions, unlevered)."""
+    def engine_config(self, config: EngineConfig | None = None, bars: Bars | None = None,
+                      **params: Any) -> EngineConfig:
+        """The engine settings this baseline runs under on ``bars``: ``config`` with its overrides applied
+        (the passive ones hold through sessions, unlevered; the trend ones run without stops) and its
+        own sizing for these bars (``vol_target_hold``: risk sizing at the target volatility)."""
         config = config or EngineConfig()
-        if not self.engine_overrides:
-            return config
-        return EngineConfig.model_validate({**config.model_dump(), **self.engine_overrides})
+        if self.engine_overrides:
+            config = EngineConfig.model_validate({**config.model_dump(), **self.engine_overrides})
+        if self.sizing is not None and bars is not None:
+            config = self.sizing(bars, config, **{**self.params, **params})
+        return config
 
     def __call__(self, bars: Bars, config: EngineConfig | None = None, seed: int = 0, **params: Any) -> np.ndarray:
         """Actions for ``bars`` (int8, one per bar), valid under ``config`` (default: ``EngineConfig()``).
@@ -280,7 +427,7 @@ class Baseline:
         if unknown:
             valid = ", ".join(sorted(self.params)) or "none"
             raise UserInputError(f"baseline {self.name!r}: unknown parameter(s) {', '.join(unknown)} (valid: {valid})")
-        config = self.engine_config(config)
+        config = self.engine_config(config, bars, **params)
         kwargs = {**self.params, **params}
         if self.seeded:
             kwargs["seed"] = seed
@@ -288,22 +435,37 @@ class Baseline:
         return np.asarray(actions, dtype=np.int8)
 
 
+# a passive position: delivery (an index stands for its ETF), unlevered, no stops, whole shares
+_PASSIVE = {"product": "equity_delivery", "carry_overnight": True, "stop_loss": False, "take_profit_atr_mult": None,
+            "allow_short": False, "lot_size": 1, "leverage": 1.0, "exposure": None, "fixed_qty": None}
+_NO_STOPS = {"stop_loss": False, "take_profit_atr_mult": None}
+
 BASELINES: dict[str, Baseline] = {
     b.name: b
     for b in (
         Baseline("buy_and_hold", "passive benchmark: buy once, hold to the end (delivery, unlevered, no stops)",
-                 long_from_session_open, engine_overrides={"product": "equity_delivery", "carry_overnight": True,
-                                                           "risk_per_trade": 1.0, "stop_loss": False,
-                                                           "take_profit_atr_mult": None, "allow_short": False}),
+                 long_from_session_open, engine_overrides={**_PASSIVE, "risk_per_trade": 1.0}),
         Baseline("intraday_long", "long from each session's first bar until square-off", long_from_session_open),
         Baseline("sma_crossover", "long above / short below: SMA(20) vs SMA(50)", sma_crossover,
-                 {"fast": 20, "slow": 50, "allow_short": True}),
+                 {"fast": 20, "slow": 50, "allow_short": True}, signals=sma_signals),
         Baseline("donchian_atr", "20-bar breakout, 10-bar exit channel, 3×ATR(14) trailing stop", donchian_atr,
-                 {"channel": 20, "exit_channel": 10, "atr_length": 14, "atr_mult": 3.0, "allow_short": True}),
+                 {"channel": 20, "exit_channel": 10, "atr_length": 14, "atr_mult": 3.0, "allow_short": True},
+                 signals=donchian_signals),
         Baseline("rsi_reversion", "RSI(14) < 30 long, > 70 short, exit at 50", rsi_reversion,
-                 {"length": 14, "lower": 30.0, "upper": 70.0, "exit_level": 50.0, "allow_short": True}),
+                 {"length": 14, "lower": 30.0, "upper": 70.0, "exit_level": 50.0, "allow_short": True},
+                 signals=rsi_signals),
         Baseline("random", "seeded random entries (2%/bar) and exits (5%/bar)", random_actions,
                  {"p_entry": 0.02, "p_exit": 0.05}, seeded=True),
+        Baseline("vol_target_hold", "buy-and-hold at 15 % target volatility (delivery, at most fully invested), "
+                 "resized on a 25 % drift (checked weekly)", vol_target_hold,
+                 {"target_vol": 0.15, "band": 0.25, "check_sessions": 5},
+                 engine_overrides=_PASSIVE, sizing=vol_target_sizing),
+        Baseline("tsmom", "time-series momentum 12-1 months (session closes), long / short, no stops", tsmom,
+                 {"lookback": 252, "skip": 21, "allow_short": True}, engine_overrides=_NO_STOPS,
+                 signals=tsmom_signals),
+        Baseline("intraday_trend", "intraday momentum: at 10:15 in the direction of the session's first hour, "
+                 "out at the session's end", intraday_trend, {"minutes": 60, "threshold": 0.0, "allow_short": True},
+                 signals=intraday_trend_signals),
     )
 }
 

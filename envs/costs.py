@@ -23,8 +23,9 @@ from tradebot.core.errors import UserInputError
 
 COSTS_FILE = Path(__file__).with_name("costs.yaml")
 
-Product = Literal["equity_intraday", "equity_delivery", "index_futures"]
-PRODUCTS: tuple[str, ...] = ("equity_intraday", "equity_delivery", "index_futures")
+Product = Literal["equity_intraday", "equity_delivery", "index_futures", "stock_futures"]
+PRODUCTS: tuple[str, ...] = ("equity_intraday", "equity_delivery", "index_futures", "stock_futures")
+FUTURES_PRODUCTS: tuple[str, ...] = ("index_futures", "stock_futures")
 
 # Layout of the cost vector handed to the engine (all rates are fractions of turnover).
 COST_BROKERAGE_FLAT = 0  # rupees per order; +inf when there is no flat limb

@@ -61,6 +61,7 @@ from tradebot.envs.costs import (
 )
 from tradebot.envs.engine_config import (  # noqa: F401  (P_* and EngineConfig are imported from here too)
     P_ALLOW_SHORT,
+    P_EXPOSURE,
     P_FIXED_QTY,
     P_FLAT_AT_SESSION_END,
     P_INITIAL_CASH,
@@ -85,6 +86,7 @@ from tradebot.envs.market_data import (  # noqa: F401  (compute_atr is imported 
     D_OPEN,
     D_TIME_LEFT,
     FLAG_LAST_OF_SESSION,
+    FLAG_NEXT_SQUARE_OFF,
     FLAG_SQUARE_OFF,
     compute_atr,
 )
@@ -216,11 +218,14 @@ def slipped(raw, order_side, atr, params):
 
 @njit(cache=True, error_model="numpy")
 def position_size(equity, atr, fill, params):
-    """Units for an entry at ``fill``: risk sizing (or fixed), capped by notional and leverage, whole lots."""
+    """Units for an entry at ``fill``: risk sizing (or fixed, or a notional exposure), capped by notional
+    and leverage, whole lots."""
     if not (equity > 0.0 and fill > 0.0):
         return 0.0
     if params[P_FIXED_QTY] > 0.0:
         q = params[P_FIXED_QTY]
+    elif params[P_EXPOSURE] > 0.0:
+        q = params[P_EXPOSURE] * equity / fill
     else:
         q = params[P_RISK] * equity / (params[P_STOP_MULT] * atr)
     q = min(q, params[P_MAX_NOTIONAL] / fill, params[P_LEVERAGE] * equity / fill)
@@ -268,7 +273,8 @@ def _close(state, t, fill, reason, costs):
 @njit(cache=True, error_model="numpy")
 def _open(state, t, side, raw, atr, params, costs):
     atr_ok = atr > 0.0 and atr < np.inf
-    need_atr = params[P_FIXED_QTY] <= 0.0 or params[P_USE_STOP] > 0.0 or params[P_USE_TP] > 0.0
+    need_atr = ((params[P_FIXED_QTY] <= 0.0 and params[P_EXPOSURE] <= 0.0) or params[P_USE_STOP] > 0.0
+                or params[P_USE_TP] > 0.0)
     if need_atr and not atr_ok:
         return False
     fill = slipped(raw, side, atr, params)
@@ -453,14 +459,14 @@ def run_signals(data, long_entries, long_exits, short_entries, short_exits, para
     return equity, cash, position, k, state
 
 
-# ---- env kernels: rewards, observations, single and batched steps ---------------------------
+# ---- env kernels: rewards, observations, action masks, single and batched steps -----------------
 # They live here, next to step_bar, because numba's on-disk cache only notices changes to a
 # function's own source file: a cached kernel in another module that compiles step_bar in would
 # keep a stale copy of it after this file changes.
 
-# reward parameters (tradebot.envs.trading_env.RewardStrategy.vector)
-R_CODE, R_DRAWDOWN, R_TURNOVER, R_ETA = range(4)
-N_RPARAMS = 4
+# reward and agent-rule parameters (tradebot.envs.trading_env: RewardStrategy.vector, EnvConfig)
+R_CODE, R_DRAWDOWN, R_TURNOVER, R_ETA, R_BENCHMARK, R_INTERVAL, R_MIN_HOLD = range(7)
+N_RPARAMS = 7
 REWARD_NET_LOG_RETURN = 0
 REWARD_DIFFERENTIAL_SHARPE = 1
 # reward state: Moody-Saffell moving moments A, B; the episode's equity peak; the last drawdown
@@ -469,6 +475,9 @@ N_RSTATE = 4
 # episode modes
 MODE_WINDOW = 0
 MODE_SESSION = 1
+# the observation's tail: side, upnl_atr, bars_in_trade, time_left, then one mask value per action
+N_ACCOUNT_COLUMNS = 4
+N_OBS_TAIL = N_ACCOUNT_COLUMNS + N_ACTIONS
 
 
 @njit(cache=True, error_model="numpy")
@@ -480,16 +489,26 @@ def reward_reset(rstate, equity):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def reward_step(rparams, rstate, eq_prev, eq_now, turnover):
-    """The reward for one step (dispatch on ``rparams[R_CODE]``), penalties included."""
+def reward_step(rparams, rstate, eq_prev, eq_now, turnover, close_prev, close_now):
+    """The reward for one bar (dispatch on ``rparams[R_CODE]``), penalties included.
+
+    With a benchmark weight w = ``rparams[R_BENCHMARK]`` > 0 the base reward is measured against
+    holding w x equity of the instrument from close to close (the "hold plus overlay" design): the
+    log return in excess of log(1 + w r_bar), or the simple return in excess of w r_bar.
+    """
     if not eq_prev > 0.0:
         return 0.0
     ratio = eq_now / eq_prev
+    bench = rparams[R_BENCHMARK]
+    r_bar = close_now / close_prev - 1.0 if (bench > 0.0 and close_prev > 0.0) else 0.0
     code = int(rparams[R_CODE])
     if code == REWARD_NET_LOG_RETURN:
         base = np.log(ratio) if ratio > 1e-12 else np.log(1e-12)
+        if bench > 0.0:
+            held = 1.0 + bench * r_bar
+            base -= np.log(held) if held > 1e-12 else np.log(1e-12)
     else:
-        ret = ratio - 1.0
+        ret = ratio - 1.0 - bench * r_bar
         a = rstate[RS_A]
         b = rstate[RS_B]
         da = ret - a
@@ -508,58 +527,95 @@ def reward_step(rparams, rstate, eq_prev, eq_now, turnover):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def write_obs(obs, feats, data, state, t):
+def action_mask(out, qty, bars_held, flags, allow_short, min_hold):
+    """The actions ``step_bar`` accepts from a decision taken now, as 1.0 (valid) / 0.0 in ``out[0:5]``.
+
+    HOLD always; an entry only when flat and the next bar is not at/after square-off (a short only when
+    shorts are allowed); a close only when holding that side and, with a minimum holding time, once the
+    fill bar is ``min_hold`` bars after the entry bar (``bars_held`` + 1 >= ``min_hold``). These are
+    ``step_bar``'s validity rules for a decision at this bar; the one check they leave out is sizing
+    (an entry the engine sizes to zero lots still counts as a no-op)."""
+    entry_ok = (flags & FLAG_NEXT_SQUARE_OFF) == 0
+    out[0] = 1.0
+    out[1] = 1.0 if (qty == 0.0 and entry_ok) else 0.0
+    out[2] = 1.0 if (qty == 0.0 and entry_ok and allow_short) else 0.0
+    can_close = bars_held + 1.0 >= min_hold
+    out[3] = 1.0 if (qty > 0.0 and can_close) else 0.0
+    out[4] = 1.0 if (qty < 0.0 and can_close) else 0.0
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def write_obs(obs, feats, data, state, t, params, rparams):
     nf = feats.shape[1]
     for j in range(nf):
         obs[j] = feats[t, j]
     q = state[S_QTY]
+    held = t - state[S_ENTRY_BAR] if q != 0.0 else 0.0
     if q != 0.0:
         side = 1.0 if q > 0.0 else -1.0
         atr = data[t, D_ATR]
         upnl = side * (data[t, D_CLOSE] - state[S_ENTRY_PRICE]) / atr if atr > 0.0 else 0.0
         obs[nf] = side
         obs[nf + 1] = upnl
-        obs[nf + 2] = t - state[S_ENTRY_BAR]
+        obs[nf + 2] = held
     else:
         obs[nf] = 0.0
         obs[nf + 1] = 0.0
         obs[nf + 2] = 0.0
     obs[nf + 3] = data[t, D_TIME_LEFT]
+    action_mask(obs[nf + N_ACCOUNT_COLUMNS:], q, held, int(data[t, D_FLAGS]), params[P_ALLOW_SHORT] > 0.0,
+                rparams[R_MIN_HOLD])
 
 
 @njit(cache=True, error_model="numpy")
-def env_reset(state, rstate, data, feats, t, params, obs):
+def env_reset(state, rstate, data, feats, t, params, rparams, obs):
     reset_state(state, params)
     reward_reset(rstate, state[S_EQUITY])
-    write_obs(obs, feats, data, state, t)
+    write_obs(obs, feats, data, state, t, params, rparams)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def env_step(state, rstate, data, feats, t, action, params, costs, rparams, obs):
-    """One env step from bar t: fill ``action`` through ``step_bar`` at t+1, reward, observation of t+1."""
-    eq_prev = state[S_EQUITY]
-    eq_now = step_bar(state, data, t + 1, action, data.shape[0], params, costs)
-    r = reward_step(rparams, rstate, eq_prev, eq_now, state[S_STEP_TURNOVER])
-    write_obs(obs, feats, data, state, t + 1)
-    return r
+def env_step(state, rstate, data, feats, t, action, end, params, costs, rparams, obs):
+    """One env step from decision bar t: ``action`` fills through ``step_bar`` at t+1, then HOLD for the
+    rest of the decision interval (``rparams[R_INTERVAL]`` bars; fewer at the episode's end or when the
+    equity is gone). Returns (reward summed over those bars, the bar of the new observation). A trade
+    closed during the step is left in the state's trade record with ``S_CLOSED`` set (one at most: the
+    step's only entry is its first bar's action)."""
+    k = max(1, int(rparams[R_INTERVAL]))
+    n = data.shape[0]
+    r = 0.0
+    a = action
+    closed = False
+    for _ in range(k):
+        eq_prev = state[S_EQUITY]
+        eq_now = step_bar(state, data, t + 1, a, n, params, costs)
+        r += reward_step(rparams, rstate, eq_prev, eq_now, state[S_STEP_TURNOVER], data[t, D_CLOSE], data[t + 1, D_CLOSE])
+        closed = closed or state[S_CLOSED] > 0.0
+        t += 1
+        a = _HOLD
+        if t >= end - 1 or not eq_now > 0.0:
+            break
+    state[S_CLOSED] = 1.0 if closed else 0.0
+    write_obs(obs, feats, data, state, t, params, rparams)
+    return r, t
 
 
 @njit(cache=True, error_model="numpy")
-def env_step_info(state, rstate, data, feats, t, action, params, costs, rparams, obs):
+def env_step_info(state, rstate, data, feats, t, action, end, params, costs, rparams, obs):
     """``env_step`` plus what ``TradingEnv.step`` reports, returned as one tuple (cheap to box)."""
-    r = env_step(state, rstate, data, feats, t, action, params, costs, rparams, obs)
-    return (r, state[S_EQUITY], state[S_QTY], np.int64(state[S_N_TRADES]), np.int64(state[S_INVALID]),
+    r, t = env_step(state, rstate, data, feats, t, action, end, params, costs, rparams, obs)
+    return (r, t, state[S_EQUITY], state[S_QTY], np.int64(state[S_N_TRADES]), np.int64(state[S_INVALID]),
             state[S_COSTS_TOTAL], state[S_CLOSED] > 0.0)
 
 
 @njit(cache=True, error_model="numpy")
-def batched_reset(states, rstates, tt, ends, rows, starts, stops, data, feats, params, obs):
+def batched_reset(states, rstates, tt, ends, rows, starts, stops, data, feats, params, rparams, obs):
     """Start the episodes of accounts ``rows``: account ``rows[k]`` runs from bar ``starts[k]`` to ``stops[k]``."""
     for k in range(rows.shape[0]):
         i = rows[k]
         tt[i] = starts[k]
         ends[i] = stops[k]
-        env_reset(states[i], rstates[i], data, feats, starts[k], params, obs[i])
+        env_reset(states[i], rstates[i], data, feats, starts[k], params, rparams, obs[i])
 
 
 @njit(cache=True, error_model="numpy")
@@ -570,9 +626,8 @@ def batched_step(states, rstates, tt, ends, skip, actions, data, feats, params, 
     for i in range(states.shape[0]):
         if skip[i]:
             continue
-        t = tt[i]
-        rewards[i] = env_step(states[i], rstates[i], data, feats, t, actions[i], params, costs, rparams, obs[i])
-        t += 1
+        rewards[i], t = env_step(states[i], rstates[i], data, feats, tt[i], actions[i], ends[i], params, costs,
+                                 rparams, obs[i])
         tt[i] = t
         at_end = t >= ends[i] - 1
         term = not states[i, S_EQUITY] > 0.0 or (at_end and session_mode)

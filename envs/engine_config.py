@@ -11,6 +11,7 @@ import datetime as dt
 import difflib
 import re
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -26,8 +27,10 @@ CONFIG_SECTION = "engine"
 # The parameter vector. The kernels of tradebot.envs.engine read it at compile time and numba's
 # cache only watches a kernel's own file: after changing this layout, touch engine.py too.
 (P_INITIAL_CASH, P_RISK, P_STOP_MULT, P_USE_STOP, P_TP_MULT, P_USE_TP, P_SLIP_BPS, P_SLIP_ATR,
- P_LEVERAGE, P_LOT, P_MAX_NOTIONAL, P_ALLOW_SHORT, P_FIXED_QTY, P_FLAT_AT_SESSION_END) = range(14)
-N_PARAMS = 14
+ P_LEVERAGE, P_LOT, P_MAX_NOTIONAL, P_ALLOW_SHORT, P_FIXED_QTY, P_FLAT_AT_SESSION_END, P_EXPOSURE) = range(15)
+N_PARAMS = 15
+CATALOG = "catalog"  # a value taken from the instrument catalog (tradebot.envs.instruments)
+FUTURES = "futures"  # product: index_futures or stock_futures, by the catalog's kind of the symbol
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -41,15 +44,23 @@ class EngineConfig(FrozenConfig):
     """
 
     initial_cash: float = Field(1_000_000.0, gt=0, description="starting cash (rupees)")
-    product: Product = Field("equity_intraday", description="equity_intraday | equity_delivery | index_futures")
+    product: Product | Literal["futures"] = Field(
+        "equity_intraday", description="equity_intraday (MIS) | equity_delivery (CNC) | index_futures | stock_futures | "
+        "futures (index or stock futures by the instrument catalog); futures carry overnight (NRML) with carry_overnight")
     risk_per_trade: float = Field(0.01, gt=0, le=1, description="fraction of equity lost if the stop is hit")
     stop_atr_mult: float = Field(2.0, gt=0, description="stop distance in ATRs of the decision bar (also the sizing distance)")
     stop_loss: bool = Field(True, description="attach a stop-loss order to every entry")
     take_profit_atr_mult: float | None = Field(3.0, gt=0, description="take-profit distance in ATRs; null: none")
     slippage_bps: float = Field(1.0, ge=0, description="market-order slippage in basis points of price")
     slippage_atr: float = Field(0.02, ge=0, description="plus this fraction of the last known ATR")
-    leverage: float = Field(5.0, gt=0, description="notional <= leverage x equity (intraday / futures margin); delivery uses 1")
-    lot_size: int = Field(1, ge=1, description="quantities are whole multiples of this (shares, or units per futures lot)")
+    leverage: float | Literal["catalog"] = Field(
+        5.0, description="notional <= leverage x equity (intraday / futures margin); delivery uses 1; catalog: "
+        "1 / the futures margin of the instrument catalog")
+    lot_size: int | Literal["catalog"] = Field(
+        1, description="quantities are whole multiples of this (shares, or units per futures lot); catalog: the "
+        "futures lot in force on the first traded date, from the instrument catalog")
+    exposure: float | None = Field(None, gt=0, description="size every entry at this notional, as a multiple of "
+                                   "equity (1.0: fully invested), instead of risk sizing; still capped by leverage")
     max_notional: float | None = Field(None, gt=0, description="cap on one position's notional (rupees); null: none")
     fixed_qty: int | None = Field(None, ge=1, description="trade this many units (rounded down to lots) instead of risk sizing")
     square_off: str | None = Field("15:15", description="HH:MM IST: intraday positions close at the open of the first bar starting at/after it")
@@ -73,12 +84,54 @@ class EngineConfig(FrozenConfig):
             raise ValueError("must lie inside the NSE session, after 09:15 and no later than 15:30")
         return v
 
+    @field_validator("leverage")
+    @classmethod
+    def _positive_leverage(cls, v: float | str) -> float | str:
+        if v != CATALOG and not v > 0:
+            raise ValueError("must be > 0 (or 'catalog')")
+        return v
+
+    @field_validator("lot_size")
+    @classmethod
+    def _positive_lot(cls, v: int | str) -> int | str:
+        if v != CATALOG and not v >= 1:
+            raise ValueError("must be >= 1 (or 'catalog')")
+        return v
+
     @model_validator(mode="after")
     def _check_product(self) -> "EngineConfig":
         if self.product == "equity_intraday" and self.carry_overnight:
             raise ValueError("equity_intraday positions cannot be carried overnight; "
-                             "use product equity_delivery or index_futures, or drop carry_overnight")
+                             "use product equity_delivery or futures (NRML), or drop carry_overnight")
         return self
+
+    @property
+    def resolved(self) -> bool:
+        """Whether every per-instrument value is set (nothing left to the instrument catalog)."""
+        return CATALOG not in (self.lot_size, self.leverage) and self.product != FUTURES
+
+    def for_instrument(self, symbol: str | None, on: dt.date | None = None) -> "EngineConfig":
+        """This config with the catalog's values for ``symbol`` on date ``on`` (None: the latest lot):
+        ``product: futures`` -> the symbol's futures product, ``lot_size: catalog`` -> the futures lot in
+        force, ``leverage: catalog`` -> 1 / the futures margin. A resolved config is returned as is."""
+        if self.resolved:
+            return self
+        from tradebot.envs.instruments import load_catalog
+
+        catalog = load_catalog()
+        update: dict[str, object] = {}
+        if self.product == FUTURES:
+            update["product"] = catalog.get(symbol, "engine.product 'futures'").futures_product
+        if self.lot_size == CATALOG:
+            update["lot_size"] = catalog.futures(symbol, "engine.lot_size").lot_on(on)
+        if self.leverage == CATALOG:
+            update["leverage"] = 100.0 / catalog.futures(symbol, "engine.leverage").margin_pct
+        return self.model_copy(update=update)
+
+    def _require_resolved(self) -> None:
+        if not self.resolved:
+            raise UserInputError("the engine config leaves product/lot_size/leverage to the instrument catalog; "
+                                 "resolve it for the traded symbol first (EngineConfig.for_instrument)")
 
     @property
     def flat_at_session_end(self) -> bool:
@@ -87,7 +140,10 @@ class EngineConfig(FrozenConfig):
 
     @property
     def effective_leverage(self) -> float:
-        return 1.0 if self.product == "equity_delivery" else float(self.leverage)
+        if self.product == "equity_delivery":
+            return 1.0
+        self._require_resolved()
+        return float(self.leverage)
 
     @property
     def shorts_allowed(self) -> bool:
@@ -96,7 +152,7 @@ class EngineConfig(FrozenConfig):
     @property
     def needs_atr(self) -> bool:
         """Whether sizing, stops, take-profits or slippage read the ATR."""
-        return (self.fixed_qty is None or self.stop_loss or self.take_profit_atr_mult is not None
+        return ((self.fixed_qty is None and self.exposure is None) or self.stop_loss or self.take_profit_atr_mult is not None
                 or self.slippage_atr > 0)
 
     @property
@@ -119,6 +175,7 @@ class EngineConfig(FrozenConfig):
 
     def params(self) -> np.ndarray:
         """The engine's float64 parameter vector (``P_*`` layout)."""
+        self._require_resolved()
         p = np.zeros(N_PARAMS, dtype=np.float64)
         p[P_INITIAL_CASH] = self.initial_cash
         p[P_RISK] = self.risk_per_trade
@@ -134,12 +191,14 @@ class EngineConfig(FrozenConfig):
         p[P_ALLOW_SHORT] = 1.0 if self.shorts_allowed else 0.0
         p[P_FIXED_QTY] = float(self.fixed_qty) if self.fixed_qty is not None else 0.0
         p[P_FLAT_AT_SESSION_END] = 1.0 if self.flat_at_session_end else 0.0
+        p[P_EXPOSURE] = self.exposure if self.exposure is not None else 0.0
         return p
 
     def cost_vector(self) -> np.ndarray:
         """The product's NSE cost vector, or zeros when ``costs`` is off."""
         if not self.costs:
             return np.zeros(N_COST, dtype=np.float64)
+        self._require_resolved()
         return cost_vector(self.product, self.costs_as_of, self.costs_file)
 
 

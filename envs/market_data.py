@@ -7,8 +7,10 @@ the bar (a live feed knows it from the clock, a replay from its data). Columns (
 
 * open, high, low, close;
 * ATR in price units (sizing, stops and ATR slippage of the orders decided at this bar read it);
-* flags: ``FLAG_LAST_OF_SESSION`` (the next bar belongs to another session, or there is none) and
-  ``FLAG_SQUARE_OFF`` (an intraday product and the bar starts at/after the square-off time);
+* flags: ``FLAG_LAST_OF_SESSION`` (the next bar belongs to another session, or there is none),
+  ``FLAG_SQUARE_OFF`` (an intraday product and the bar starts at/after the square-off time) and
+  ``FLAG_NEXT_SQUARE_OFF`` (the next bar of the same session starts at/after the square-off time, so
+  an entry decided at this bar cannot fill: the action masks read it);
 * the fraction of the session left after the bar, before square-off (0 for daily bars).
 """
 
@@ -43,6 +45,7 @@ N_DATA = 7
 # bits of the D_FLAGS column
 FLAG_LAST_OF_SESSION = 1
 FLAG_SQUARE_OFF = 2
+FLAG_NEXT_SQUARE_OFF = 4
 
 
 def compute_atr(bars: Bars, period: int = 14) -> np.ndarray:
@@ -103,15 +106,22 @@ class OneBar(Protocol):
 
 def market_row(bar: OneBar, atr: float, config: EngineConfig) -> np.ndarray:
     """The market-data row of one bar under ``config`` (``atr``: its ATR in price units), by
-    ``market_data``'s kernel, with the bar's own last-of-session flag (``market_data`` learns that
-    flag from the next bar)."""
+    ``market_data``'s kernel, with the bar's own last-of-session flag and the next bar known from the
+    clock (``market_data`` learns both from the next bar): a bar that is not the last of its session
+    is followed by the bar starting when it ends."""
     data = np.empty((1, N_DATA), dtype=np.float64)
     o, h, lo, c, a = (np.array([v], dtype=np.float64) for v in (bar.open, bar.high, bar.low, bar.close,
                                                               atr if math.isfinite(atr) else math.nan))
-    _fill_rows(data, o, h, lo, c, a, np.array([bar.ts], dtype=np.int64), *_session_clock(bar.timeframe, config))
-    flags = int(data[0, D_FLAGS]) & ~FLAG_LAST_OF_SESSION
+    clock = _session_clock(bar.timeframe, config)
+    _fill_rows(data, o, h, lo, c, a, np.array([bar.ts], dtype=np.int64), *clock)
+    flags = int(data[0, D_FLAGS]) & ~(FLAG_LAST_OF_SESSION | FLAG_NEXT_SQUARE_OFF)
     if bar.last_of_session:
         flags |= FLAG_LAST_OF_SESSION
+    else:
+        square_off, intraday, bar_minutes, _ = clock
+        minute = ((bar.ts + IST_OFFSET_NS) % DAY_NS) // MINUTE_NS
+        if square_off >= 0 and intraday and minute + bar_minutes >= square_off:
+            flags |= FLAG_NEXT_SQUARE_OFF
     data[0, D_FLAGS] = flags
     return data[0]
 
@@ -119,6 +129,11 @@ def market_row(bar: OneBar, atr: float, config: EngineConfig) -> np.ndarray:
 def row_atr(row: np.ndarray | None) -> float:
     """The ATR of a market-data row (NaN for no row: nothing known yet)."""
     return math.nan if row is None else float(row[D_ATR])
+
+
+def row_blocks_entries(row: np.ndarray) -> bool:
+    """Whether an entry decided at the row's bar cannot fill (the next bar starts at/after square-off)."""
+    return bool(int(row[D_FLAGS]) & FLAG_NEXT_SQUARE_OFF)
 
 
 def row_starts_at_square_off(row: np.ndarray) -> bool:
@@ -147,6 +162,10 @@ def _fill_rows(data, o, h, lo, c, atr, ns, square_off_minute, intraday_bars, bar
         flags = FLAG_LAST_OF_SESSION if next_day != day else 0
         if square_off_minute >= 0 and minute >= square_off_minute:
             flags |= FLAG_SQUARE_OFF
+        if square_off_minute >= 0 and next_day == day:
+            next_minute = ((ns[t + 1] + IST_OFFSET_NS) % DAY_NS) // MINUTE_NS
+            if next_minute >= square_off_minute:
+                flags |= FLAG_NEXT_SQUARE_OFF
         data[t, D_OPEN] = o[t]
         data[t, D_HIGH] = h[t]
         data[t, D_LOW] = lo[t]

@@ -9,8 +9,21 @@ Time line: at bar t the agent sees the observation of bar t (features at t, comp
 account at bar t+1's close, and returns the reward for t -> t+1 and the observation of t+1.
 
 Observation (float32): the feature columns at t, then ``side`` (-1/0/+1), ``upnl_atr``
-(side x (close_t - entry price) / ATR_t), ``bars_in_trade`` and ``time_left`` (fraction of the
-session left before square-off, or before the close when positions are carried; 0 for daily bars).
+(side x (close_t - entry price) / ATR_t), ``bars_in_trade``, ``time_left`` (fraction of the
+session left before square-off, or before the close when positions are carried; 0 for daily bars),
+then the action mask (``MASK_FEATURES``: 1.0 for each action the engine would accept from a decision
+at t, 0.0 otherwise; ``tradebot.envs.engine.action_mask``). The mask is exact (it comes from the
+account's position, the product and the clock, never from normalised inputs): a masked policy
+(``tradebot.rl.masked_module``) reads it raw and puts no probability on an invalid action.
+
+Agent rules (``EnvConfig``): ``decision_interval`` k makes one step k bars (the action fills at the
+next bar's open, then the account holds for k-1 bars; the reward is summed over them);
+``min_hold_bars`` m masks the closes of a position until its fill bar is m bars after its entry
+(stops, take-profits and square-off still close it).
+
+Per instrument: the engine config may leave the lot, the margin and the futures product to the
+instrument catalog (``tradebot.envs.instruments``); each instrument's account then runs with its own
+costs, lot and margin (``EngineConfig.for_instrument`` on its first bar after the warm-up).
 
 Features: by default the project's ``tradebot.features.pipeline.FeaturePipeline`` built from the ``features``
 config section (the same object live trading uses), with its ATR driving sizing and stops. A
@@ -41,14 +54,19 @@ from tradebot.envs.backtest import trades_frame
 from tradebot.envs.engine import (
     MODE_SESSION,
     MODE_WINDOW,
+    N_ACCOUNT_COLUMNS,
     N_ACTIONS,
+    N_OBS_TAIL,
     N_RPARAMS,
     N_RSTATE,
     N_STATE,
     N_TRADE,
     R_CODE,
     R_DRAWDOWN,
+    R_BENCHMARK,
     R_ETA,
+    R_INTERVAL,
+    R_MIN_HOLD,
     R_TURNOVER,
     REWARD_DIFFERENTIAL_SHARPE,
     REWARD_NET_LOG_RETURN,
@@ -61,14 +79,15 @@ from tradebot.envs.engine import (
     S_QTY,
     S_TRADE,
     batched_reset,
+    action_mask,
     batched_step,
     env_reset,
     env_step_info,
     new_state,
     write_obs,
 )
-from tradebot.envs.engine_config import EngineConfig
-from tradebot.envs.market_data import compute_atr, market_data, session_layout
+from tradebot.envs.engine_config import N_PARAMS, P_ALLOW_SHORT, EngineConfig
+from tradebot.envs.market_data import D_FLAGS, compute_atr, market_data, session_layout
 from tradebot.features.bars import Bars, load_bars
 from tradebot.features.pipeline import FeatureConfig, FeaturePipeline
 from tradebot.core.config import FrozenConfig, load_config, parse_config
@@ -76,15 +95,23 @@ from tradebot.core.errors import UserInputError
 
 ENV_ID = "tradebot/Trading-v0"
 _OBS_BOUND = float(np.finfo(np.float32).max)  # finite bounds: features are unbounded in principle
-POSITION_FEATURES: tuple[str, ...] = ("side", "upnl_atr", "bars_in_trade", "time_left")
+ACCOUNT_FEATURES: tuple[str, ...] = ("side", "upnl_atr", "bars_in_trade", "time_left")
+MASK_FEATURES: tuple[str, ...] = ("mask_hold", "mask_buy_long", "mask_sell_short", "mask_close_long",
+                                  "mask_close_short")
+POSITION_FEATURES: tuple[str, ...] = ACCOUNT_FEATURES + MASK_FEATURES  # the observation's tail after the features
 N_POSITION_FEATURES = len(POSITION_FEATURES)
+N_MASK_FEATURES = len(MASK_FEATURES)
+BARS_IN_TRADE_FROM_END = N_POSITION_FEATURES - ACCOUNT_FEATURES.index("bars_in_trade")  # obs[-this]
+assert N_POSITION_FEATURES == N_OBS_TAIL and N_MASK_FEATURES == N_ACTIONS and len(ACCOUNT_FEATURES) == N_ACCOUNT_COLUMNS
 
 
 def observation_at(features: np.ndarray, data_row: np.ndarray, qty: float = 0.0, entry_price: float = 0.0,
-                   bars_held: int = 0) -> np.ndarray:
+                   bars_held: int = 0, allow_short: bool = True) -> np.ndarray:
     """The env's observation of one bar outside an env (the live loop): the bar's feature row, then
     ``POSITION_FEATURES`` for a position of ``qty`` (signed) bought at ``entry_price`` ``bars_held``
-    bars ago, computed by the env's own kernel; ``data_row`` is the bar's row of ``market_data``."""
+    bars ago, computed by the env's own kernel; ``data_row`` is the bar's row of ``market_data``
+    (``market_row``), ``allow_short`` the engine's ``shorts_allowed`` (the mask of SELL_SHORT). The
+    minimum holding time is the policy's rule (``tradebot.rl.policy.Policy`` applies it)."""
     nf = len(features)
     obs = np.zeros(nf + N_POSITION_FEATURES, dtype=np.float32)
     feats = np.ascontiguousarray(features, dtype=np.float32).reshape(1, nf)
@@ -93,28 +120,45 @@ def observation_at(features: np.ndarray, data_row: np.ndarray, qty: float = 0.0,
         state[S_QTY] = qty
         state[S_ENTRY_PRICE] = entry_price
         state[S_ENTRY_BAR] = -float(bars_held)
-    write_obs(obs, feats, np.asarray(data_row, dtype=np.float64).reshape(1, -1), state, 0)
+    params = np.zeros(N_PARAMS)
+    params[P_ALLOW_SHORT] = 1.0 if allow_short else 0.0
+    write_obs(obs, feats, np.asarray(data_row, dtype=np.float64).reshape(1, -1), state, 0, params, np.zeros(N_RPARAMS))
     return obs
+
+
+def valid_actions(qty: float, bars_held: int, data_row: np.ndarray, allow_short: bool, min_hold_bars: int = 0) -> np.ndarray:
+    """The action mask (``MASK_FEATURES`` order, bool) for a decision at the bar of ``data_row``."""
+    out = np.zeros(N_ACTIONS)
+    action_mask(out, float(qty), float(bars_held), int(np.asarray(data_row)[D_FLAGS]), bool(allow_short),
+                float(min_hold_bars))
+    return out > 0.5
 
 # ---- rewards ----------------------------------------------------------------------------------
 
 class RewardStrategy(FrozenConfig):
-    """A named reward; both variants share the optional penalties.
+    """A named reward; both variants share the optional penalties and benchmark.
 
-    ``drawdown_penalty`` x (increase of the drawdown from the episode's equity peak this step, as a
-    fraction) and ``turnover_penalty`` x (rupees traded this step / equity before the step) are
-    subtracted from the base reward.
+    ``drawdown_penalty`` x (increase of the drawdown from the episode's equity peak this bar, as a
+    fraction) and ``turnover_penalty`` x (rupees traded this bar / equity before the bar) are
+    subtracted from the base reward (a drawdown-penalised reward is either variant with a
+    ``drawdown_penalty``). ``benchmark`` w > 0 measures the base reward against holding w x equity
+    of the instrument (the "hold plus RL overlay" design: being out or short pays only when the
+    market falls).
     """
 
     code: ClassVar[int]
     drawdown_penalty: float = Field(0.0, ge=0)
     turnover_penalty: float = Field(0.0, ge=0)
+    benchmark: float = Field(0.0, ge=0, le=10, description="weight of the held instrument the reward is measured "
+                             "against; 0: none")
 
     def vector(self) -> np.ndarray:
         v = np.zeros(N_RPARAMS)
         v[R_CODE] = self.code
         v[R_DRAWDOWN] = self.drawdown_penalty
         v[R_TURNOVER] = self.turnover_penalty
+        v[R_BENCHMARK] = self.benchmark
+        v[R_INTERVAL] = 1.0
         return v
 
 
@@ -169,6 +213,17 @@ class EnvConfig(FrozenConfig):
     episode: EpisodeConfig = EpisodeConfig()
     reward: RewardConfig = NetLogReturn()
     features: FeatureConfig = FeatureConfig()
+    decision_interval: int = Field(1, ge=1, le=10_000, description="bars per decision: the agent acts every k bars "
+                                   "and holds in between")
+    min_hold_bars: int = Field(0, ge=0, le=100_000, description="closes are masked until the fill bar is this many "
+                               "bars after the entry bar (stops, take-profit and square-off still close)")
+
+    def agent_vector(self) -> np.ndarray:
+        """The reward's parameter vector with the agent rules (decision interval, minimum hold)."""
+        v = self.reward.vector()
+        v[R_INTERVAL] = float(self.decision_interval)
+        v[R_MIN_HOLD] = float(self.min_hold_bars)
+        return v
 
     @classmethod
     def from_yaml(cls, path: str | Path, section: str = "env") -> "EnvConfig":
@@ -222,9 +277,7 @@ class _Prepared:
         self.feature_names = names + POSITION_FEATURES
         self.feats = np.ascontiguousarray(feats)
         self.data = market_data(bars, engine, atr)
-        self.params = engine.params()
-        self.costs = engine.cost_vector()
-        self.rparams = config.reward.vector()
+        self.rparams = config.agent_vector()
         finite = np.isfinite(self.feats).all(axis=1)
         if engine.needs_atr:
             finite &= np.isfinite(atr) & (atr > 0)
@@ -237,6 +290,9 @@ class _Prepared:
             raise UserInputError(f"features/ATR are NaN or infinite at bar {pos} ({bars.index[pos].isoformat()}) "
                                  "after the warm-up; fill or drop those bars")
         self.warmup = warmup
+        self.engine = engine.for_instrument(bars.symbol, bars.index[warmup].date())
+        self.params = self.engine.params()
+        self.costs = self.engine.cost_vector()
         ep = config.episode
         self.mode = MODE_WINDOW if ep.mode == "window" else MODE_SESSION
         available = n - 1 - warmup  # steps from the warm-up to the last bar
@@ -322,6 +378,11 @@ class TradingEnv(gym.Env):
         return self._p.warmup
 
     @property
+    def engine(self) -> EngineConfig:
+        """The engine settings the account runs under (the config's, resolved for this instrument)."""
+        return self._p.engine
+
+    @property
     def bar_index(self) -> int:
         """The bar the current observation describes."""
         return self._t
@@ -352,7 +413,7 @@ class TradingEnv(gym.Env):
         self._t = start
         self._end = end
         self._trade_rows = []
-        env_reset(self._state, self._rstate, p.data, p.feats, start, p.params, self._obs)
+        env_reset(self._state, self._rstate, p.data, p.feats, start, p.params, p.rparams, self._obs)
         return self._obs.copy(), self._info()
 
     def step(self, action):
@@ -360,9 +421,9 @@ class TradingEnv(gym.Env):
         if t < 0 or t >= self._end - 1:
             raise ResetNeeded("call reset() before step() (the episode has ended or not started)")
         p = self._p
-        r, equity, position, trades, invalid, costs, closed = env_step_info(
-            self._state, self._rstate, p.data, p.feats, t, int(action), p.params, p.costs, p.rparams, self._obs)
-        t += 1
+        r, t, equity, position, trades, invalid, costs, closed = env_step_info(
+            self._state, self._rstate, p.data, p.feats, t, int(action), self._end, p.params, p.costs, p.rparams,
+            self._obs)
         self._t = t
         if closed:
             self._trade_rows.append(self._state[S_TRADE:S_TRADE + N_TRADE].copy())
@@ -472,6 +533,11 @@ class BatchedTradingEnv(gym.vector.VectorEnv):
         return tuple(p.warmup for p in self._ps)
 
     @property
+    def engines(self) -> tuple[EngineConfig, ...]:
+        """Each instrument's engine settings (the config's, resolved for that instrument)."""
+        return tuple(p.engine for p in self._ps)
+
+    @property
     def bar_index(self) -> np.ndarray:
         """The bar each sub-env's current observation describes (in its instrument's bars)."""
         return self._t.copy()
@@ -517,7 +583,7 @@ class BatchedTradingEnv(gym.vector.VectorEnv):
             if mine.any():
                 p = self._ps[j]
                 batched_reset(self._states[lo:hi], self._rstates[lo:hi], self._t[lo:hi], self._ends[lo:hi],
-                              rows[mine] - lo, begin[mine], stop[mine], p.data, p.feats, p.params,
+                              rows[mine] - lo, begin[mine], stop[mine], p.data, p.feats, p.params, p.rparams,
                               self._obs[lo:hi])
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):

@@ -10,7 +10,9 @@ backtest. Its rules:
 * the ATR the engine sizes, stops and slips with is computed over the history, so the first traded
   bar already knows it;
 * a baseline that carries positions overnight decides on the traded bars alone (on the history it
-  could hold a position bought before the window), so it starts flat too.
+  could hold a position bought before the window), so it starts flat too; a signal baseline
+  (moving averages, channels, RSI, ``tsmom``'s year of closes) computes its signals on the whole
+  history and trades them from flat.
 
 ```python
 window = BacktestWindow.from_dates(bars, start="2021-06-01", end="2021-07-01")
@@ -105,12 +107,18 @@ class BacktestWindow:
         with the same first bar, e.g. over every bar of the data, is cut at the history's end)."""
         return np.asarray(per_bar)[self.first:len(self.history)]
 
+    def resolve(self, config: EngineConfig) -> EngineConfig:
+        """``config`` with the instrument catalog's values (lot, margin, futures product) for the traded
+        symbol on the first traded date (``EngineConfig.for_instrument``)."""
+        return config.for_instrument(self.history.symbol, self.history.index[self.first].date())
+
     def run(self, actions, config: EngineConfig, atr: np.ndarray | None = None) -> BacktestResult:
         """Backtest ``actions`` (one per traded bar, ``Action`` values) through the fill engine.
 
         ``atr``: the ATR per *history* bar (e.g. the feature pipeline's); None: pandas_ta ATR over the
         history when the config reads the ATR.
         """
+        config = self.resolve(config)
         if atr is None and config.needs_atr and self.first > 0:
             atr = compute_atr(self.history, config.atr_period)
         return run_backtest(self.bars, actions, config, atr=None if atr is None else self.traded(atr))
@@ -119,9 +127,17 @@ class BacktestWindow:
                      **params: Any) -> tuple[BacktestResult, EngineConfig]:
         """Baseline ``baseline`` over the traded bars, and the engine settings it ran under (``config``
         with the baseline's own overrides)."""
-        run_config = baseline.engine_config(config)
+        run_config = self.resolve(baseline.engine_config(config, self.history, **params))
         if not run_config.flat_at_session_end:
             traded = self.bars
-            return run_backtest(traded, baseline(traded, run_config, seed=seed, **params), run_config), run_config
+            if baseline.signals is not None:  # read the history, trade the window from flat
+                from tradebot.envs.baselines import signals_to_actions
+
+                signals = baseline.signals(self.history, run_config, **{**baseline.params, **params})
+                actions = signals_to_actions(traded, config=run_config, **{
+                    k: (self.traded(v) if isinstance(v, np.ndarray) else v) for k, v in signals.items()})
+            else:
+                actions = baseline(traded, run_config, seed=seed, **params)
+            return run_backtest(traded, actions, run_config), run_config
         actions = self.traded(baseline(self.history, run_config, seed=seed, **params))
         return self.run(actions, run_config), run_config

@@ -13,7 +13,8 @@ setup = load_policy_setup("models:/tradebot-ppo-lstm-demo/1")    # all of the ab
 The evaluated period is a ``tradebot.envs.window.BacktestWindow``: every bar before ``end`` is the
 history, trading starts at ``start``. How the actions are made. A ``TradingEnv`` is built on the history with the env
 section of the training config (same features, same causal normalisation, same engine; episodes
-forced to one window from ``start`` to the last bar), reset at the first bar at or after ``start``
+forced to one window from ``start`` to the last bar; one step per bar, the policy holding between the
+decisions of its decision interval itself), reset at the first bar at or after ``start``
 and stepped with the policy's own deterministic action for each bar (``Policy.act``, one bar at a
 time, recurrent state starting fresh at ``start`` as in validation). Bars before ``start`` only warm
 the features up: the account starts flat with ``engine.initial_cash`` at ``start`` and the
@@ -176,6 +177,7 @@ def policy_env_config(train_config: TrainConfig | None = None, engine: EngineCon
         raise UserInputError(f"the policy was trained on env {train_config.run.env_id!r}; policy backtests "
                              f"replay {DEFAULT_ENV_ID} (TradingEnv) only")
     raw["episode"] = {"mode": "window", "length": None}
+    raw["decision_interval"] = 1  # one step per bar: the policy holds between its decisions itself (Policy)
     if engine is not None:
         raw["engine"] = engine.model_dump()
     where = "env section of the policy's training config" if train_config is not None else "env config"
@@ -273,6 +275,8 @@ def policy_actions(policy: Policy, bars: Bars, env_config: EnvConfig, start: Dat
     from tradebot.envs.window import BacktestWindow
 
     window = BacktestWindow.from_dates(bars, start, end)
+    # the instrument catalog's lot and margin on the first traded date, for the env and the backtest alike
+    env_config = env_config.model_copy(update={"engine": window.resolve(env_config.engine)})
     env, atr = _trading_env(window.history, env_config)
     dim = int(env.observation_space.shape[0])
     if dim != policy.obs_dim:

@@ -13,7 +13,7 @@ cut from those arrays when the sample is complete.
 
 It returns what the parent returns, bit for bit (``tests/rl/test_rl_batched_runner.py``): the
 same episode chunks (observations normalised by the same running statistics, pushed in the same
-order; actions, log-probabilities, distribution inputs, LSTM states, rewards, terminated/truncated
+order, the action-mask columns handed on raw when the filter is ``tradebot.rl.masking``'s; actions, log-probabilities, distribution inputs, LSTM states, rewards, terminated/truncated
 flags, one step of look-back on continued chunks), the same ``MeanStdFilter`` state (where
 ``tradebot.rl.policy.Policy`` reads it from checkpoints) and the same sampling metrics. Two things
 it does not do: keep the env's per-step ``infos`` in the episodes (PPO never reads them), and call
@@ -58,7 +58,9 @@ from ray.rllib.utils.metrics import (
 )
 from ray.rllib.utils.numpy import SMALL_NUMBER, convert_to_numpy
 
-FILTER_NAME = "MeanStdFilter"  # the connector's name in the pipeline state (and in checkpoints)
+# the observation filters it mirrors, by their names in the pipeline state (and in checkpoints): RLlib's
+# MeanStdFilter, and tradebot.rl.masking's, which passes the action-mask columns through raw
+FILTER_NAMES = ("MeanStdFilter", "MaskKeepingMeanStdFilter")
 
 
 @njit(cache=True, error_model="numpy")
@@ -112,9 +114,13 @@ class _Filter:
         self.stats[:4, :dim] = (rs.mean_array, rs.sum_sq_diff_array, rs.mean_delta_array, rs.sum_sq_diff_delta_array)
         self.stats[4, :2] = (rs.num_pushes, rs.num_pushes_delta)
         self.dim = dim
+        self.raw_tail = int(agent_state.get("raw_tail", 0))  # trailing columns handed on unnormalised
 
     def __call__(self, obs: np.ndarray, out: np.ndarray) -> None:
-        _push_and_normalise(np.ascontiguousarray(obs, dtype=np.float32), self.stats[:, :], self.clip, out)
+        x = np.ascontiguousarray(obs, dtype=np.float32)
+        _push_and_normalise(x, self.stats[:, :], self.clip, out)
+        if self.raw_tail:
+            out[:, -self.raw_tail:] = x[:, -self.raw_tail:]
 
     def state(self) -> dict[str, Any]:
         d = self.dim
@@ -154,14 +160,15 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
             num_timesteps = self.config.get_rollout_fragment_length(self.worker_index) * self.num_envs
         with self.metrics.log_time(SAMPLE_TIMER):
             state = self.get_state(components=COMPONENT_ENV_TO_MODULE_CONNECTOR)[COMPONENT_ENV_TO_MODULE_CONNECTOR]
-            if list(state) != [FILTER_NAME] or list(state[FILTER_NAME]) != [None]:
-                raise ValueError(f"BatchedEnvRunner needs exactly one single-agent {FILTER_NAME} connector; "
-                                 f"found {list(state)}")
-            filt = _Filter(state[FILTER_NAME][None])
+            name = next(iter(state), None)
+            if len(state) != 1 or name not in FILTER_NAMES or list(state[name]) != [None]:
+                raise ValueError(f"BatchedEnvRunner needs exactly one single-agent {' or '.join(FILTER_NAMES)} "
+                                 f"connector; found {list(state)}")
+            filt = _Filter(state[name][None])
             if force_reset or not self._ready:
                 self._reset_all(filt)
             episodes, steps, finished = self._rollout(filt, int(num_timesteps), explore)
-            self.set_state({COMPONENT_ENV_TO_MODULE_CONNECTOR: {FILTER_NAME: {None: filt.state()}}})
+            self.set_state({COMPONENT_ENV_TO_MODULE_CONNECTOR: {name: {None: filt.state()}}})
         self._log_sampled(steps, finished)
         return episodes
 

@@ -10,10 +10,18 @@ policy.reset("NSE:SBIN-EQ")                                 # new episode / sess
 ```
 
 * **Normalisation travels with the checkpoint.** Training runs RLlib's ``MeanStdFilter`` connector
+  (``tradebot.rl.masking.MaskKeepingMeanStdFilter``, which passes the action-mask columns through raw)
   on the env-to-module path; its running mean/std are part of the algorithm checkpoint
-  (``env_runner/env_to_module_connector/MeanStdFilter``). ``Policy`` restores that connector from
+  (``env_runner/env_to_module_connector/<filter>``). ``Policy`` restores that connector from
   the checkpoint and applies its frozen statistics (no updates) exactly as the filter does:
   ``clip((obs - mean) / (std + SMALL_NUMBER), -clip, clip)``. Nothing is recomputed from live data.
+* **Action masks.** A masked module (``tradebot.rl.masking``) reads the mask at the end of the raw
+  observation; ``act`` returns probability 0 for every action the engine would ignore, and never
+  picks one. With ``min_hold_bars`` (from the training config) ``act`` also masks the closes of a
+  position held fewer bars, from the observation's raw ``bars_in_trade``, as the env did in training.
+* **Decision interval.** A policy trained with ``env.decision_interval`` k (saved ``config.yaml``)
+  decides on the first bar of a stream and every k-th bar after it, and holds in between (HOLD with
+  probability 1, its recurrent state untouched), as the env stepped it in training.
 * **Recurrent state per stream.** Each stream id (e.g. a symbol) has its own LSTM state, created
   from the module's initial state on first use and after ``reset``.
 * **Deterministic by default:** argmax of the action logits, which is what RLlib does at inference
@@ -37,10 +45,18 @@ import torch
 from ray.rllib.utils.numpy import SMALL_NUMBER  # the epsilon RLlib's MeanStdFilter divides with
 
 from tradebot.core.errors import UserInputError
+from tradebot.envs.engine import Action
+from tradebot.envs.trading_env import BARS_IN_TRADE_FROM_END
+
+HOLD = int(Action.HOLD)
+HOLD_PROBS = np.eye(len(Action))[HOLD]
 
 # Where the two parts of a policy live inside an RLlib (2.60, new API stack) algorithm checkpoint.
 MODULE_SUBDIR = Path("learner_group/learner/rl_module/default_policy")
-NORMALISER_SUBDIR = Path("env_runner/env_to_module_connector/MeanStdFilter")
+CONNECTOR_SUBDIR = Path("env_runner/env_to_module_connector")
+NORMALISER_NAMES = ("MaskKeepingMeanStdFilter", "MeanStdFilter")  # the masking filter's, or RLlib's own
+NORMALISER_SUBDIR = CONNECTOR_SUBDIR / NORMALISER_NAMES[0]
+CONFIG_FILE = "config.yaml"  # the training config, in every checkpoint and policy export
 _MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "wasbs://", "http://", "https://")
 
 
@@ -54,6 +70,7 @@ class ObsNormaliser:
     demean: bool = True
     destd: bool = True
     count: int = 0
+    raw_tail: int = 0  # trailing columns (the action mask) handed on unnormalised
 
     @classmethod
     def from_filter_state(cls, state: dict[Any, Any]) -> "ObsNormaliser":
@@ -69,7 +86,8 @@ class ObsNormaliser:
         rs = RunningStat.from_state(stats[0])
         return cls(mean=np.asarray(rs.mean, dtype=np.float64), std=np.asarray(rs.std, dtype=np.float32),
                    clip=agent_state["clip_by_value"], demean=bool(agent_state["de_mean_to_zero"]),
-                   destd=bool(agent_state["de_std_to_one"]), count=int(rs.n))
+                   destd=bool(agent_state["de_std_to_one"]), count=int(rs.n),
+                   raw_tail=int(agent_state.get("raw_tail", 0)))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, observation_space: Any) -> "ObsNormaliser":
@@ -79,25 +97,31 @@ class ObsNormaliser:
         """
         from ray.rllib.connectors.env_to_module.mean_std_filter import MeanStdFilter
 
-        filter_dir = Path(path) / NORMALISER_SUBDIR
-        if not filter_dir.is_dir():
-            raise UserInputError(f"{path}: no observation normaliser at {NORMALISER_SUBDIR}; "
+        from tradebot.rl.masking import MaskKeepingMeanStdFilter
+
+        found = [n for n in NORMALISER_NAMES if (Path(path) / CONNECTOR_SUBDIR / n).is_dir()]
+        if not found:
+            raise UserInputError(f"{path}: no observation normaliser in {CONNECTOR_SUBDIR}; "
                                  "pass a checkpoint written by `tradebot train`")
-        connector = MeanStdFilter()
+        filter_dir = Path(path) / CONNECTOR_SUBDIR / found[0]
+        connector = MaskKeepingMeanStdFilter() if found[0] == NORMALISER_NAMES[0] else MeanStdFilter()
         connector.input_observation_space = observation_space  # (the constructor argument is read too early)
         connector.restore_from_path(str(filter_dir))
         return cls.from_filter_state(connector.get_state())
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        x = np.asarray(obs)
-        dtype = x.dtype
+        raw = np.asarray(obs)
+        x, dtype = raw, raw.dtype
         if self.demean:
             x = x - self.mean
         if self.destd:
             x = x / (self.std + SMALL_NUMBER)
         if self.clip:
             x = np.clip(x, -self.clip, self.clip)
-        return x.astype(dtype)
+        x = x.astype(dtype)
+        if self.raw_tail:
+            x[..., -self.raw_tail:] = raw[..., -self.raw_tail:]
+        return x
 
 
 class Policy:
@@ -107,7 +131,8 @@ class Policy:
     """
 
     def __init__(self, module: Any, normaliser: ObsNormaliser, *, deterministic: bool = True,
-                 seed: int | None = None, source: str | None = None):
+                 seed: int | None = None, source: str | None = None, decision_interval: int = 1,
+                 min_hold_bars: int = 0):
         from ray.rllib.core.columns import Columns
 
         self._cols = Columns
@@ -116,8 +141,11 @@ class Policy:
         self.deterministic = deterministic
         self.source = source
         self.version: str | None = None  # the registered model version (MLflow models), for journals and logs
+        self.decision_interval = int(decision_interval)
+        self.min_hold_bars = int(min_hold_bars)
         self._rng = np.random.default_rng(seed)
         self._states: dict[Hashable, Any] = {}
+        self._bars: dict[Hashable, int] = {}  # bars seen per stream (the decision interval counts them)
         shape = getattr(module.observation_space, "shape", None)
         if not shape or len(shape) != 1:
             raise UserInputError(f"policy expects a flat Box observation space, got {module.observation_space}")
@@ -149,8 +177,10 @@ class Policy:
         if not module_dir.is_dir():
             raise UserInputError(f"{path}: no RLModule at {MODULE_SUBDIR}; pass a checkpoint written by `tradebot train`")
         module = RLModule.from_checkpoint(str(module_dir))
+        interval, min_hold = agent_rules(path / CONFIG_FILE)
         return cls(module, ObsNormaliser.from_checkpoint(path, module.observation_space),
-                   deterministic=deterministic, seed=seed, source=str(path))
+                   deterministic=deterministic, seed=seed, source=str(path), decision_interval=interval,
+                   min_hold_bars=min_hold)
 
     @classmethod
     def from_mlflow(cls, uri: str, *, deterministic: bool = True, seed: int | None = None) -> "Policy":
@@ -190,6 +220,15 @@ class Policy:
             bad = int(np.flatnonzero(~np.isfinite(x))[0])
             raise UserInputError(f"observation for {stream_id!r} has a NaN or infinite value at index {bad}; "
                                  "fix the features (the policy never acts on them)")
+        seen = self._bars.get(stream_id, 0)
+        self._bars[stream_id] = seen + 1
+        if seen % self.decision_interval:
+            return HOLD, HOLD_PROBS.copy()  # between decisions: hold; the recurrent state waits
+        if self.min_hold_bars and self.normaliser.raw_tail:
+            held = float(x[-BARS_IN_TRADE_FROM_END])
+            if held + 1.0 < self.min_hold_bars:
+                x = x.copy()
+                x[-2:] = 0.0  # CLOSE_LONG and CLOSE_SHORT: not before the minimum holding time
         logits, state_out = self._forward(self.normaliser(x)[None, None, :], self._states.get(stream_id))
         if state_out is not None:
             self._states[stream_id] = state_out
@@ -204,8 +243,10 @@ class Policy:
         """Forget the recurrent state of one stream (a new episode or session), or of all when None."""
         if stream_id is None:
             self._states.clear()
+            self._bars.clear()
         else:
             self._states.pop(stream_id, None)
+            self._bars.pop(stream_id, None)
 
     @property
     def streams(self) -> tuple[Hashable, ...]:
@@ -223,13 +264,33 @@ class Policy:
 
 
 def export_policy(checkpoint: str | Path, dest: str | Path) -> Path:
-    """Copy just what ``Policy`` needs (the RLModule and the normaliser) from an algorithm checkpoint."""
+    """Copy just what ``Policy`` needs (the RLModule, the normaliser and the training config with its
+    agent rules) from an algorithm checkpoint."""
     checkpoint, dest = Path(checkpoint), Path(dest)
-    for sub in (MODULE_SUBDIR, NORMALISER_SUBDIR):
+    normaliser = next((CONNECTOR_SUBDIR / n for n in NORMALISER_NAMES if (checkpoint / CONNECTOR_SUBDIR / n).is_dir()),
+                      NORMALISER_SUBDIR)
+    for sub in (MODULE_SUBDIR, normaliser):
         if not (checkpoint / sub).is_dir():
             raise UserInputError(f"{checkpoint}: missing {sub}; pass a checkpoint written by `tradebot train`")
         shutil.copytree(checkpoint / sub, dest / sub, dirs_exist_ok=True)
+    if (checkpoint / CONFIG_FILE).is_file():
+        shutil.copyfile(checkpoint / CONFIG_FILE, dest / CONFIG_FILE)
     return dest
+
+
+def agent_rules(config_file: Path) -> tuple[int, int]:
+    """``(decision_interval, min_hold_bars)`` of the env section of a saved training config ((1, 0)
+    without one)."""
+    import yaml
+
+    if not config_file.is_file():
+        return 1, 0
+    try:
+        env = (yaml.safe_load(config_file.read_text()) or {}).get("env") or {}
+        return max(1, int(env.get("decision_interval") or 1)), max(0, int(env.get("min_hold_bars") or 0))
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+        raise UserInputError(f"{config_file}: unreadable training config (env.decision_interval / "
+                             "env.min_hold_bars)") from None
 
 
 def _tree_map(fn, tree: Any) -> Any:

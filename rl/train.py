@@ -24,10 +24,13 @@ What a run does
   is a share or ``auto`` and one is there (``learner_device`` says where; MLflow tags it).
 * Model: ``DefaultModelConfig(use_lstm=True)``: MLP ``model.fcnet_hiddens`` -> LSTM
   ``model.lstm_cell_size`` -> policy / value heads, trained on ``model.max_seq_len`` windows.
-* Observations pass through RLlib's ``MeanStdFilter`` connector; its running statistics are part of
+* Actions are masked (``model.action_masking``, default on; ``tradebot.rl.masking``): the module puts no
+  probability on an action the engine would ignore, reading the mask at the end of each observation.
+* Observations pass through RLlib's ``MeanStdFilter`` connector (``MaskKeepingMeanStdFilter``: the mask
+  columns pass raw); its running statistics are part of
   every algorithm checkpoint, and ``tradebot.rl.policy.Policy`` restores and freezes them.
 * Validation (``data.validation`` dates, every ``run.validate_every`` iterations): one deterministic
-  pass of ``tradebot.rl.policy.Policy`` over the validation dates (the bars before them are fed to the env
+  pass of ``tradebot.rl.policy.Policy`` over the validation dates of every instrument (the bars before them are fed to the env
   for the feature warm-up only). The best score's checkpoint is kept; ``run.patience`` validations
   without improvement stop the run.
 * Checkpoints: ``<output>/checkpoints/iter_NNNNNN`` every ``run.checkpoint_every`` iterations, at
@@ -196,10 +199,23 @@ def train_env_config(cfg: TrainConfig) -> dict[str, Any]:
             "config": dict(cfg.env)}
 
 
-def validation_env(cfg: TrainConfig, seed: int):
-    """(env, start bar) for one deterministic pass over the validation dates, or (None, None).
+class ValidationPasses:
+    """The validation dates of every instrument the run trains on (``data.path`` and ``data.extra_paths``):
+    one env per instrument and the bar its deterministic pass starts at."""
 
-    The env gets every bar before the validation end (earlier bars only warm the features up) and
+    def __init__(self, passes: list[tuple[Any, int]]):
+        self.passes = passes
+
+    def close(self) -> None:
+        for env, _ in self.passes:
+            env.close()
+
+
+def validation_env(cfg: TrainConfig, seed: int):
+    """(``ValidationPasses``, None) for one deterministic pass per instrument over the validation dates,
+    or (None, None) without validation dates.
+
+    Each env gets every bar before the validation end (earlier bars only warm the features up) and
     one episode that starts at the first validation bar and runs to the last.
     """
     import pandas as pd
@@ -207,43 +223,51 @@ def validation_env(cfg: TrainConfig, seed: int):
     if cfg.data.validation is None:
         return None, None
     env_cfg = {**dict(cfg.env), "episode": {"mode": "window", "length": None}}
-    env = make_env({"env_id": cfg.run.env_id, "path": cfg.data.path, "symbol": cfg.data.symbol,
-                    "start": None, "end": cfg.data.validation.end.isoformat(), "config": env_cfg})
-    index = _load_bars(cfg.data.path, cfg.data.symbol).between(None, cfg.data.validation.end.isoformat()).index
-    start = int(index.searchsorted(pd.Timestamp(cfg.data.validation.start.isoformat(), tz=index.tz)))
-    if start >= len(index) - 1:
-        raise UserInputError(f"{cfg.data.path}: fewer than 2 bars in the validation dates "
-                             f"{cfg.data.validation.start}..{cfg.data.validation.end}")
-    env.reset(seed=seed)
-    return env, start
+    passes = []
+    for path, symbol in [(cfg.data.path, cfg.data.symbol), *((p, None) for p in cfg.data.extra_paths)]:
+        env = make_env({"env_id": cfg.run.env_id, "path": path, "symbol": symbol,
+                        "start": None, "end": cfg.data.validation.end.isoformat(), "config": env_cfg})
+        index = _load_bars(path, symbol).between(None, cfg.data.validation.end.isoformat()).index
+        start = int(index.searchsorted(pd.Timestamp(cfg.data.validation.start.isoformat(), tz=index.tz)))
+        if start >= len(index) - 1:
+            raise UserInputError(f"{path}: fewer than 2 bars in the validation dates "
+                                 f"{cfg.data.validation.start}..{cfg.data.validation.end}")
+        env.reset(seed=seed)
+        passes.append((env, start))
+    return ValidationPasses(passes), None
 
 
 def validate_policy(policy: Policy, env, start: int | None, seed: int) -> dict[str, float]:
-    """One deterministic pass: total reward (and equity change when the env reports equity)."""
-    policy.reset(VALIDATION_STREAM)
-    obs, info = env.reset(seed=seed, options={"start": start} if start is not None else None)
-    equity0 = info.get("equity")
-    total, steps = 0.0, 0
-    while True:
-        action, _ = policy.act(VALIDATION_STREAM, obs)
-        obs, reward, terminated, truncated, info = env.step(action)
-        total += float(reward)
-        steps += 1
-        if terminated or truncated:
-            break
-    policy.reset(VALIDATION_STREAM)
+    """One deterministic pass per instrument: total reward, steps, and (when the env reports equity) the
+    mean equity change over the instruments."""
+    runs = env.passes if isinstance(env, ValidationPasses) else [(env, start)]
+    total, steps, changes = 0.0, 0, []
+    for e, first in runs:
+        policy.reset(VALIDATION_STREAM)
+        obs, info = e.reset(seed=seed, options={"start": first} if first is not None else None)
+        equity0 = info.get("equity")
+        while True:
+            action, _ = policy.act(VALIDATION_STREAM, obs)
+            obs, reward, terminated, truncated, info = e.step(action)
+            total += float(reward)
+            steps += 1
+            if terminated or truncated:
+                break
+        policy.reset(VALIDATION_STREAM)
+        if equity0 and "equity" in info:
+            changes.append(float(info["equity"]) / float(equity0) - 1.0)
     out = {metric_names.VALIDATION_RETURN: total, metric_names.VALIDATION_STEPS: float(steps)}
-    if equity0 and "equity" in info:
-        out[metric_names.VALIDATION_EQUITY_CHANGE] = float(info["equity"]) / float(equity0) - 1.0
+    if changes:
+        out[metric_names.VALIDATION_EQUITY_CHANGE] = float(np.mean(changes))
     return out
 
 
 # ---- the algorithm ----------------------------------------------------------------------------
 
 def _obs_filter(env, spaces, device):
-    from ray.rllib.connectors.env_to_module.mean_std_filter import MeanStdFilter
+    from tradebot.rl.masking import MaskKeepingMeanStdFilter
 
-    return MeanStdFilter()
+    return MaskKeepingMeanStdFilter()
 
 
 def build_algo_config(cfg: TrainConfig, *, num_cpus_per_env_runner: float | None = None,
@@ -257,6 +281,9 @@ def build_algo_config(cfg: TrainConfig, *, num_cpus_per_env_runner: float | None
     import gymnasium as gym
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from tradebot.rl.masking import MaskedPPOTorchRLModule, UnmaskedPPOTorchRLModule
 
     from tradebot.rl.batched_runner import BatchedEnvRunner
 
@@ -281,7 +308,9 @@ def build_algo_config(cfg: TrainConfig, *, num_cpus_per_env_runner: float | None
                   num_epochs=p.num_epochs)
         .rl_module(model_config=DefaultModelConfig(
             use_lstm=True, lstm_cell_size=m.lstm_cell_size, max_seq_len=m.max_seq_len,
-            fcnet_hiddens=list(m.fcnet_hiddens), fcnet_activation=m.fcnet_activation))
+            fcnet_hiddens=list(m.fcnet_hiddens), fcnet_activation=m.fcnet_activation),
+            rl_module_spec=RLModuleSpec(module_class=MaskedPPOTorchRLModule if m.action_masking
+                                        else UnmaskedPPOTorchRLModule))
         .debugging(seed=r.seed, log_level="ERROR")
     )
 

@@ -89,6 +89,9 @@ class ModelSection(FrozenConfig):
     max_seq_len: int = Field(20, ge=1, description="training sequence length (BPTT window)")
     fcnet_hiddens: list[int] = Field(default_factory=lambda: [64], description="MLP layers before the LSTM")
     fcnet_activation: Literal["tanh", "relu", "silu", "linear"] = Field("tanh", description="MLP activation")
+    action_masking: bool = Field(True, description="mask invalid actions in the policy (tradebot.rl.masking): no "
+                                 "probability on an action the engine would ignore; false: the plain module, which "
+                                 "must learn the rules itself (its invalid actions are counted no-ops)")
 
 
 class RunSection(FrozenConfig):
@@ -138,6 +141,7 @@ class TrainConfig(FrozenConfig):
     @model_validator(mode="after")
     def _sub_envs_fill_a_sequence(self) -> "TrainConfig":
         check_sub_envs(self.ppo, self.model, self.run)
+        check_agent_rules(self.env, self.model)
         return self
 
     @property
@@ -167,6 +171,13 @@ def check_sub_envs(ppo: PPOSection, model: ModelSection, run: RunSection) -> Non
                          f"ppo.train_batch_size {ppo.train_batch_size} per iteration, fewer than "
                          f"model.max_seq_len {model.max_seq_len}: raise ppo.train_batch_size to {need} "
                          "or more, or lower run.num_envs_per_env_runner (auto picks one that fits)")
+
+
+def check_agent_rules(env: dict[str, Any], model: ModelSection) -> None:
+    """A minimum holding time is enforced by the action mask: it needs the masked module."""
+    if int(env.get("min_hold_bars") or 0) > 0 and not model.action_masking:
+        raise ValueError("env.min_hold_bars is enforced by masking the closes: set model.action_masking: true "
+                         "or drop min_hold_bars")
 
 
 def load_train_config(path: str | Path | None) -> TrainConfig:

@@ -1,10 +1,10 @@
 """The walk-forward config (``tradebot evaluate --config FILE``; an unknown key is a one-line error naming it)::
 
-    data:       {path: ..., symbol: null, start: 2021-01-01, end: null}   # dates folds may use
+    data:       {path: ..., symbol: null, extra_paths: [], start: 2021-01-01, end: null}   # dates folds may use
     folds:      {unit: months, train: 6, validation: 1, test: 1, step: 2, purge: 2, embargo: 0,
                  anchored: false, max_folds: null}
     evaluation: {seeds: [0, 1, 2], baselines: null, baseline_seed: 0, configs_tried: 1,
-                 pbo_partitions: 8, parallel_trainings: 1, output_dir: runs/walkforward,
+                 pbo_partitions: 8, ensemble: true, parallel_trainings: 1, output_dir: runs/walkforward,
                  mlflow_experiment: ..., registered_model: ...}
     training:   {env: {...}, ppo: {...}, model: {...}, run: {...}}   # tradebot.rl.train_config sections, no data
 """
@@ -35,6 +35,8 @@ class WalkForwardData(FrozenConfig):
 
     path: str = Field(description="bar file (CSV, CSV.gz or Parquet)")
     symbol: str | None = Field(None, description="Fyers symbol; null: taken from the file name")
+    extra_paths: list[str] = Field(default_factory=list, description="more instruments (same bar size and feature "
+                                   "set): one policy is trained on all of them, tested on each, and pooled")
     start: dt.date | None = Field(None, description="first day the folds may use; null: the first bar")
     end: dt.date | None = Field(None, description="first day excluded; null: after the last bar")
 
@@ -55,6 +57,8 @@ class EvaluationSection(FrozenConfig):
     configs_tried: int = Field(1, ge=1, description="configurations tried so far (this one included): "
                                                     "the deflated Sharpe ratio counts seeds x configs_tried trials")
     pbo_partitions: int = Field(8, ge=2, description="CSCV blocks S (even; lowered to fit short records)")
+    ensemble: bool = Field(True, description="also test agent_ensemble: per fold, the seeds' policies acting on "
+                           "their averaged action probabilities")
     parallel_trainings: int | Literal["auto"] = Field(
         1, description="fold/seed trainings run at once as Ray tasks (over a cluster's nodes with --address, "
         "or a machine's cores); auto: as many as the cluster has CPUs for")
@@ -133,8 +137,8 @@ class WalkForwardConfig(FrozenConfig):
         run = t.run.model_copy(update={"seed": seed, "output_dir": str(output_dir),
                                        "mlflow_experiment": self.evaluation.mlflow_experiment,
                                        "registered_model": self.evaluation.registered_model})
-        data = DataSection(path=self.data.path, symbol=self.data.symbol, train=fold.train_range,
-                           validation=fold.validation_range)
+        data = DataSection(path=self.data.path, symbol=self.data.symbol, extra_paths=list(self.data.extra_paths),
+                           train=fold.train_range, validation=fold.validation_range)
         return TrainConfig(data=data, env=dict(t.env), ppo=t.ppo, model=t.model, run=run)
 
 

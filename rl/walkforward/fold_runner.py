@@ -40,6 +40,7 @@ from tradebot.rl.walkforward.out_of_sample import (
 )
 from tradebot.rl.walkforward.results import (
     AGENT_SELECTED,
+    VALIDATION_DIR,
     FOLDS_FILE,
     REPORT_HTML,
     RUNS_CSV,
@@ -53,8 +54,23 @@ from tradebot.rl.walkforward.results import (
     SeedRun,
 )
 from tradebot.rl.walkforward.stitching import WindowRecord
+from tradebot.envs.performance import Metrics
 from tradebot.rl.walkforward.summary import runs_frame, summarise
 from tradebot.rl.walkforward.verdicts import baseline_verdicts, overfitting_statistics
+from tradebot.rl.walkforward.views import (
+    AGENT_ENSEMBLE,
+    POOLED,
+    SELECTION_FILE,
+    VIEWS_DIR,
+    ValidationScores,
+    ViewTests,
+    pool_records,
+    pooled_sharpe,
+    record_as_metrics,
+    record_metrics,
+    selection,
+    view_dir_name,
+)
 
 # Sections of the config that must not change when an evaluation is resumed (they decide what was trained).
 FIXED_ON_RESUME = ("data", "folds", "training", "evaluation.seeds", "evaluation.registered_model",
@@ -65,21 +81,27 @@ def run_walkforward(cfg: WalkForwardConfig, *, output_dir: str | Path | None = N
                     on_event: Callable[[EvaluationEvent], None] | None = None) -> EvaluationResult:
     """Run (or resume) the walk-forward evaluation of ``cfg`` into ``output_dir`` (default
     ``evaluation.output_dir``); ``address``: a Ray cluster to join (default ``RAY_ADDRESS``, else a
-    private local instance)."""
+    private local instance). Returns the primary view's result: the instrument, or ``pooled`` when
+    the evaluation trains on several (each instrument's is under ``views/<symbol>/``)."""
     from tradebot.features.bars import load_bars
 
     if output_dir is not None:
         cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"output_dir": str(output_dir)})})
     out = Path(cfg.evaluation.output_dir).resolve()
     emit = on_event or (lambda event: None)
-    path = Path(cfg.data.path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: bar file not found (data.path)")
-    bars = load_bars(path, symbol=cfg.data.symbol)
+    instruments = []
+    for path, symbol in [(cfg.data.path, cfg.data.symbol), *((p, None) for p in cfg.data.extra_paths)]:
+        if not Path(path).is_file():
+            raise UserInputError(f"{path}: bar file not found (data.path / data.extra_paths)")
+        instruments.append(load_bars(path, symbol=symbol))
+    names = [b.symbol or Path(b_path).name for b, b_path in zip(instruments, [cfg.data.path, *cfg.data.extra_paths])]
+    if len(set(names)) != len(names) or len({b.timeframe for b in instruments}) != 1:
+        raise UserInputError("data.path and data.extra_paths must be distinct instruments of one bar size")
+    bars = instruments[0]
     sessions = trading_sessions(bars.index, cfg.data.start, cfg.data.end)
     folds = make_folds(sessions, cfg.folds, cfg.data.end)
     if not folds:
-        raise UserInputError(f"{path}: {len(sessions)} sessions in the data range leave no complete fold; "
+        raise UserInputError(f"{cfg.data.path}: {len(sessions)} sessions in the data range leave no complete fold; "
                              "shorten folds.train/validation/test or widen data.start/end")
     _check_resumable(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -95,6 +117,9 @@ def run_walkforward(cfg: WalkForwardConfig, *, output_dir: str | Path | None = N
     client = experiment.client()
     state = mlflow_runs.read_state(out)
     parent = mlflow_runs.parent_run(client, experiment.experiment_id, out, cfg, folds, state)
+    cash = env_cfg.engine.initial_cash
+    views = {name: ViewTests() for name in names + ([POOLED] if len(names) > 1 else [])}
+    scores: list[ValidationScores] = []
 
     started_ray = False
     status = "FAILED"
@@ -103,28 +128,41 @@ def run_walkforward(cfg: WalkForwardConfig, *, output_dir: str | Path | None = N
             init_ray(address, num_cpus=local_cpus(cfg), logging_level=logging.WARNING)
             started_ray = True
         trained_here = train_in_parallel(cfg, folds, out, experiment.tracking_uri, emit)
-        runs: list[SeedRun] = []
-        baselines: dict[int, dict[str, Any]] = {}
-        baseline_records: dict[int, dict[str, WindowRecord]] = {}
         for fold in folds:
             emit(EvaluationEvent("fold", fold.index, len(folds), message=fold.label))
             fold_run = mlflow_runs.fold_run(client, experiment.experiment_id, parent, fold, state, out)
-            window = backtest_window(bars, fold)
             emit(EvaluationEvent("baselines", fold.index, len(folds), message="baselines"))
-            metrics_b, records_b = _fold_baselines(cfg, window, env_cfg.engine, bars.timeframe)
-            baselines[fold.index], baseline_records[fold.index] = metrics_b, records_b
-            fold_runs = [_seed_run(cfg, fold, seed, bars, out, client, fold_run, emit, address, len(folds),
-                                   trained_here)
-                         for seed in cfg.evaluation.seeds]
-            _mark_selected(fold_runs)
-            runs.extend(fold_runs)
-            mlflow_runs.log_fold(client, fold_run, fold_runs, metrics_b)
+            for name, inst in zip(names, instruments):
+                metrics_b, records_b = _fold_baselines(cfg, backtest_window(inst, fold), env_cfg.engine, inst.timeframe)
+                views[name].baselines[fold.index], views[name].records[fold.index] = metrics_b, records_b
+            fold_scores = _fold_seeds(cfg, fold, instruments, names, views, out, client, fold_run, emit, address,
+                                      len(folds), trained_here, cash)
+            scores.append(fold_scores)
+            if len(names) > 1:
+                _pool_fold(fold, views, names, cash, bars.timeframe)
+            primary = views[POOLED if len(names) > 1 else names[0]]
+            mlflow_runs.log_fold(client, fold_run, [r for r in primary.runs if r.fold == fold.index],
+                                 primary.baselines[fold.index])
         emit(EvaluationEvent("summary", message="summary"))
-        result = _result(cfg, out, folds, runs, baselines, baseline_records, bars.timeframe, parent)
-        _write_outputs(result, cfg)
-        mlflow_runs.log_parent(client, parent, result, out)
+        results = {}
+        for name, tests in views.items():
+            view_out = out if name == (POOLED if len(names) > 1 else names[0]) else out / VIEWS_DIR / view_dir_name(name)
+            view_out.mkdir(parents=True, exist_ok=True)
+            result = _result(cfg, view_out, folds, tests, bars.timeframe, parent)
+            _write_outputs(result, cfg)
+            results[name] = result
+        primary = results[POOLED if len(names) > 1 else names[0]]
+        chosen = selection(scores)
+        write_text_atomic(out / SELECTION_FILE, json_text({"views": list(views), **chosen}))
+        primary.files["selection"] = out / SELECTION_FILE
+        client.log_batch(parent, metrics=finite_metrics({  # what the designs are compared on, for MLflow's Compare view
+            "validation_score": chosen["score"],
+            "validation_sharpe_agent_selected": chosen["agent_selected_validation_sharpe"],
+            "validation_sharpe_agent_ensemble": chosen["agent_ensemble_validation_sharpe"]}))
+        client.set_tag(parent, "deployable_variant", chosen["variant"])
+        mlflow_runs.log_parent(client, parent, primary, out)
         status = "FINISHED"
-        return result
+        return primary
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -136,10 +174,9 @@ def run_walkforward(cfg: WalkForwardConfig, *, output_dir: str | Path | None = N
 
 # ---- one fold/seed ----------------------------------------------------------------------------
 
-def _seed_run(cfg: WalkForwardConfig, fold: Fold, seed: int, bars, out: Path, client, fold_run: str, emit,
-              address: str | None, n_folds: int, trained_here: set[tuple[int, int]]) -> SeedRun:
-    from tradebot.envs.performance import metrics_from_result
-    from tradebot.rl.policy import Policy
+def _train_seed(cfg: WalkForwardConfig, fold: Fold, seed: int, out: Path, client, fold_run: str, emit,
+                address: str | None, n_folds: int, trained_here: set[tuple[int, int]]):
+    """Train (or load) one fold/seed; returns ``(seed, train config, TrainResult, reused)``."""
     from tradebot.rl.train import IterationReport, train
 
     seed_dir = out / f"fold_{fold.index:02d}" / f"seed_{seed}"
@@ -156,27 +193,107 @@ def _seed_run(cfg: WalkForwardConfig, fold: Fold, seed: int, bars, out: Path, cl
     client.set_tag(result.mlflow_run_id, PARENT_RUN_TAG, fold_run)
     client.set_tag(result.mlflow_run_id, "walkforward.fold", str(fold.index))
     client.set_tag(result.mlflow_run_id, "walkforward.seed", str(seed))
-    checkpoint = str(result.final_checkpoint.resolve())
-    test_dir = seed_dir / TEST_DIR
-    cached = read_test_files(test_dir, checkpoint)
+    reused = result.already_complete and (fold.index, seed) not in trained_here
+    return seed, train_cfg, result, reused
+
+
+def _tested(policy, key: str, inst, fold: Fold, train_cfg, folder: Path, window: str):
+    """``(metrics, record)`` of ``policy`` on one instrument's fold window, kept in ``folder`` (a re-run with
+    the same ``key``, e.g. the checkpoint, reads it back); ``reused``: whether it was read back."""
+    from tradebot.envs.performance import metrics_from_result
+
+    cached = read_test_files(folder, key)
     if cached is not None:
-        metrics, record = cached
-        reused_test = True
-    else:
+        return cached[0], cached[1], True
+    bt, actions = policy_backtest(policy, inst, fold, train_cfg, window)
+    m = metrics_from_result(bt, inst.timeframe)
+    write_test_files(folder, key, m, bt, actions)
+    return dict(m.values), WindowRecord.from_result(bt), False
+
+
+def _fold_seeds(cfg: WalkForwardConfig, fold: Fold, instruments, names, views, out: Path, client, fold_run: str,
+                emit, address: str | None, n_folds: int, trained_here: set[tuple[int, int]],
+                cash: float) -> ValidationScores:
+    """Train each seed and test its policy on each instrument's test window (and score it on the validation
+    window) before the next seed; then the seed ensemble. The seed runs go into each instrument's view."""
+    from tradebot.rl.ensemble import EnsemblePolicy
+    from tradebot.rl.policy import Policy
+
+    multi = len(names) > 1
+    fold_runs: dict[str, list[SeedRun]] = {name: [] for name in names}
+    val_sharpe: dict[int, float] = {}
+    policies = []
+    trained = []
+    for seed in cfg.evaluation.seeds:
+        seed, train_cfg, result, reused = _train_seed(cfg, fold, seed, out, client, fold_run, emit, address, n_folds,
+                                                      trained_here)
+        trained.append((seed, train_cfg, result, reused))
+        checkpoint = str(result.final_checkpoint.resolve())
+        seed_dir = out / f"fold_{fold.index:02d}" / f"seed_{seed}"
         emit(EvaluationEvent("test", fold.index, n_folds, seed, message=f"testing seed {seed}"))
         policy = Policy.load(result.final_checkpoint.resolve())  # (RLlib reads a relative path as a URI)
-        bt, actions = policy_backtest(policy, bars, fold, train_cfg)
-        m = metrics_from_result(bt, bars.timeframe)
-        metrics, record = dict(m.values), WindowRecord.from_result(bt)
-        write_test_files(test_dir, checkpoint, m, bt, actions)
-        client.log_batch(result.mlflow_run_id, metrics=finite_metrics({f"test_{k}": v for k, v in metrics.items()}))
-        reused_test = False
-    emit(EvaluationEvent("done", fold.index, n_folds, seed, message=f"seed {seed} tested"))
-    return SeedRun(fold=fold.index, seed=seed, output_dir=seed_dir, checkpoint=checkpoint, iterations=result.iterations,
-                   stopped_early=result.stopped_early, best_validation_return=result.best_validation_return,
-                   mlflow_run_id=result.mlflow_run_id, model_uri=result.model_uri, metrics=metrics, record=record,
-                   reused_training=result.already_complete and (fold.index, seed) not in trained_here,
-                   reused_test=reused_test)
+        policies.append(policy)
+        val_records = []
+        reused_test = True
+        for name, inst in zip(names, instruments):
+            sub = view_dir_name(name) if multi else ""
+            metrics, record, hit = _tested(policy, checkpoint, inst, fold, train_cfg, seed_dir / TEST_DIR / sub, "test")
+            reused_test &= hit
+            _, val_record, _ = _tested(policy, checkpoint, inst, fold, train_cfg, seed_dir / VALIDATION_DIR / sub,
+                                       "validation")
+            val_records.append(val_record)
+            if not hit and name == names[0]:
+                client.log_batch(result.mlflow_run_id,
+                                 metrics=finite_metrics({f"test_{k}": v for k, v in metrics.items()}))
+            fold_runs[name].append(SeedRun(
+                fold=fold.index, seed=seed, output_dir=seed_dir, checkpoint=checkpoint, iterations=result.iterations,
+                stopped_early=result.stopped_early, best_validation_return=result.best_validation_return,
+                mlflow_run_id=result.mlflow_run_id, model_uri=result.model_uri, metrics=metrics, record=record,
+                reused_training=reused, reused_test=reused_test))
+        val_sharpe[seed] = pooled_sharpe(val_records, cash, instruments[0].timeframe)
+        emit(EvaluationEvent("done", fold.index, n_folds, seed, message=f"seed {seed} tested"))
+    for name in names:
+        _mark_selected(fold_runs[name])
+        views[name].runs.extend(fold_runs[name])
+    selected_seed = next(r.seed for r in fold_runs[names[0]] if r.selected)
+    ensemble_sharpe = None
+    if cfg.evaluation.ensemble and len(policies) > 1:
+        ensemble = EnsemblePolicy(policies)
+        key = "ensemble:" + ",".join(r.checkpoint for r in fold_runs[names[0]])
+        folder = out / f"fold_{fold.index:02d}" / "ensemble"
+        val_records = []
+        for name, inst in zip(names, instruments):
+            sub = view_dir_name(name) if multi else ""
+            train_cfg = trained[0][1]
+            metrics, record, _ = _tested(ensemble, key, inst, fold, train_cfg, folder / TEST_DIR / sub, "test")
+            views[name].baselines[fold.index][AGENT_ENSEMBLE] = Metrics(metrics)
+            views[name].records[fold.index][AGENT_ENSEMBLE] = record
+            val_records.append(_tested(ensemble, key, inst, fold, train_cfg, folder / VALIDATION_DIR / sub,
+                                       "validation")[1])
+        ensemble_sharpe = pooled_sharpe(val_records, cash, instruments[0].timeframe)
+    return ValidationScores(fold.index, val_sharpe, selected_seed, ensemble_sharpe)
+
+
+def _pool_fold(fold: Fold, views: dict[str, ViewTests], names: list[str], cash: float, timeframe: str) -> None:
+    """The pooled view of one fold: every seed's, baseline's and the ensemble's records pooled over the instruments."""
+    pooled = views[POOLED]
+    per = [[r for r in views[n].runs if r.fold == fold.index] for n in names]
+    for runs in zip(*per):
+        record = pool_records([r.record for r in runs], cash)
+        first = runs[0]
+        pooled.runs.append(SeedRun(
+            fold=fold.index, seed=first.seed, output_dir=first.output_dir, checkpoint=first.checkpoint,
+            iterations=first.iterations, stopped_early=first.stopped_early,
+            best_validation_return=first.best_validation_return, mlflow_run_id=first.mlflow_run_id,
+            model_uri=first.model_uri, metrics=record_metrics(record, cash, timeframe), record=record,
+            reused_training=first.reused_training, reused_test=all(r.reused_test for r in runs),
+            selected=first.selected))
+    pooled.records[fold.index] = {}
+    pooled.baselines[fold.index] = {}
+    for strategy in views[names[0]].records[fold.index]:
+        record = pool_records([views[n].records[fold.index][strategy] for n in names], cash)
+        pooled.records[fold.index][strategy] = record
+        pooled.baselines[fold.index][strategy] = record_as_metrics(record, cash, timeframe)
 
 
 def _mark_selected(runs: list[SeedRun]) -> None:
@@ -201,19 +318,20 @@ def _fold_baselines(cfg: WalkForwardConfig, window: BacktestWindow, engine, time
 
 # ---- results and outputs ----------------------------------------------------------------------
 
-def _result(cfg: WalkForwardConfig, out: Path, folds: list[Fold], runs: list[SeedRun],
-            baselines: dict[int, dict[str, Any]], baseline_records: dict[int, dict[str, WindowRecord]],
-            timeframe: str, parent: str) -> EvaluationResult:
+def _result(cfg: WalkForwardConfig, out: Path, folds: list[Fold], tests: ViewTests, timeframe: str,
+            parent: str) -> EvaluationResult:
     cash = cfg.env_config().engine.initial_cash
     names = cfg.baseline_names
-    summary = summarise(folds, runs, baselines, baseline_records, names, cfg.evaluation.seeds, cash, timeframe)
+    shown = names + ([AGENT_ENSEMBLE] if AGENT_ENSEMBLE in tests.baselines[folds[0].index] else [])
+    summary = summarise(folds, tests.runs, tests.baselines, tests.records, shown, cfg.evaluation.seeds, cash,
+                        timeframe)
     verdicts = baseline_verdicts(summary.per_fold, names)
     stats = overfitting_statistics(summary.seed_equity, summary.stitched[AGENT_SELECTED], cash,
                                    configs_tried=cfg.evaluation.configs_tried,
                                    pbo_partitions=cfg.evaluation.pbo_partitions)
-    return EvaluationResult(output_dir=out, folds=folds, runs=runs, baselines=baselines, summary=summary.table,
-                            verdicts=verdicts, deflated_sharpe=stats.deflated_sharpe, pbo=stats.pbo,
-                            parent_run_id=parent, stitched=summary.stitched, notes=stats.notes)
+    return EvaluationResult(output_dir=out, folds=folds, runs=tests.runs, baselines=tests.baselines,
+                            summary=summary.table, verdicts=verdicts, deflated_sharpe=stats.deflated_sharpe,
+                            pbo=stats.pbo, parent_run_id=parent, stitched=summary.stitched, notes=stats.notes)
 
 
 def _write_outputs(result: EvaluationResult, cfg: WalkForwardConfig) -> None:

@@ -44,8 +44,8 @@ def backtest_window(bars, fold: Fold) -> BacktestWindow:
         raise UserInputError(f"{fold.label}: fewer than 2 bars in the test window") from None
 
 
-def policy_backtest(policy, bars, fold: Fold, train_cfg: TrainConfig):
-    """The policy's backtest over the fold's test dates: ``(BacktestResult, actions)``.
+def policy_backtest(policy, bars, fold: Fold, train_cfg: TrainConfig, window: str = "test"):
+    """The policy's backtest over the fold's test (or ``window="validation"``) dates: ``(BacktestResult, actions)``.
 
     ``tradebot.rl.backtest_policy`` does the work: a TradingEnv over every bar before the test end (earlier
     bars only warm the features up) under the training config's env section, reset at the first test
@@ -54,7 +54,9 @@ def policy_backtest(policy, bars, fold: Fold, train_cfg: TrainConfig):
     """
     from tradebot.rl.backtest_policy import backtest_policy, policy_env_config
 
-    run = backtest_policy(policy, bars, policy_env_config(train_cfg), start=fold.test[0], end=fold.test_range.end)
+    first, end = (fold.test[0], fold.test_range.end) if window == "test" else (fold.validation[0],
+                                                                               fold.validation_range.end)
+    run = backtest_policy(policy, bars, policy_env_config(train_cfg), start=first, end=end)
     return run.result, run.actions
 
 

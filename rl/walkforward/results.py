@@ -26,6 +26,7 @@ FOLDS_FILE = "folds.json"
 SUMMARY_CSV, SUMMARY_JSON, RUNS_CSV, REPORT_HTML = "summary.csv", "summary.json", "runs.csv", "report.html"
 STITCHED_CSV = "stitched_equity.csv"
 TEST_DIR = "test"  # under each fold/seed folder
+VALIDATION_DIR = "validation"  # the same policy backtested on the fold's validation window
 
 
 @dataclass

@@ -69,7 +69,8 @@ def test_baseline_output_is_one_int8_action_per_bar(bars_5m, name):
     actions = BASELINES[name](bars_5m)
     assert actions.dtype == np.int8 and actions.shape == (len(bars_5m),)
     assert set(np.unique(actions)) <= {int(a) for a in Action}
-    assert (actions != Action.HOLD).any(), f"{name} never trades on the sample"
+    if name != "tsmom":  # 12-1 month momentum needs a year of sessions: six months of 5m bars never trade
+        assert (actions != Action.HOLD).any(), f"{name} never trades on the sample"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -77,10 +78,11 @@ def test_baseline_output_is_one_int8_action_per_bar(bars_5m, name):
 def test_baseline_actions_are_valid_under_their_config(bars_5m, name, config):
     bars = bars_5m.slice(0, 2500)  # January to mid-February: full sessions only
     actions = BASELINES[name](bars, config, seed=5)
-    assert run_backtest(bars, actions, config).invalid_actions == 0
+    run_config = BASELINES[name].engine_config(config, bars)  # what it runs under (its overrides, its sizing)
+    assert run_backtest(bars, actions, run_config).invalid_actions == 0
     # over the whole sample, only the early-ended 2021-02-24 session may cost one no-op close
     full = BASELINES[name](bars_5m, config, seed=5)
-    assert run_backtest(bars_5m, full, config).invalid_actions <= 1
+    assert run_backtest(bars_5m, full, BASELINES[name].engine_config(config, bars_5m)).invalid_actions <= 1
 
 
 def test_baselines_under_a_different_config_only_waste_closes(bars_5m):
@@ -184,3 +186,31 @@ def test_buy_and_hold_is_the_passive_benchmark_whatever_the_run_config(bars_5m):
     assert 0.999 * last_close < exit_price < last_close
     expected = EngineConfig().initial_cash + qty * (exit_price - entry) - trades["costs"].iloc[0]
     assert result.equity.iloc[-1] == pytest.approx(expected, rel=1e-9)
+
+
+def test_tsmom_is_the_sign_of_the_12_1_month_return_on_session_closes(bars_1d):
+    actions = BASELINES["tsmom"](bars_1d, EngineConfig(product="index_futures", carry_overnight=True,
+                                                       stop_loss=False, take_profit_atr_mult=None))
+    close = bars_1d.column("close")
+    res = run_backtest(bars_1d, actions, EngineConfig(product="index_futures", carry_overnight=True, stop_loss=False,
+                                                     take_profit_atr_mult=None))
+    assert res.invalid_actions == 0 and (actions[:252] == Action.HOLD).all()  # nothing before a year of closes
+    pos = res.positions.to_numpy()
+    for t in range(260, len(close) - 1, 37):  # the position held after bar t+1 follows the signal at bar t
+        mom = close[t - 21] / close[t - 252] - 1.0  # sessions before bar t's own (daily: the bars before)
+        if pos[t + 1] != 0 and pos[t] == pos[t + 1]:
+            assert np.sign(pos[t + 1]) == np.sign(mom)
+
+
+def test_vol_target_hold_holds_about_its_target_volatility_after_costs(bars_1d):
+    from tradebot.envs.performance import metrics_from_result
+    from tradebot.envs.window import BacktestWindow
+
+    window = BacktestWindow.from_dates(bars_1d, "2021-06-01")
+    for target in (0.10, 0.20):
+        res, cfg = window.run_baseline(BASELINES["vol_target_hold"], EngineConfig(), target_vol=target)
+        m = metrics_from_result(res, "1d")
+        assert res.invalid_actions == 0 and cfg.product == "equity_delivery" and not cfg.stop_loss
+        # the ATR estimate of volatility is rough: realised volatility within a factor of two of the target
+        assert target / 2 < m["volatility"] < target * 2, (target, m["volatility"])
+        assert m["trades"] < 60  # resized on drift only, checked weekly: not a daily rebalance

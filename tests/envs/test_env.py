@@ -115,13 +115,14 @@ def test_observation_layout_and_position_features(bars):
     env = TradingEnv(bars, config={"episode": {"length": 50}, "engine": no_exits})
     pipeline = FeaturePipeline.for_bars(bars)
     k = len(pipeline.feature_names)
-    assert env.feature_names[-4:] == POSITION_FEATURES
+    assert env.feature_names[-len(POSITION_FEATURES):] == POSITION_FEATURES
     assert env.feature_names[:k] == tuple(pipeline.feature_names)  # the default observation is the pipeline
     start = 30 + 75 * 8  # 11:45 on the ninth (full) session, past the pipeline's warm-up
     assert bars.index[start].strftime("%H:%M") == "11:45"
     obs, _ = env.reset(options={"start": start})
     np.testing.assert_array_equal(obs[:k], pipeline.transform(bars).iloc[start].to_numpy(dtype=np.float32))
     assert tuple(obs[k:k + 3]) == (0.0, 0.0, 0.0)
+    assert tuple(obs[k + 4:]) == (1.0, 1.0, 1.0, 0.0, 0.0)  # flat: hold or enter
     c = bars.frame["close"].to_numpy()
     obs, *_ = env.step(int(Action.BUY_LONG))
     obs, *_ = env.step(int(Action.HOLD))
@@ -131,6 +132,7 @@ def test_observation_layout_and_position_features(bars):
     assert obs[k + 1] == pytest.approx((c[start + 2] - entry) / atr, rel=1e-5)
     # time left: bar start+2 is 11:55, ending 12:00; square-off 15:15 -> (915 - 720) / (915 - 555)
     assert obs[k + 3] == pytest.approx((915 - 720) / 360, rel=1e-6)
+    assert tuple(obs[k + 4:]) == (1.0, 0.0, 0.0, 1.0, 0.0)  # long: hold or close it
 
 
 def test_window_episode_has_configured_length(bars):
@@ -197,9 +199,9 @@ def test_differential_sharpe_hand_computed():
     rp = DifferentialSharpe(eta=0.5).vector()
     rs = np.zeros(4)
     reward_reset(rs, 100.0)
-    assert reward_step(rp, rs, 100.0, 101.0, 0.0) == 0.0
+    assert reward_step(rp, rs, 100.0, 101.0, 0.0, 100.0, 100.0) == 0.0
     assert rs[0] == pytest.approx(0.005) and rs[1] == pytest.approx(5e-5)
-    assert reward_step(rp, rs, 101.0, 101.0 * 0.98, 0.0) == pytest.approx(-17.0, rel=1e-9)
+    assert reward_step(rp, rs, 101.0, 101.0 * 0.98, 0.0, 100.0, 100.0) == pytest.approx(-17.0, rel=1e-9)
 
 
 def test_drawdown_and_turnover_penalties_hand_computed():
@@ -207,11 +209,26 @@ def test_drawdown_and_turnover_penalties_hand_computed():
     rs = np.zeros(4)
     reward_reset(rs, 100.0)
     # 100 -> 90: drawdown 0 -> 0.10, penalty 2 x 0.10; turnover 50 on 100 equity: 0.01 x 0.5
-    assert reward_step(rp, rs, 100.0, 90.0, 50.0) == pytest.approx(math.log(0.9) - 0.2 - 0.005)
+    assert reward_step(rp, rs, 100.0, 90.0, 50.0, 100.0, 100.0) == pytest.approx(math.log(0.9) - 0.2 - 0.005)
     # 90 -> 95: drawdown shrinks to 0.05: no drawdown penalty
-    assert reward_step(rp, rs, 90.0, 95.0, 0.0) == pytest.approx(math.log(95 / 90))
+    assert reward_step(rp, rs, 90.0, 95.0, 0.0, 100.0, 100.0) == pytest.approx(math.log(95 / 90))
     # 95 -> 80: drawdown 0.05 -> 0.20: penalty 2 x 0.15
-    assert reward_step(rp, rs, 95.0, 80.0, 0.0) == pytest.approx(math.log(80 / 95) - 0.3)
+    assert reward_step(rp, rs, 95.0, 80.0, 0.0, 100.0, 100.0) == pytest.approx(math.log(80 / 95) - 0.3)
+
+
+def test_benchmark_reward_is_the_return_in_excess_of_holding_hand_computed():
+    # weight 1: equity 100 -> 101 while the instrument goes 200 -> 204 (+2 %): log(1.01) - log(1.02)
+    rp = NetLogReturn(benchmark=1.0).vector()
+    rs = np.zeros(4)
+    reward_reset(rs, 100.0)
+    assert reward_step(rp, rs, 100.0, 101.0, 0.0, 200.0, 204.0) == pytest.approx(math.log(1.01) - math.log(1.02))
+    # flat while it falls 2 %: the overlay earns log(1) - log(0.98)
+    assert reward_step(rp, rs, 101.0, 101.0, 0.0, 204.0, 199.92) == pytest.approx(-math.log(0.98))
+    # weight 0.5 on differential Sharpe: the excess simple return is 0.01 - 0.5 x 0.02 = 0 -> A stays 0
+    rp = DifferentialSharpe(eta=0.5, benchmark=0.5).vector()
+    reward_reset(rs, 100.0)
+    reward_step(rp, rs, 100.0, 101.0, 0.0, 200.0, 204.0)
+    assert rs[0] == pytest.approx(0.0, abs=1e-15)
 
 
 def test_reward_registry_and_config():

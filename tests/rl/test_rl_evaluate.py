@@ -22,6 +22,7 @@ from tradebot.core.errors import UserInputError
 from tradebot.rl.walkforward import EvaluationEvent, WalkForwardConfig, run_walkforward
 from tradebot.rl.walkforward.folds import FoldSpec, make_folds, trading_sessions
 from tradebot.rl.walkforward.results import AGENT, AGENT_SELECTED, SCOPE_FOLD, SCOPE_FOLDS, SCOPE_STITCHED
+from tradebot.rl.walkforward.views import AGENT_ENSEMBLE, SELECTION_FILE
 
 SMOKE_YAML = ROOT / "experiments" / "walkforward_smoke.yaml"
 
@@ -174,7 +175,7 @@ def test_evaluate_summary_has_agent_and_every_baseline_per_fold(smoke):
     from tradebot.envs.baselines import BASELINES
 
     summary = smoke["result"].summary
-    strategies = {AGENT, AGENT_SELECTED, *BASELINES}
+    strategies = {AGENT, AGENT_SELECTED, AGENT_ENSEMBLE, *BASELINES}  # the seed ensemble: on by default
     folds = summary[summary["scope"] == SCOPE_FOLD]
     assert set(folds["fold"]) == {0, 1}
     for k in (0, 1):
@@ -189,6 +190,7 @@ def test_evaluate_summary_has_agent_and_every_baseline_per_fold(smoke):
     # baselines are valid under the engine on the sliced test windows
     base = folds[folds["strategy"].isin(list(BASELINES))]
     assert (base["invalid_actions_mean"] == 0).all()
+    assert (folds["invalid_actions_mean"] == 0).all()  # the agent's too: its policies are masked
     assert (folds["bars_mean"] == 225).all()  # 3 sessions of 75 five-minute bars
 
 
@@ -213,6 +215,12 @@ def test_evaluate_verdicts_overfitting_and_outputs(smoke):
     assert re.search(r"<script[^>]*\bsrc=", page) is None and len(page) > 3_000_000  # plotly.js inline, nothing fetched
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 4 and runs.groupby("fold")["selected"].sum().tolist() == [1, 1]
+    # the design's validation score (validation windows only) and the variant it would deploy
+    sel = json.loads((out / SELECTION_FILE).read_text())
+    assert len(sel["folds"]) == 2 and all(set(f["seeds"]) == {"0", "1"} for f in sel["folds"])
+    assert sel["score"] == max(sel["agent_selected_validation_sharpe"], sel["agent_ensemble_validation_sharpe"])
+    assert sel["variant"] == ("agent_ensemble" if sel["agent_ensemble_validation_sharpe"]
+                              > sel["agent_selected_validation_sharpe"] else "agent_selected")
 
 
 @pytest.mark.integration

@@ -2,8 +2,9 @@
 
 Reference: a separately loaded copy of the checkpoint's RLModule runs ``forward_inference`` over a
 whole episode at once (one [1, T, D] sequence from the initial state), on observations normalised
-by RLlib's own ``MeanStdFilter`` connector restored from the same checkpoint. The wrapper instead
-sees one bar at a time, for two interleaved streams, carrying each stream's LSTM state.
+by RLlib's own ``MeanStdFilter`` connector restored from the same checkpoint (the action-mask columns
+handed on raw, as ``MaskKeepingMeanStdFilter`` does). The wrapper instead sees one bar at a time, for
+two interleaved streams, carrying each stream's LSTM state.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tradebot.rl.policy import MODULE_SUBDIR, NORMALISER_SUBDIR, Policy
 from tradebot.rl.train import make_env, train_and_save
 from rl_helpers import tiny_config
 from tradebot.core.config import parse_config
+from tradebot.envs.trading_env import N_MASK_FEATURES
 
 pytestmark = [pytest.mark.integration]
 
@@ -49,6 +51,7 @@ def _rllib_reference(path, raw_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     connector.restore_from_path(str(path / NORMALISER_SUBDIR))
     rllib_filter = connector._filters[None]  # the connector's own filter arithmetic, stats frozen
     normalised = np.stack([rllib_filter(o, update=False) for o in raw_obs]).astype(np.float32)
+    normalised[:, -N_MASK_FEATURES:] = raw_obs[:, -N_MASK_FEATURES:]  # the mask, raw
     state = {k: v.unsqueeze(0) for k, v in module.get_initial_state().items()}
     with torch.inference_mode():
         out = module.forward_inference({Columns.OBS: torch.from_numpy(normalised)[None], Columns.STATE_IN: state})
@@ -123,3 +126,71 @@ def test_policy_rejects_bad_observations_and_bad_paths(checkpoint, tmp_path):
         Policy.load(tmp_path / "nope")
     with pytest.raises(UserInputError, match="no RLModule"):
         Policy.load(tmp_path)
+
+
+def test_masked_policy_puts_no_probability_on_invalid_actions(checkpoint):
+    """Every observation's mask is the engine's rule; the policy's probability of each masked action is
+    exactly 0 and its action is always a valid one, flat, long and short, over whole episodes."""
+    from tradebot.envs.trading_env import MASK_FEATURES
+
+    policy = Policy.load(checkpoint["path"], deterministic=False, seed=3)  # sampling: every allowed action shows up
+    env = _episode_env(checkpoint["cfg"])
+    obs, _ = env.reset(seed=4, options={"start": 700})
+    sides, invalid = set(), 0
+    for _ in range(BARS):
+        mask = obs[-len(MASK_FEATURES):] > 0.5
+        action, probs = policy.act("s", obs)
+        assert mask[action] and np.all(probs[~mask] == 0.0) and probs.sum() == pytest.approx(1.0)
+        sides.add(float(np.sign(env._state[1])))
+        obs, _, terminated, truncated, info = env.step(action)
+        invalid = info["invalid_actions"]
+        if terminated or truncated:
+            break
+    assert invalid == 0 and sides == {-1.0, 0.0, 1.0}
+
+
+def test_policy_decides_every_k_bars_and_masks_closes_before_the_minimum_hold(checkpoint):
+    from tradebot.rl.policy import HOLD
+
+    k_policy = Policy(Policy.load(checkpoint["path"]).module, Policy.load(checkpoint["path"]).normaliser,
+                      decision_interval=3, min_hold_bars=4, deterministic=False, seed=5)
+    plain = Policy.load(checkpoint["path"])
+    env = _episode_env(checkpoint["cfg"])
+    obs, _ = env.reset(seed=6, options={"start": 900})
+    for bar in range(60):
+        action, probs = k_policy.act("s", obs)
+        if bar % 3:
+            assert action == HOLD and probs[HOLD] == 1.0
+        held = obs[-N_MASK_FEATURES - 2]  # bars_in_trade, raw
+        if obs[-N_MASK_FEATURES - 4] != 0.0 and held + 1 < 4:  # in a position held too briefly to close
+            assert probs[3] == 0.0 and probs[4] == 0.0
+        obs, *_ = env.step(action)
+    assert plain.decision_interval == 1 and plain.min_hold_bars == 0
+
+
+def test_seed_ensemble_acts_on_the_mean_of_its_members_probabilities(checkpoint):
+    import copy
+
+    from tradebot.rl.ensemble import EnsemblePolicy
+
+    base = Policy.load(checkpoint["path"])
+    other = copy.deepcopy(base.module)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.5)  # a different "seed"
+    members = [Policy(base.module, base.normaliser), Policy(other, base.normaliser)]
+    solo = [Policy(base.module, base.normaliser), Policy(other, base.normaliser)]  # the same, stepped apart
+    ensemble = EnsemblePolicy(members)
+    env = _episode_env(checkpoint["cfg"])
+    obs, _ = env.reset(seed=8, options={"start": 1200})
+    differ = 0
+    for _ in range(80):
+        action, probs = ensemble.act("s", obs)
+        single = [p.act("s", obs)[1] for p in solo]
+        np.testing.assert_allclose(probs, (single[0] + single[1]) / 2, atol=1e-12)
+        assert action == int(np.argmax(probs))
+        mask = obs[-N_MASK_FEATURES:] > 0.5
+        assert mask[action] and np.all(probs[~mask] == 0.0)
+        differ += int(np.argmax(single[0]) != np.argmax(single[1]))
+        obs, _, te, tr, _ = env.step(action)
+    assert differ > 0  # the members disagree somewhere: the average is not one of them

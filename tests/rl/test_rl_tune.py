@@ -65,10 +65,14 @@ def test_tune_tracks_every_trial_as_a_finished_child_run_with_config_and_metrics
         assert trial.data.tags[PARENT_RUN_TAG] == parent[0].info.run_id
         assert {"ppo.lr", "model.lstm_cell_size", "ppo.gamma", "data.path"} <= set(trial.data.params)
         history = client.get_metric_history(trial.info.run_id, metric_names.VALIDATION_RETURN)
-        assert [m.step for m in history] == [1, 2]  # the validation score is reported at every iteration
+        steps = [m.step for m in history]  # the validation score is reported at every iteration it ran
+        assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) <= 2
         for key in (metric_names.POLICY_LOSS, metric_names.ENTROPY, metric_names.VALIDATION_EQUITY_CHANGE, TRIAL_SCORE):
             assert key in trial.data.metrics, key
         assert "config.yaml" in {a.path for a in client.list_artifacts(trial.info.run_id)}
+    # ASHA (grace 1, reduction 2) may stop the trial behind at iteration 1; the one ahead runs to the end
+    longest = max(len(client.get_metric_history(t.info.run_id, metric_names.VALIDATION_RETURN)) for t in trials)
+    assert longest == 2
 
 
 def test_tune_registers_best_trial_checkpoint_linked_to_its_run(searched, mlflow_store):

@@ -113,3 +113,45 @@ def test_overfitting_statistics_say_why_a_statistic_is_missing():
 def _equity_days(days: pd.DatetimeIndex, rng: np.random.Generator) -> pd.Series:
     index = pd.DatetimeIndex([pd.Timestamp(f"{d.date()} 15:25", tz="Asia/Kolkata") for d in days])
     return pd.Series(CASH * np.cumprod(1.0 + rng.normal(0, 0.01, len(days))), index=index, name="equity")
+
+
+def test_pooled_record_is_the_equal_weight_portfolio_of_the_instruments():
+    from tradebot.rl.walkforward.views import pool_records, record_metrics
+
+    day = dt.date(2021, 3, 1)
+    a = WindowRecord(_equity(day, [110_000.0, 120_000.0, 120_000.0]), np.array([1.0, 1.0, 0.0]),
+                     np.array([20_000.0]), 400_000.0, 300.0, 0)
+    b = WindowRecord(_equity(day, [100_000.0, 90_000.0, 95_000.0]), np.array([0.0, -5.0, 0.0]),
+                     np.array([-4_000.0, -1_000.0]), 200_000.0, 100.0, 1)
+    pooled = pool_records([a, b], CASH)
+    assert pooled.equity.to_numpy() == pytest.approx([105_000.0, 105_000.0, 107_500.0])
+    assert list(pooled.positions) == [1.0, 1.0, 0.0]  # in the market in any instrument
+    assert pooled.trade_pnl == pytest.approx([10_000.0, -2_000.0, -500.0])  # each account is half the portfolio
+    assert (pooled.traded_notional, pooled.costs, pooled.invalid_actions) == (300_000.0, 200.0, 1)
+    m = record_metrics(pooled, CASH, "5m")
+    assert m[M.TOTAL_RETURN] == pytest.approx(0.075) and m[M.WIN_RATE] == pytest.approx(1 / 3)
+
+
+def test_selection_picks_the_variant_with_the_higher_validation_sharpe_never_the_test():
+    from tradebot.rl.walkforward.views import ValidationScores, selection
+
+    scores = [ValidationScores(0, {0: 1.0, 1: 3.0}, 1, 2.0), ValidationScores(1, {0: 0.5, 1: -1.0}, 0, 0.0)]
+    sel = selection(scores)
+    assert sel["agent_selected_validation_sharpe"] == pytest.approx(1.75)  # (3.0 + 0.5) / 2
+    assert sel["agent_ensemble_validation_sharpe"] == pytest.approx(1.0)
+    assert sel["agent_validation_sharpe"] == pytest.approx(0.875)
+    assert (sel["variant"], sel["score"]) == ("agent_selected", pytest.approx(1.75))
+    no_ensemble = selection([ValidationScores(0, {0: 1.0}, 0, None)])
+    assert no_ensemble["variant"] == "agent_selected" and no_ensemble["agent_ensemble_validation_sharpe"] is None
+
+
+def test_design_winner_is_the_best_mean_validation_score_over_every_data_set():
+    from tradebot.rl.walkforward.design_table import Evaluation, pick_winner
+
+    def ev(dataset, design, score):
+        return Evaluation(dataset, design, [], {"score": score, "variant": "agent_selected"}, None, None)
+
+    evals = {("a", "x"): ev("a", "x", 1.0), ("b", "x"): ev("b", "x", 0.0), ("a", "y"): ev("a", "y", 0.8),
+             ("b", "y"): ev("b", "y", 0.4), ("a", "z"): ev("a", "z", 5.0)}  # z ran on one data set only
+    winner, scores = pick_winner(evals)
+    assert winner == "y" and scores == {"x": 0.5, "y": pytest.approx(0.6)}

@@ -69,7 +69,7 @@ def _compare_table(rows: dict[str, Metrics], title: str) -> Table:
     from tradebot.envs.performance import METRIC_LABELS, M, format_metric
 
     table = Table(title=title, show_header=True, header_style="bold")
-    table.add_column("strategy")
+    table.add_column("strategy", no_wrap=True, min_width=max(map(len, rows), default=8))  # names whole, never cut
     for key in M.KEY:
         table.add_column(METRIC_LABELS[key], justify="right")
     for name, m in rows.items():
