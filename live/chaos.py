@@ -240,7 +240,7 @@ class Soak:
             self.control("halt", "chaos: operator halt")
             self.counts["halts"] += 1
             self.later(float(rng.uniform(5.0, 15.0)), lambda: self.control("resume", "chaos: operator resume"))
-        elif kind == "second_loop":
+        elif kind == "second_loop" and self.child is not None and self.child.proc.poll() is None:
             self.second_loop()
         else:
             return
@@ -255,6 +255,8 @@ class Soak:
             other.stop(signal.SIGKILL, 10)
             self.breach("a second loop on the journal was not refused within 60 s")
             return
+        if self.child is None or self.child.proc.poll() is not None:
+            return  # the first loop ended meanwhile (a dead token): the journal was free, so it was no second loop
         self.counts["second_loops"] += 1
         if other.proc.returncode != 2 or "already running" not in other.text():
             self.breach(f"a second loop on the journal exited {other.proc.returncode}, not refused with 2: "

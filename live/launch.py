@@ -297,7 +297,8 @@ def run_on_fyers(symbols: Sequence[str], *, journal: Path, model: str, live_mode
             summary, interrupted = run_fyers_loop(loop, until_minute=until_minute, notify=notify)
             folders: tuple[Path, ...] = ()
             if out_dir is not None and summary.bars:
-                folders = _write_fyers_reports(out_dir, loop, symbols, config, model=model, live_mode=live_mode)
+                folders = write_fyers_reports(out_dir, loop.journal, symbols, config, policy=f"model {model}",
+                                              live_mode=live_mode, risk=loop.risk.config)
             return RunOutcome(summary, journal, folders, interrupted=interrupted)
         finally:
             loop.journal.close()
@@ -306,14 +307,15 @@ def run_on_fyers(symbols: Sequence[str], *, journal: Path, model: str, live_mode
         stop_serve()
 
 
-def _write_fyers_reports(out_dir: Path, loop: TradingLoop, symbols: Sequence[str], config: Any, *, model: str,
-                         live_mode: bool) -> tuple[Path, ...]:
+def write_fyers_reports(out_dir: Path, journal: Any, symbols: Sequence[str], config: Any, *, policy: str,
+                        live_mode: bool, risk: Any) -> tuple[Path, ...]:
+    """The run's files of a run on the Fyers feed from its ``journal``: ``out_dir`` for one symbol, a folder
+    per symbol (each with the account's equity) for several; symbols without a finished bar get none."""
     from tradebot.live.run_report import write_run_report
 
-    journal = loop.journal
-    info = {"mode": "live" if live_mode else "paper", "feed": "fyers", "policy": f"model {model}",
+    info = {"mode": "live" if live_mode else "paper", "feed": "fyers", "policy": policy,
             "symbols": list(symbols), "journal": journal.path, "name": journal.run,
-            "engine": config.engine.model_dump(mode="json"), "risk": loop.risk.config.model_dump(mode="json")}
+            "engine": config.engine.model_dump(mode="json"), "risk": risk.model_dump(mode="json")}
     if len(symbols) > 1:  # one account: each symbol's folder has its trades and the account's equity
         info["equity"] = f"the account's, over all of {', '.join(symbols)}"
     folders = []
@@ -327,4 +329,4 @@ def _write_fyers_reports(out_dir: Path, loop: TradingLoop, symbols: Sequence[str
 
 
 __all__ = ["Monitoring", "REPORT_FILES", "RunOutcome", "preflight_fyers", "run_fyers_loop", "run_on_fyers",
-           "run_paper_replay", "stop_feed_at"]
+           "run_paper_replay", "stop_feed_at", "write_fyers_reports"]

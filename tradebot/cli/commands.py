@@ -20,6 +20,8 @@ _COMMANDS = [
     ("tradebot.cli.cmd_chaos", "chaos"),
     ("tradebot.cli.cmd_drift", "drift"),
     ("tradebot.cli.cmd_retrain", "retrain"),
+    ("tradebot.cli.cmd_service", "service"),
+    ("tradebot.cli.cmd_notify", "notify"),
 ]
 
 for module_name, attr in _COMMANDS:
