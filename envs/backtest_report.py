@@ -9,7 +9,11 @@ offline: plotly.js is embedded once, inline (no CDN, nothing fetched at view tim
   holidays removed;
 * monthly returns as a heatmap;
 * the metrics table (``tradebot.envs.performance.M``), notes on undefined metrics, a trade summary;
-* the run's configuration (strategy, engine settings, data file), as given by the caller.
+* the run's configuration (strategy, engine settings, data file), as given by the caller;
+* for a mixture of experts (``decisions``: one row per decision with ``w_<expert>`` weights and the
+  chosen ``expert``, as ``decisions.csv`` holds them): the equity curve shaded by the chosen expert
+  (one background band per stretch of decisions with the same expert) above the gate's weights per
+  expert over time (stacked to 1), each expert's share of the decisions in the legend.
 
 Long series are thinned for display only (lines keep each bucket's first, lowest, highest and last
 point, so peaks and troughs survive; candles are merged within a session), which keeps the file a
@@ -40,8 +44,10 @@ from tradebot.core.serialize import csv_text, json_text
 MAX_LINE_POINTS = 6000
 MAX_CANDLES = 2500
 MAX_TRADE_MARKERS = 4000
+MAX_REGIME_BANDS = 400  # background bands of the chosen expert: decisions are bucketed above this
 
 _GREEN, _RED, _BLUE, _GREY = "#1a9850", "#d73027", "#2c7fb8", "#9e9e9e"
+_EXPERT_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -223,6 +229,65 @@ def _main_figure(bars: Bars, equity: pd.Series, trades: pd.DataFrame, initial_ca
     return fig
 
 
+def gate_weights(decisions: pd.DataFrame) -> pd.DataFrame:
+    """The weight columns of ``decisions`` (``w_<expert>``), indexed by time, named by expert."""
+    cols = [c for c in decisions.columns if c.startswith("w_")]
+    out = decisions[cols].astype("float64")
+    out.columns = [c[2:] for c in cols]
+    out.index = pd.DatetimeIndex(pd.to_datetime(decisions["timestamp"]))
+    return out
+
+
+def _buckets(n: int, max_buckets: int) -> np.ndarray:
+    """Bucket number of each of ``n`` consecutive rows: at most ``max_buckets`` equal runs."""
+    return (np.arange(n) * min(n, max_buckets) // max(n, 1)).astype(np.int64)
+
+
+def _gate_figure(decisions: pd.DataFrame, equity: pd.Series, bars: Bars) -> go.Figure:
+    """Equity shaded by the chosen expert, and the gate's weights per expert over time (stacked)."""
+    weights = gate_weights(decisions)
+    experts = list(weights.columns)
+    colour = {e: _EXPERT_COLOURS[i % len(_EXPERT_COLOURS)] for i, e in enumerate(experts)}
+    chosen = decisions["expert"].astype(str).to_numpy()
+    share = {e: float((chosen == e).mean()) if len(chosen) else 0.0 for e in experts}
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.55, 0.45],
+                        subplot_titles=("Equity, shaded by the chosen expert", "Gate weights per expert (stacked)"))
+    eq = thin_line(equity)
+    fig.add_trace(go.Scatter(x=_local(eq.index), y=eq.to_numpy(), name="equity", line=dict(color=_BLUE, width=1.4),
+                             hovertemplate="%{x}<br>equity %{y:,.2f}<extra></extra>"), row=1, col=1)
+    # the bands: runs of the same chosen expert (in buckets of decisions, each its most chosen, when there are many)
+    times = _local(weights.index)
+    bucket = _buckets(len(chosen), MAX_REGIME_BANDS)
+    first = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])  # each bucket's first decision
+    picked = np.array([pd.Series(part).mode().iloc[0] for part in np.split(chosen, first[1:])])
+    runs = np.flatnonzero(np.r_[True, picked[1:] != picked[:-1]])  # each run's first bucket
+    run = first[runs]  # each run's first decision
+    end = _local(bars.index)[-1] if len(bars) else times[-1]
+    shapes = [dict(type="rect", xref="x", yref="y domain", x0=times[a], x1=times[b] if b < len(times) else end,
+                   y0=0, y1=1, fillcolor=colour.get(expert, _GREY), opacity=0.18, line_width=0, layer="below")
+              for a, b, expert in zip(run, np.r_[run[1:], len(times)], picked[runs])]
+    for e in experts:  # legend entries for the bands
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"chosen: {e} ({share[e] * 100:.0f}% of "
+                                 "decisions)", marker=dict(symbol="square", size=12, color=colour[e], opacity=0.5)),
+                      row=1, col=1)
+    # the weights: bucket means (display only), stacked
+    wb = _buckets(len(weights), MAX_LINE_POINTS)
+    mean = weights.groupby(wb).mean()
+    mean.index = times[np.flatnonzero(np.r_[True, wb[1:] != wb[:-1]])]
+    for e in experts:
+        fig.add_trace(go.Scatter(x=mean.index, y=mean[e].to_numpy(), name=f"weight: {e}", stackgroup="gate",
+                                 mode="lines", line=dict(width=0.5, color=colour[e]),
+                                 hovertemplate=f"%{{x}}<br>{html.escape(e)} %{{y:.3f}}<extra></extra>"), row=2, col=1)
+    fig.update_layout(shapes=shapes)
+    fig.update_xaxes(rangebreaks=_rangebreaks(bars.index, bars.timeframe))
+    fig.update_yaxes(title_text="₹", row=1, col=1)
+    fig.update_yaxes(title_text="weight", range=[0, 1], row=2, col=1)
+    fig.update_layout(template="plotly_white", height=620, hovermode="closest",
+                      margin=dict(l=60, r=20, t=60, b=30), legend=dict(orientation="h", y=1.08, x=0),
+                      title=dict(text="Mixture of experts: the gate", x=0.01))
+    return fig
+
+
 def monthly_returns(equity: pd.Series, initial_capital: float | None = None) -> pd.DataFrame:
     """Calendar-month returns (fractions) as a year × month table (``Jan`` … ``Dec``, ``Year``)."""
     if len(equity) == 0:
@@ -349,7 +414,8 @@ def _json_default(obj: Any) -> Any:
 
 
 def render_report(result: Any, bars: Bars, metrics: Mapping[str, float] | Metrics, title: str,
-                  config: Mapping[str, Any] | None = None, initial_capital: float | None = None) -> str:
+                  config: Mapping[str, Any] | None = None, initial_capital: float | None = None,
+                  decisions: pd.DataFrame | None = None) -> str:
     """The report as one HTML string (see ``write_report``)."""
     equity: pd.Series = result.equity
     if initial_capital is None:
@@ -364,6 +430,11 @@ def render_report(result: Any, bars: Bars, metrics: Mapping[str, float] | Metric
     plot_cfg = {"displaylogo": False, "responsive": True}
     main_div = po.plot(main_fig, output_type="div", include_plotlyjs=False, config=plot_cfg)
     month_div = po.plot(month_fig, output_type="div", include_plotlyjs=False, config=plot_cfg)
+    gate_html = ""
+    if decisions is not None and len(decisions):
+        gate_div = po.plot(_gate_figure(decisions, equity, bars), output_type="div", include_plotlyjs=False,
+                           config=plot_cfg)
+        gate_html = f"<h2>Gate: the chosen expert and its weights</h2>\n<div class=\"panel\">{gate_div}</div>"
     plotly_js = po.get_plotlyjs()
 
     cards, metrics_table = _metrics_html(values)
@@ -386,6 +457,7 @@ def render_report(result: Any, bars: Bars, metrics: Mapping[str, float] | Metric
 <div class="sub">{subtitle}</div>
 <div class="cards">{cards}</div>
 <div class="panel">{main_div}</div>
+{gate_html}
 <h2>Monthly returns</h2>
 <div class="panel">{month_div}</div>
 {_monthly_table_html(table)}
@@ -423,16 +495,19 @@ def equity_frame(result: Any) -> pd.DataFrame:
 
 
 def write_run_files(out_dir: str | Path, result: Any, bars: Bars, metrics: Metrics, info: Mapping[str, Any],
-                    title: str) -> None:
+                    title: str, decisions: pd.DataFrame | None = None) -> None:
     """The four files of a run, each written atomically: ``equity.csv``, ``trades.csv``, ``metrics.json``
-    (metrics plus ``run``: what produced it) and ``report.html``. Used by backtests and paper sessions."""
+    (metrics plus ``run``: what produced it) and ``report.html``. Used by backtests and paper sessions.
+    ``decisions`` (a mixture of experts' gate per decision) adds ``decisions.csv`` and its charts."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "equity.csv", csv_text(equity_frame(result), index=True))
     write_text_atomic(out_dir / "trades.csv", csv_text(result.trades, index=False))
+    if decisions is not None:
+        write_text_atomic(out_dir / "decisions.csv", csv_text(decisions, index=False))
     write_text_atomic(out_dir / "metrics.json", json_text({**metrics.to_dict(), "run": dict(info)}))
     write_report(result, bars, metrics, out_dir / "report.html", title, config=info,
-                 initial_capital=result.config.initial_cash)
+                 initial_capital=result.config.initial_cash, decisions=decisions)
 
 
 def run_record(data: str | Path, bars: Bars, strategy: str, config: Any, seed: int,
@@ -476,11 +551,13 @@ def write_compare_files(out_dir: str | Path, rows: Mapping[str, Metrics], params
 
 
 def write_report(result: Any, bars: Bars, metrics: Mapping[str, float] | Metrics, path: str | Path, title: str,
-                 config: Mapping[str, Any] | None = None, initial_capital: float | None = None) -> Path:
+                 config: Mapping[str, Any] | None = None, initial_capital: float | None = None,
+                 decisions: pd.DataFrame | None = None) -> Path:
     """Write the self-contained HTML report of ``result`` (a ``BacktestResult``) to ``path`` atomically.
 
     ``config``: what produced the run (strategy, engine settings, data file …), shown verbatim.
+    ``decisions``: a mixture of experts' gate per decision (``decisions.csv``), charted when given.
     """
     path = Path(path)
-    write_text_atomic(path, render_report(result, bars, metrics, title, config, initial_capital))
+    write_text_atomic(path, render_report(result, bars, metrics, title, config, initial_capital, decisions))
     return path

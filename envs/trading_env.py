@@ -206,6 +206,23 @@ class EpisodeConfig(FrozenConfig):
                                "shorter data); null: every bar after the warm-up")
 
 
+class RegimeWeightConfig(FrozenConfig):
+    """Regime-weighted rewards, for a mixture's expert: the reward of a decision at bar t is multiplied by
+    ``floor + (1 - floor) * p_regime(t)``, the detector's filtered (causal) probability of ``regime`` at t
+    (1 during the detector's warm-up). The expert still lives through every bar, so its positions and
+    recurrent state carry across regime changes, but it is paid mostly where its regime rules."""
+
+    regime: Literal["trend", "mean_reversion", "high_vol"] = Field(description="the regime this expert specialises in")
+    detector: dict[str, Any] = Field(description="the fitted detector (tradebot.features.regimes.RegimeDetector.to_dict)")
+    floor: float = Field(0.1, ge=0, le=1, description="weight of a bar where the regime has probability 0")
+
+    def weights(self, bars: Bars) -> np.ndarray:
+        from tradebot.features.regimes import RegimeDetector
+
+        p = RegimeDetector.from_dict(self.detector).transform(bars)[f"p_{self.regime}"].to_numpy()
+        return np.where(np.isfinite(p), self.floor + (1.0 - self.floor) * p, 1.0)
+
+
 class EnvConfig(FrozenConfig):
     """TradingEnv settings (YAML section ``env``, with sub-sections engine/episode/reward)."""
 
@@ -217,6 +234,8 @@ class EnvConfig(FrozenConfig):
                                    "and holds in between")
     min_hold_bars: int = Field(0, ge=0, le=100_000, description="closes are masked until the fill bar is this many "
                                "bars after the entry bar (stops, take-profit and square-off still close)")
+    regime_weight: RegimeWeightConfig | None = Field(None, description="regime-weighted rewards (a mixture's "
+                                                     "expert); null: every bar's reward counts fully")
 
     def agent_vector(self) -> np.ndarray:
         """The reward's parameter vector with the agent rules (decision interval, minimum hold)."""
@@ -278,6 +297,7 @@ class _Prepared:
         self.feats = np.ascontiguousarray(feats)
         self.data = market_data(bars, engine, atr)
         self.rparams = config.agent_vector()
+        self.reward_weight = None if config.regime_weight is None else config.regime_weight.weights(bars)
         finite = np.isfinite(self.feats).all(axis=1)
         if engine.needs_atr:
             finite &= np.isfinite(atr) & (atr > 0)
@@ -378,6 +398,11 @@ class TradingEnv(gym.Env):
         return self._p.warmup
 
     @property
+    def market_features(self) -> np.ndarray:
+        """The market features per bar (bars x columns, float32): the head of every observation."""
+        return self._p.feats
+
+    @property
     def engine(self) -> EngineConfig:
         """The engine settings the account runs under (the config's, resolved for this instrument)."""
         return self._p.engine
@@ -424,6 +449,8 @@ class TradingEnv(gym.Env):
         r, t, equity, position, trades, invalid, costs, closed = env_step_info(
             self._state, self._rstate, p.data, p.feats, t, int(action), self._end, p.params, p.costs, p.rparams,
             self._obs)
+        if p.reward_weight is not None:
+            r *= float(p.reward_weight[self._t])
         self._t = t
         if closed:
             self._trade_rows.append(self._state[S_TRADE:S_TRADE + N_TRADE].copy())
@@ -619,11 +646,15 @@ class BatchedTradingEnv(gym.vector.VectorEnv):
         if acts.shape != (self.num_envs,):
             raise UserInputError(f"actions has shape {acts.shape}; expected ({self.num_envs},)")
         restart = self._autoreset
+        decided_at = self._t.copy()
         for j, (lo, hi) in enumerate(self._blocks):
             p = self._ps[j]
             batched_step(self._states[lo:hi], self._rstates[lo:hi], self._t[lo:hi], self._ends[lo:hi], restart[lo:hi],
                          acts[lo:hi], p.data, p.feats, p.params, p.costs, p.rparams, self._obs[lo:hi],
                          self._rewards[lo:hi], self._terminated[lo:hi], self._truncated[lo:hi], self._session_mode)
+            if p.reward_weight is not None:
+                stepped = ~restart[lo:hi]
+                self._rewards[lo:hi][stepped] *= p.reward_weight[decided_at[lo:hi][stepped]]
         if restart.any():
             rows = np.flatnonzero(restart)
             self._start(rows)

@@ -62,7 +62,7 @@ class RegimeDetector:
         """Fit on the bars with ``start <= timestamp < end`` (the EW statistics warm up on earlier bars)."""
         from hmmlearn.hmm import GaussianHMM
 
-        stats = _ew_stats(bars.column("close"), halflife)
+        stats = ew_stats(bars.column("close"), halflife)
         index = bars.index
         lo = 0 if start is None else int(index.searchsorted(pd.Timestamp(str(start), tz=index.tz)))
         hi = len(bars) if end is None else int(index.searchsorted(pd.Timestamp(str(end), tz=index.tz)))
@@ -187,7 +187,7 @@ class RegimeStream:
         self._filtered = None if state["filtered"] is None else np.asarray(state["filtered"])
 
 
-def _ew_stats(close: np.ndarray, halflife: float) -> np.ndarray:
+def ew_stats(close: np.ndarray, halflife: float) -> np.ndarray:
     """(ew mean, ew std) of the 1-bar log return per bar, exactly as ``RegimeStream`` computes them."""
     alpha = 1.0 - 0.5 ** (1.0 / halflife)
     out = np.full((len(close), 2), np.nan)

@@ -13,7 +13,7 @@ Public API (imported lazily, so ``tradebot live status`` does not load the engin
 * ``Journal``, ``request_control``, ``journal_status``.
 * ``TradingLoop``, ``LoopConfig``, ``current_bar``; its parts: ``OrderManager`` (order state, submit once,
   cancel), ``tradebot.live.reconcile`` (start-up reconciliation, pure functions), ``StreamFeatures`` /
-  ``Observations`` (what the policy sees); ``ScheduledPolicy``, ``baseline_policy``.
+  ``Observations`` (what the policy sees); ``ScheduledPolicy``, ``baseline_policy``, ``ModelPolicy``.
 * ``LiveMetrics``, ``serve_metrics``; ``configure_json_logging``.
 * ``LiveConfig``, ``build_replay_loop``, ``run_replay``; ``run_paper_replay``, ``run_on_fyers``,
   ``RunOutcome`` (what ``tradebot live`` runs: monitoring, Serve, the loop, the run's files and parity).
@@ -49,6 +49,7 @@ _EXPORTS = {
     "current_bar": "tradebot.live.loop",
     "ScheduledPolicy": "tradebot.live.policies",
     "baseline_policy": "tradebot.live.policies",
+    "ModelPolicy": "tradebot.live.policies",
     "LiveMetrics": "tradebot.live.prometheus",
     "serve_metrics": "tradebot.live.prometheus",
     "configure_json_logging": "tradebot.live.logs",

@@ -2,8 +2,9 @@
 
 Tables: ``bars`` (every bar the loop received, and whether it finished processing it), ``decisions``
 (one per symbol and bar: time, model version, features hash, the policy's action, the risk verdict and
-its reasons), ``orders`` (keyed by the deterministic client order id: a UNIQUE key, so an order decided
-twice is stored once), ``fills`` (keyed by fill id), ``positions`` (the broker's positions after the
+its reasons; for a mixture of experts also its ``gate``, JSON ``{"expert", "weights": {name: w}}``),
+``orders`` (keyed by the deterministic client order id: a UNIQUE key, so an order decided twice is
+stored once), ``fills`` (keyed by fill id), ``positions`` (the broker's positions after the
 last reconciliation or bar), ``equity`` (one row per bar), ``risk_events`` (every veto, resize,
 override, state change and reconciliation finding, de-duplicated by key), ``control`` (manual
 ``halt`` / ``reduce`` / ``resume`` requests, written by ``tradebot live halt`` from another process)
@@ -34,7 +35,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ CREATE TABLE IF NOT EXISTS bars (
 CREATE TABLE IF NOT EXISTS decisions (
     symbol TEXT NOT NULL, bar_ts INTEGER NOT NULL, decided_ns INTEGER NOT NULL, model_version TEXT,
     features_hash TEXT, action INTEGER NOT NULL, final_action INTEGER NOT NULL, verdict TEXT NOT NULL,
-    reasons TEXT NOT NULL, risk_state TEXT NOT NULL, client_order_id TEXT, loss_budget REAL,
+    reasons TEXT NOT NULL, risk_state TEXT NOT NULL, client_order_id TEXT, loss_budget REAL, gate TEXT,
     PRIMARY KEY (symbol, bar_ts));
 CREATE TABLE IF NOT EXISTS orders (
     client_order_id TEXT PRIMARY KEY, symbol TEXT NOT NULL, bar_ts INTEGER NOT NULL, intent TEXT NOT NULL,
@@ -102,7 +103,7 @@ CREATE INDEX IF NOT EXISTS orders_status ON orders (status);
 """
 # columns added after schema 1 was first written: (table, column, definition)
 _ADDED_COLUMNS = (("orders", "sent_ns", "INTEGER"), ("orders", "sent_state", "TEXT"),
-                  ("fills", "costs_estimated", "INTEGER NOT NULL DEFAULT 0"))
+                  ("fills", "costs_estimated", "INTEGER NOT NULL DEFAULT 0"), ("decisions", "gate", "TEXT"))
 
 
 def _nan(x: float | None) -> float | None:
@@ -292,17 +293,28 @@ class Journal:
         return dict(zip([c[0] for c in cur.description], row)) if row else None
 
     def record_decision(self, d: RiskDecision, *, decided_ns: int, model_version: str | None,
-                        features_hash: str | None) -> bool:
-        """Store a decision (and write-ahead its order); False when this bar was decided before."""
+                        features_hash: str | None, gate: Mapping[str, Any] | None = None) -> bool:
+        """Store a decision (and write-ahead its order); False when this bar was decided before. ``gate``: a
+        mixture of experts' gate of this decision (``GateDecision.as_dict()``: the chosen expert, the weights)."""
         with self.transaction():
             cur = self.db.execute(
-                "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO decisions (symbol, bar_ts, decided_ns, model_version, features_hash, action, "
+                "final_action, verdict, reasons, risk_state, client_order_id, loss_budget, gate) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (d.symbol, d.bar_ts, decided_ns, model_version, features_hash, d.proposed, d.final, d.verdict.value,
                  json.dumps(list(d.reasons)), d.state.value, d.order.client_order_id if d.order else None,
-                 _nan(d.loss_budget)))
+                 _nan(d.loss_budget), json.dumps(dict(gate)) if gate is not None else None))
             if cur.rowcount and d.order is not None:
                 self.insert_order(d.order)
             return bool(cur.rowcount)
+
+    def gates(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """The decisions that carry a gate (a mixture of experts'), in bar order: ``symbol``, ``bar_ts``,
+        ``action`` (the policy's), ``expert`` (chosen) and ``weights`` (per expert)."""
+        only = " AND symbol=?" if symbol else ""
+        rows = self.db.execute(f"SELECT symbol, bar_ts, action, gate FROM decisions WHERE gate IS NOT NULL{only} "
+                               "ORDER BY bar_ts, symbol", (symbol,) if symbol else ()).fetchall()
+        return [{"symbol": s, "bar_ts": int(ts), "action": int(a), **json.loads(g)} for s, ts, a, g in rows]
 
     def insert_order(self, o: OrderRequest) -> bool:
         """Write-ahead an order as ``PENDING_SUBMIT``; False when the id exists (never twice)."""

@@ -54,7 +54,11 @@ risk engine judged the order again: ``RiskEngine.recheck``), and only then subsc
 resuming after the last journaled bar.
 
 A policy that needs the bar it decides on (a replayed schedule) reads ``current_bar()``. The
-policy's own recurrent state is not journaled: after a restart it starts afresh.
+policy's own recurrent state is not journaled: after a restart it starts afresh. A policy that
+explains its decisions (``policy.explain(symbol)``: a mixture of experts, in-process through
+``tradebot.live.policies.ModelPolicy`` or served through ``tradebot.serving.policy_client``) has the
+gate of each decision (weights per expert, the chosen expert) journaled with it and exported to
+Prometheus (``LiveMetrics.observe_gate``).
 """
 
 from __future__ import annotations
@@ -432,7 +436,7 @@ class TradingLoop:
         order: OrderRequest | None = None
         if existing is None:
             obs = self.observations.at(sym, row, bar, atr, position)
-            proposed = self._act(sym, obs, bar, now) if src.ready else int(Action.HOLD)  # outside any transaction
+            proposed, gate = self._act(sym, obs, bar, now) if src.ready else (int(Action.HOLD), None)  # no transaction
             if self.drift is not None and src.ready:  # before the risk decision: an ALARM already binds this bar
                 with j.transaction():
                     self.recorder.risk(self.drift.on_decision(sym, bar.ts, row, proposed, now, self.risk))
@@ -445,14 +449,17 @@ class TradingLoop:
                                                        atr=atr, now=now, run=self.config.run,
                                                        positions=self._positions)
                 j.record_decision(decision, decided_ns=now, model_version=self.model_version,
-                                  features_hash=hashlib.blake2b(obs.tobytes(), digest_size=8).hexdigest())
+                                  features_hash=hashlib.blake2b(obs.tobytes(), digest_size=8).hexdigest(), gate=gate)
                 self.recorder.risk(devents)
                 order, proposed_a, final_a = decision.order, decision.proposed, decision.final
                 if order is not None:
                     self.orders.track(order, unsent=True)
             self._counts["decisions"] += 1
+            if gate is not None:
+                self.metrics.observe_gate(sym, gate)
             self.recorder.log(logging.DEBUG, "decision", symbol=sym, bar=bar.ts, proposed=Action(proposed_a).name,
-                              final=Action(final_a).name, verdict=decision.verdict.value, reasons=list(decision.reasons))
+                              final=Action(final_a).name, verdict=decision.verdict.value, reasons=list(decision.reasons),
+                              **({"expert": gate["expert"]} if gate is not None else {}))
         else:  # decided before a crash: the same decision, the same order id, judged again before it goes out
             proposed_a, final_a = int(existing["action"]), int(existing["final_action"])
             order = self._resumed_order(existing["client_order_id"], bar, position, now)
@@ -549,7 +556,9 @@ class TradingLoop:
             m.position.labels(s).set(p.qty if p else 0.0)
         m.staleness.labels(sym).set(max(0.0, (now - bar.end) / NS_PER_SECOND))
 
-    def _act(self, symbol: str, obs: np.ndarray, bar: Bar, now: int) -> int:
+    def _act(self, symbol: str, obs: np.ndarray, bar: Bar, now: int) -> tuple[int, dict[str, Any] | None]:
+        """The policy's action for ``symbol`` (HOLD when it fails) and the gate of that decision (a policy
+        with ``explain``: a mixture of experts; ``{"expert", "weights"}``), else None."""
         token = _CURRENT_BAR.set(bar)
         t0 = time.perf_counter()
         try:
@@ -559,19 +568,28 @@ class TradingLoop:
             self.recorder.risk([RiskEvent(ts=self._now(), kind="policy_error", reason=f"{type(err).__name__}: {err}",
                                           state=self.risk.state, symbol=symbol, key=f"policy_error:{symbol}:{bar.ts}")])
             self._policy_health(now, failed=f"{type(err).__name__}: {err}")
-            return int(Action.HOLD)
+            return int(Action.HOLD), None
         finally:
             self.metrics.inference.observe(time.perf_counter() - t0)
             _CURRENT_BAR.reset(token)
         self._policy_health(now, failed=None)
         action = out[0] if isinstance(out, tuple) else out
         try:
-            return int(Action(int(action)))
+            proposed = int(Action(int(action)))
         except (ValueError, TypeError):
             self.recorder.risk([RiskEvent(ts=self._now(), kind="policy_error", reason=f"policy returned {action!r}, "
                                           "not an action 0..4", state=self.risk.state, symbol=symbol,
                                           key=f"policy_error:{symbol}:{bar.ts}")])
-            return int(Action.HOLD)
+            return int(Action.HOLD), None
+        return proposed, self._gate(symbol)
+
+    def _gate(self, symbol: str) -> dict[str, Any] | None:
+        """The gate of the policy's last decision for ``symbol`` (``policy.explain``), as a plain dict."""
+        explain = getattr(self.policy, "explain", None)
+        gate = explain(symbol) if callable(explain) else None
+        if gate is None:
+            return None
+        return gate.as_dict() if hasattr(gate, "as_dict") else dict(gate)
 
     def _policy_health(self, now: int, failed: str | None) -> None:
         """A policy failing for ``policy_down_s`` makes the state REDUCING (exits only) until it answers again."""

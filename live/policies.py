@@ -1,6 +1,10 @@
-"""Policies for the loop that are not a trained model: a fixed schedule of actions (a baseline's, or an
-action file's), replayed bar by bar. The loop calls ``policy(symbol, obs)``; a schedule ignores the
-observation and looks the bar up with ``tradebot.live.loop.current_bar()``.
+"""Policies for the loop: a fixed schedule of actions (a baseline's, or an action file's), replayed bar
+by bar, and a trained model acting in this process. The loop calls ``policy(symbol, obs)``; a schedule
+ignores the observation and looks the bar up with ``tradebot.live.loop.current_bar()``.
+
+``ModelPolicy`` is a loaded ``tradebot.rl.policy.Policy`` (a mixture of experts included: ``Policy.load``
+gives one for a mixture folder) without Serve: one stream per symbol, and ``explain(symbol)`` tells
+the loop a mixture's gate, as the served policy's client does (``tradebot.serving.policy_client``).
 
 A baseline's actions are causal (action i uses bars <= i), so computing them over a replayed file up
 front and handing them out bar by bar is what the baseline would do live; this is for replays only.
@@ -42,6 +46,26 @@ class ScheduledPolicy:
         if bar is None:
             raise RuntimeError("ScheduledPolicy is called by the live loop, which tells it the bar")
         return self.schedule.get(symbol, {}).get(bar.ts, int(Action.HOLD))
+
+
+class ModelPolicy:
+    """``policy(symbol, obs) -> (action, probs)`` of a loaded policy in this process (one stream per symbol);
+    ``explain(symbol)``: the gate of the symbol's last decision for a mixture of experts, else None."""
+
+    def __init__(self, policy: Any):
+        self.policy = policy
+        self.version = getattr(policy, "version", None) or getattr(policy, "source", None)
+        self.obs_dim = int(policy.obs_dim)
+
+    def __call__(self, symbol: str, obs: np.ndarray) -> tuple[int, np.ndarray]:
+        return self.policy.act(symbol, obs)
+
+    def explain(self, symbol: str) -> Any:
+        explain = getattr(self.policy, "explain", None)
+        return explain(symbol) if explain is not None else None
+
+    def reset(self, symbol: str | None = None) -> None:
+        self.policy.reset(symbol)
 
 
 def baseline_policy(name: str, bars: Bars, engine: EngineConfig | None = None, seed: int = 0,

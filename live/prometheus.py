@@ -7,6 +7,9 @@ a daemon thread).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest
 
 from tradebot.live.ports import RiskState
@@ -28,13 +31,16 @@ BARS = "tradebot_live_bars"
 DRIFT_STATE = "tradebot_live_drift_state"  # 1 for the state each (symbol, monitor) is in, 0 for the others
 DRIFT_STATISTIC = "tradebot_live_drift_statistic"
 DRIFT_STATES = ("OK", "WARN", "ALARM")
+GATE_WEIGHT = "tradebot_live_gate_weight"  # a mixture of experts: the gate's weight per (symbol, expert)
+EXPERT_CHOSEN = "tradebot_live_expert_chosen"  # counter: decisions per (symbol, chosen expert)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class LiveMetrics:
     """The loop's metrics: equity and P&L, positions, orders, fills, rejections, risk state, latencies,
-    data staleness and the distribution of actions (as the policy proposed them and as they went out)."""
+    data staleness, the distribution of actions (as the policy proposed them and as they went out) and,
+    for a mixture of experts, the gate's weights and the chosen expert of each decision."""
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
@@ -61,7 +67,17 @@ class LiveMetrics:
                                  ["symbol", "monitor", "state"], registry=r)
         self.drift_statistic = Gauge(DRIFT_STATISTIC, "Drift monitor statistic (see tradebot.rl.drift)",
                                      ["symbol", "monitor"], registry=r)
+        self.gate_weight = Gauge(GATE_WEIGHT, "Mixture of experts: the gate's weight of each expert at the last "
+                                 "decision", ["symbol", "expert"], registry=r)
+        self.expert_chosen = Counter(EXPERT_CHOSEN, "Mixture of experts: decisions by chosen expert",
+                                     ["symbol", "expert"], registry=r)
         self.risk_state.state(RiskState.ACTIVE.value)
+
+    def observe_gate(self, symbol: str, gate: Mapping[str, Any]) -> None:
+        """Publish one decision's gate (``GateDecision.as_dict()``: ``expert``, ``weights`` per expert)."""
+        for expert, weight in gate["weights"].items():
+            self.gate_weight.labels(symbol, expert).set(float(weight))
+        self.expert_chosen.labels(symbol, str(gate["expert"])).inc()
 
     def observe_drift(self, symbol: str, snapshot: dict) -> None:
         """Publish one symbol's drift monitors (``DriftMonitors.snapshot()``)."""

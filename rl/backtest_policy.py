@@ -7,6 +7,7 @@ env_config = policy_env_config(saved.config if saved else None)
 run = backtest_policy(policy, load_bars(path), env_config, start="2021-06-01", end="2021-07-01")
 run.result          # tradebot.envs.backtest.BacktestResult over the evaluated bars only
 run.bars, run.actions
+run.decisions       # a mixture of experts: its gate at every decision (None for other policies)
 setup = load_policy_setup("models:/tradebot-ppo-lstm-demo/1")    # all of the above but the run, in one call
 ```
 
@@ -20,6 +21,12 @@ time, recurrent state starting fresh at ``start`` as in validation). Bars before
 the features up: the account starts flat with ``engine.initial_cash`` at ``start`` and the
 reported equity, trades and metrics cover ``[start, end)`` only, so nothing the policy did (or
 learned) before ``start`` shows in the result.
+
+A policy that explains its decisions (a mixture of experts, ``tradebot.rl.moe.mixture``:
+``explain(stream) -> GateDecision``) also gives ``decisions``: one row per bar it decided on (every
+``decision_interval``-th bar) with the bar's ``timestamp``, the ``action`` name, the gate's weight
+per expert (``w_<expert>``, summing to 1) and the chosen ``expert``; ``tradebot backtest`` writes it
+as ``decisions.csv`` and charts it in ``report.html``.
 
 How the result is computed. The collected actions go through the window's backtest
 (``BacktestWindow.run``) with the env's engine config and the ATR the env used (the feature pipeline's
@@ -77,6 +84,7 @@ class PolicyActions:
     actions: np.ndarray  # int8, one per evaluated bar; the last is HOLD (no later bar to fill it)
     atr: np.ndarray  # the env's ATR (price units) over the history
     env_config: EnvConfig
+    decisions: pd.DataFrame | None = None  # a mixture's gate per decision (``decision_frame``); else None
 
     @property
     def history(self) -> Bars:
@@ -112,6 +120,11 @@ class PolicyBacktest:
     @property
     def window(self) -> BacktestWindow:
         return self.run.window
+
+    @property
+    def decisions(self) -> pd.DataFrame | None:
+        """A mixture's gate per decision (``decisions.csv``); None for a policy without a gate."""
+        return self.run.decisions
 
     @property
     def warmup_bars(self) -> int:
@@ -291,6 +304,9 @@ def policy_actions(policy: Policy, bars: Bars, env_config: EnvConfig, start: Dat
                              f"{first_usable}); give a later --start or data from earlier")
     n, first = len(window.history), window.first
     actions = np.full(n - first, int(Action.HOLD), dtype=np.int8)
+    explain = getattr(policy, "explain", None)  # a mixture of experts tells its gate
+    every = max(1, int(getattr(policy, "decision_interval", 1)))
+    gates: list[tuple[int, Any]] = []
     policy.reset(BACKTEST_STREAM)
     obs, _ = env.reset(options={"start": first})
     threads = torch.get_num_threads()
@@ -299,6 +315,10 @@ def policy_actions(policy: Policy, bars: Bars, env_config: EnvConfig, start: Dat
         for k in range(n - 1 - first):
             action, _ = policy.act(BACKTEST_STREAM, obs)
             actions[k] = action
+            if explain is not None and k % every == 0:  # a decision (between them the policy holds)
+                gate = explain(BACKTEST_STREAM)
+                if gate is not None:
+                    gates.append((k, gate))
             obs, _, terminated, _, _ = env.step(action)
             if terminated:  # equity at or below zero: the env ends the episode; the rest holds
                 break
@@ -306,7 +326,22 @@ def policy_actions(policy: Policy, bars: Bars, env_config: EnvConfig, start: Dat
         torch.set_num_threads(threads)
         policy.reset(BACKTEST_STREAM)
         env.close()
-    return PolicyActions(window=window, actions=actions, atr=atr, env_config=env_config)
+    decisions = (decision_frame(window.bars.index, actions, gates, tuple(getattr(policy, "expert_names", ())))
+                 if explain is not None else None)
+    return PolicyActions(window=window, actions=actions, atr=atr, env_config=env_config, decisions=decisions)
+
+
+def decision_frame(index: pd.DatetimeIndex, actions: np.ndarray, gates: list[tuple[int, Any]],
+                   expert_names: tuple[str, ...] = ()) -> pd.DataFrame:
+    """``decisions.csv``: per decision ``(k, GateDecision)`` (``k`` a position in ``index``), the bar's
+    ``timestamp``, the ``action`` name, ``w_<expert>`` per expert (summing to 1) and the chosen ``expert``."""
+    from tradebot.envs.engine import Action
+
+    names = tuple(gates[0][1].expert_names) if gates else tuple(expert_names)
+    rows = [{"timestamp": index[k], "action": Action(int(actions[k])).name,
+             **{f"w_{n}": float(w) for n, w in zip(g.expert_names, g.weights)}, "expert": g.expert}
+            for k, g in gates]
+    return pd.DataFrame(rows, columns=["timestamp", "action", *(f"w_{n}" for n in names), "expert"])
 
 
 def backtest_actions(run: PolicyActions) -> BacktestResult:

@@ -167,12 +167,17 @@ class Policy:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, deterministic: bool = True, seed: int | None = None) -> "Policy":
-        """From an algorithm checkpoint (or a policy export, which keeps the same two sub-folders)."""
+        """From an algorithm checkpoint (or a policy export, which keeps the same two sub-folders); a
+        mixture folder (``mixture.json``) gives a ``tradebot.rl.moe.mixture.MixturePolicy``."""
         from ray.rllib.core.rl_module.rl_module import RLModule
 
         path = Path(path).resolve()  # RLlib reads a relative path as a URI
         if not path.is_dir():
             raise UserInputError(f"{path}: checkpoint directory not found (check the path)")
+        from tradebot.rl.moe.mixture import MixturePolicy, is_mixture
+
+        if is_mixture(path):  # a mixture of experts acts like a policy (tradebot.rl.moe.mixture)
+            return MixturePolicy.load(path, deterministic=deterministic, seed=seed)
         module_dir = path / MODULE_SUBDIR
         if not module_dir.is_dir():
             raise UserInputError(f"{path}: no RLModule at {MODULE_SUBDIR}; pass a checkpoint written by `tradebot train`")
@@ -229,7 +234,7 @@ class Policy:
             if held + 1.0 < self.min_hold_bars:
                 x = x.copy()
                 x[-2:] = 0.0  # CLOSE_LONG and CLOSE_SHORT: not before the minimum holding time
-        logits, state_out = self._forward(self.normaliser(x)[None, None, :], self._states.get(stream_id))
+        logits, state_out = self.forward(self.normaliser(x)[None, None, :], self._states.get(stream_id))
         if state_out is not None:
             self._states[stream_id] = state_out
         probs = torch.softmax(logits[0, -1].double(), dim=-1).numpy()
@@ -252,7 +257,7 @@ class Policy:
     def streams(self) -> tuple[Hashable, ...]:
         return tuple(self._states)
 
-    def _forward(self, normalised: np.ndarray, state: Any) -> tuple[torch.Tensor, Any]:
+    def forward(self, normalised: np.ndarray, state: Any) -> tuple[torch.Tensor, Any]:
         """Logits [B, T, A] and the state after the last step, for normalised obs [B, T, D]."""
         cols = self._cols
         batch: dict[str, Any] = {cols.OBS: torch.from_numpy(np.ascontiguousarray(normalised))}

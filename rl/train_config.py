@@ -175,7 +175,8 @@ def check_sub_envs(ppo: PPOSection, model: ModelSection, run: RunSection) -> Non
 
 def check_agent_rules(env: dict[str, Any], model: ModelSection) -> None:
     """A minimum holding time is enforced by the action mask: it needs the masked module."""
-    if int(env.get("min_hold_bars") or 0) > 0 and not model.action_masking:
+    if int(env.get("min_hold_bars") or 0) > 0 and not model.action_masking and "gate" not in env:
+        # (a mixture's rl gate picks experts, never trade actions: its experts' masks enforce the hold)
         raise ValueError("env.min_hold_bars is enforced by masking the closes: set model.action_masking: true "
                          "or drop min_hold_bars")
 

@@ -11,15 +11,19 @@ handle.act.remote("NSE:SBIN-EQ", obs.tolist()).result()   # {"action": 1, "actio
 HTTP (FastAPI ingress):
 
 * ``POST /act``   ``{"symbol": "NSE:SBIN-EQ", "obs": [...], "client": "..."}`` -> ``{"symbol", "action",
-  "action_name", "probs", "model_version"}``; 422 for an observation of the wrong size or with NaN/inf values.
+  "action_name", "probs", "model_version"}``, and for a mixture of experts (``tradebot.rl.moe.mixture``)
+  ``"gate": {"expert": "trend", "weights": {"trend": 0.7, ...}}``, the gate of that decision; 422 for an
+  observation of the wrong size or with NaN/inf values.
 * ``POST /reset`` ``{"symbol": "NSE:SBIN-EQ", "client": "..."}`` (one stream) or ``{"client": "..."}`` (all of that
   client's streams) -> ``{"reset": ..., "streams": n}``.
-* ``GET /health`` -> ``{"status": "ok", "model_version", "obs_dim", "num_actions", "streams"}``.
+* ``GET /health`` -> ``{"status": "ok", "model_version", "obs_dim", "num_actions", "streams"}`` (and
+  ``"experts"``, their names in weight order, for a mixture).
 * ``GET /metrics`` -> Prometheus text: acts, act latency histogram, live streams.
 
 Recurrent state: each (client, symbol) is one ``Policy`` stream (its LSTM state carried from call to
-call). ``client`` is an id the caller picks for itself (``policy_client`` uses a random one per process),
-so two callers trading the same symbol never share, or reset, each other's state. The deployment runs
+call; in a mixture, every expert's and the gate's, all under that one stream id). ``client`` is an id
+the caller picks for itself (``policy_client`` uses a random one per process), so two callers trading
+the same symbol never share, or reset, each other's state. The deployment runs
 exactly one replica and serialises calls with a lock (``Policy`` is not thread-safe). A stream lives
 until ``/reset`` or a replica restart.
 
@@ -128,11 +132,16 @@ class PolicyServer:
                 action, probs = self.policy.act((client, symbol), obs)
             except UserInputError as err:
                 raise ValueError(str(err)) from None
+            explain = getattr(self.policy, "explain", None)  # a mixture of experts: the gate of this act
+            gate = explain((client, symbol)) if explain is not None else None
             self._streams.set(len(self.policy.streams))
         self._acts.inc()
         self._latency.observe(time.perf_counter() - t0)
-        return {"symbol": symbol, "action": action, "action_name": self._names.get(action, str(action)),
-                "probs": [float(p) for p in probs], "model_version": self.model_version}
+        out = {"symbol": symbol, "action": action, "action_name": self._names.get(action, str(action)),
+               "probs": [float(p) for p in probs], "model_version": self.model_version}
+        if gate is not None:
+            out["gate"] = gate.as_dict()
+        return out
 
     def reset(self, symbol: str | None = None, client: str = "") -> dict[str, Any]:
         with self._lock:
@@ -144,8 +153,12 @@ class PolicyServer:
         return {"reset": symbol if symbol is not None else "all", "streams": n}
 
     def info(self) -> dict[str, Any]:
-        return {"status": "ok", "model_version": self.model_version, "obs_dim": self.policy.obs_dim,
-                "num_actions": self.policy.num_actions, "streams": len(self.policy.streams)}
+        out = {"status": "ok", "model_version": self.model_version, "obs_dim": self.policy.obs_dim,
+               "num_actions": self.policy.num_actions, "streams": len(self.policy.streams)}
+        experts = getattr(self.policy, "expert_names", ())
+        if experts:
+            out["experts"] = list(experts)
+        return out
 
     # ---- HTTP ------------------------------------------------------------------------------
     def _authorise(self, request: Request) -> None:

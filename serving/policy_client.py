@@ -4,6 +4,7 @@
 with local_serve("runs/x/checkpoints/iter_000050", port=None) as handle:   # tradebot.serving.app: Serve here
     policy = HandlePolicy(handle)
     action, probs = policy("NSE:SBIN-EQ", obs)
+    policy.explain("NSE:SBIN-EQ")       # a mixture of experts: that decision's GateDecision (else None)
 policy = HttpPolicy("http://127.0.0.1:8000", token=os.environ.get("TRADEBOT_SERVE_TOKEN"))
 ```
 
@@ -12,6 +13,10 @@ policy state is not journaled, so a new process starts every symbol afresh, as t
 Each adapter has its own random ``client`` id: its streams on the server are (client, symbol), so no
 other caller can reset or advance them. ``HttpPolicy`` takes the server's token from ``token``, else
 ``$TRADEBOT_SERVE_TOKEN``, else the file a ``tradebot serve`` with a generated token wrote.
+
+A served mixture of experts answers each act with its gate; ``explain(symbol)`` returns it as the
+in-process ``MixturePolicy.explain`` does (a ``GateDecision``: weights per expert, the chosen expert),
+so the live loop journals and exports it the same way for either path.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ from typing import Any
 import numpy as np
 
 from tradebot.core.errors import UserInputError
+from tradebot.rl.moe.mixture import GateDecision
 from tradebot.serving.app import TOKEN_ENV, check_model, start_serve, token_file
 
 
 class _FirstSeenReset:
     def __init__(self) -> None:
         self._seen: set[str] = set()
+        self._gates: dict[str, GateDecision] = {}
         self.client = uuid.uuid4().hex  # this caller's streams on the server: (client, symbol)
 
     def _first(self, symbol: str) -> bool:
@@ -36,6 +43,27 @@ class _FirstSeenReset:
             return False
         self._seen.add(symbol)
         return True
+
+    def _answer(self, symbol: str, out: dict[str, Any]) -> tuple[int, np.ndarray]:
+        """``(action, probs)`` of an act's answer; its gate (a mixture's) is kept for ``explain``."""
+        gate = out.get("gate")
+        if gate:
+            names = tuple(gate["weights"])
+            self._gates[symbol] = GateDecision(names, np.asarray([gate["weights"][n] for n in names], dtype=np.float64),
+                                               str(gate["expert"]))
+        else:
+            self._gates.pop(symbol, None)
+        return int(out["action"]), np.asarray(out["probs"])
+
+    def explain(self, symbol: str) -> GateDecision | None:
+        """The gate of ``symbol``'s last decision (a served mixture of experts), else None."""
+        return self._gates.get(symbol)
+
+    def _forget(self, symbol: str | None) -> None:
+        if symbol is None:
+            self._gates.clear()
+        else:
+            self._gates.pop(symbol, None)
 
 
 class HandlePolicy(_FirstSeenReset):
@@ -54,10 +82,11 @@ class HandlePolicy(_FirstSeenReset):
             self.handle.reset.remote(symbol, self.client).result(timeout_s=self.timeout_s)
         out = self.handle.act.remote(symbol, np.asarray(obs, dtype=np.float32).tolist(),
                                      self.client).result(timeout_s=self.timeout_s)
-        return int(out["action"]), np.asarray(out["probs"])
+        return self._answer(symbol, out)
 
     def reset(self, symbol: str | None = None) -> None:
         self.handle.reset.remote(symbol, self.client).result(timeout_s=self.timeout_s)
+        self._forget(symbol)
 
 
 class HttpPolicy(_FirstSeenReset):
@@ -98,12 +127,12 @@ class HttpPolicy(_FirstSeenReset):
                            timeout=self.timeout_s)
         if r.status_code != 200:
             raise RuntimeError(f"/act answered {r.status_code}: {r.text[:200]}")
-        out = r.json()
-        return int(out["action"]), np.asarray(out["probs"])
+        return self._answer(symbol, r.json())
 
     def reset(self, symbol: str | None = None) -> None:
         r = self.http.post(f"{self.url}/reset", json={"symbol": symbol, "client": self.client}, timeout=self.timeout_s)
         r.raise_for_status()
+        self._forget(symbol)
 
     def close(self) -> None:
         self.http.close()

@@ -7,6 +7,8 @@
                  pbo_partitions: 8, ensemble: true, parallel_trainings: 1, output_dir: runs/walkforward,
                  mlflow_experiment: ..., registered_model: ...}
     training:   {env: {...}, ppo: {...}, model: {...}, run: {...}}   # tradebot.rl.train_config sections, no data
+                {..., moe: {...}}   # optional: each fold/seed builds a mixture of experts (tradebot.rl.moe.training);
+                                    # the registered gate's mixture is the agent, the other gates' are tested too
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from tradebot.core.config import FrozenConfig, load_config, parse_config
+from tradebot.rl.moe.training import MoEConfig, MoESection
 from tradebot.rl.train_config import DataSection, ModelSection, PPOSection, RunSection, TrainConfig, check_sub_envs
 from tradebot.rl.walkforward.folds import Fold, FoldSpec
 
@@ -92,6 +95,8 @@ class TrainingTemplate(FrozenConfig):
     ppo: PPOSection = Field(default_factory=PPOSection)
     model: ModelSection = Field(default_factory=ModelSection)
     run: RunSection = Field(default_factory=RunSection)
+    moe: MoESection | None = Field(None, description="build a mixture of experts per fold/seed (the agent is the "
+                                   "mixture with moe.gate; the other gates' mixtures are tested as moe_<gate>)")
 
     @model_validator(mode="after")
     def _run_keys_not_set(self) -> "TrainingTemplate":
@@ -139,6 +144,8 @@ class WalkForwardConfig(FrozenConfig):
                                        "registered_model": self.evaluation.registered_model})
         data = DataSection(path=self.data.path, symbol=self.data.symbol, extra_paths=list(self.data.extra_paths),
                            train=fold.train_range, validation=fold.validation_range)
+        if t.moe is not None:
+            return MoEConfig(data=data, env=dict(t.env), ppo=t.ppo, model=t.model, run=run, moe=t.moe)
         return TrainConfig(data=data, env=dict(t.env), ppo=t.ppo, model=t.model, run=run)
 
 

@@ -177,7 +177,8 @@ def run_walkforward(cfg: WalkForwardConfig, *, output_dir: str | Path | None = N
 def _train_seed(cfg: WalkForwardConfig, fold: Fold, seed: int, out: Path, client, fold_run: str, emit,
                 address: str | None, n_folds: int, trained_here: set[tuple[int, int]]):
     """Train (or load) one fold/seed; returns ``(seed, train config, TrainResult, reused)``."""
-    from tradebot.rl.train import IterationReport, train
+    from tradebot.rl.moe.training import train_any as train
+    from tradebot.rl.train import IterationReport
 
     seed_dir = out / f"fold_{fold.index:02d}" / f"seed_{seed}"
     train_cfg = cfg.train_config(fold, seed, seed_dir)
@@ -255,6 +256,7 @@ def _fold_seeds(cfg: WalkForwardConfig, fold: Fold, instruments, names, views, o
     for name in names:
         _mark_selected(fold_runs[name])
         views[name].runs.extend(fold_runs[name])
+    _test_other_mixtures(trained, instruments, names, views, fold, multi)
     selected_seed = next(r.seed for r in fold_runs[names[0]] if r.selected)
     ensemble_sharpe = None
     if cfg.evaluation.ensemble and len(policies) > 1:
@@ -272,6 +274,27 @@ def _fold_seeds(cfg: WalkForwardConfig, fold: Fold, instruments, names, views, o
                                        "validation")[1])
         ensemble_sharpe = pooled_sharpe(val_records, cash, instruments[0].timeframe)
     return ValidationScores(fold.index, val_sharpe, selected_seed, ensemble_sharpe)
+
+
+def _test_other_mixtures(trained, instruments, names, views, fold: Fold, multi: bool) -> None:
+    """A mixture-of-experts evaluation also tests its first seed's mixtures with the other gates (the
+    always-on ``equal`` ensemble of the same experts among them), as rows ``moe_<gate>`` of the fold."""
+    from tradebot.rl.moe.training import MoEConfig, mixture_variants
+    from tradebot.rl.policy import Policy
+
+    seed, train_cfg, result, _ = trained[0]
+    if not isinstance(train_cfg, MoEConfig):
+        return
+    for gate, folder in mixture_variants(result.output_dir).items():
+        if gate == train_cfg.moe.gate:
+            continue
+        policy = Policy.load(folder)
+        for name, inst in zip(names, instruments):
+            sub = view_dir_name(name) if multi else ""
+            metrics, record, _ = _tested(policy, f"moe_{gate}:{folder}", inst, fold, train_cfg,
+                                         result.output_dir / f"moe_{gate}" / TEST_DIR / sub, "test")
+            views[name].baselines[fold.index][f"moe_{gate}"] = Metrics(metrics)
+            views[name].records[fold.index][f"moe_{gate}"] = record
 
 
 def _pool_fold(fold: Fold, views: dict[str, ViewTests], names: list[str], cash: float, timeframe: str) -> None:
@@ -321,11 +344,13 @@ def _fold_baselines(cfg: WalkForwardConfig, window: BacktestWindow, engine, time
 def _result(cfg: WalkForwardConfig, out: Path, folds: list[Fold], tests: ViewTests, timeframe: str,
             parent: str) -> EvaluationResult:
     cash = cfg.env_config().engine.initial_cash
+    first = tests.baselines[folds[0].index]
+    mixtures = sorted(k for k in first if k.startswith("moe_"))  # the other gates' mixtures (the agent's controls)
     names = cfg.baseline_names
-    shown = names + ([AGENT_ENSEMBLE] if AGENT_ENSEMBLE in tests.baselines[folds[0].index] else [])
+    shown = names + ([AGENT_ENSEMBLE] if AGENT_ENSEMBLE in first else []) + mixtures
     summary = summarise(folds, tests.runs, tests.baselines, tests.records, shown, cfg.evaluation.seeds, cash,
                         timeframe)
-    verdicts = baseline_verdicts(summary.per_fold, names)
+    verdicts = baseline_verdicts(summary.per_fold, names + mixtures)
     stats = overfitting_statistics(summary.seed_equity, summary.stitched[AGENT_SELECTED], cash,
                                    configs_tried=cfg.evaluation.configs_tried,
                                    pbo_partitions=cfg.evaluation.pbo_partitions)

@@ -48,11 +48,11 @@ def local_cpus(cfg: WalkForwardConfig) -> int:
 
 def _train_task(train_cfg, tracking_uri: str, workdir: str) -> str:
     """One fold/seed training inside a Ray worker (relative paths resolve as in the driver)."""
-    from tradebot.rl.train import train
+    from tradebot.rl.moe.training import train_any
 
     if os.path.isdir(workdir):
         os.chdir(workdir)
-    return train(train_cfg, tracking_uri=tracking_uri).mlflow_run_id
+    return train_any(train_cfg, tracking_uri=tracking_uri).mlflow_run_id
 
 
 def train_in_parallel(cfg: WalkForwardConfig, folds: list[Fold], out: Path, tracking_uri: str,
@@ -74,6 +74,9 @@ def train_in_parallel(cfg: WalkForwardConfig, folds: list[Fold], out: Path, trac
             state = TrainState.read(seed_dir / STATE_FILE)
             finished = state is not None and state.model_uri and (
                 state.stopped_early or state.iteration >= train_cfg.run.iterations)
+            if getattr(train_cfg, "moe", None) is not None:  # a mixture keeps its own state file
+                finished = (seed_dir / "moe_state.json").is_file() and '"model_uri"' in (
+                    seed_dir / "moe_state.json").read_text()
             if not finished:
                 todo.append((fold, seed, train_cfg))
     gpus = resolve_gpus_per_learner(cfg.training.run.num_gpus_per_learner, share=at_once)

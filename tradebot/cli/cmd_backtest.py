@@ -105,6 +105,8 @@ One run writes to --out DIR:
   equity.csv     equity, cash, position and drawdown per bar
   trades.csv     one row per trade (entry/exit time and price, side, qty, costs, P&L, exit reason)
   report.html    self-contained report: price with trades, equity, drawdown, monthly returns
+  decisions.csv  (a mixture of experts only) per decision: action, the gate's weight per expert
+                 (w_<expert>) and the chosen expert; report.html then charts them
 
 --compare prints one table of every baseline after costs (and writes compare.csv and
 compare.json with --out). --compare --policy MODEL adds the policy as a row, on the same dates
@@ -162,11 +164,11 @@ def _load_policy(source: str, config_path: Path | None) -> PolicySetup:
 
 
 def _write_run(out_dir: Path, result: BacktestResult, bars: Bars, metrics: Metrics, info: dict[str, Any],
-               title: str) -> None:
+               title: str, decisions: pd.DataFrame | None = None) -> None:
     from tradebot.envs.backtest_report import write_run_files
 
     with _spinner(f"writing {out_dir}"):
-        write_run_files(out_dir, result, bars, metrics, info, title)
+        write_run_files(out_dir, result, bars, metrics, info, title, decisions)
 
 
 @click.command("backtest", cls=_BacktestCommand, help=_HELP,
@@ -272,12 +274,14 @@ def backtest(data_path: Path, strategy: str | None, actions_path: Path | None, p
         title = f"policy {setup.source} on {eval_bars.symbol or data_path.name} ({eval_bars.timeframe})"
 
     assert out_dir is not None
-    _write_run(out_dir, result, eval_bars, metrics, info, title)
+    decisions = policy_run.decisions if policy_run is not None else None
+    _write_run(out_dir, result, eval_bars, metrics, info, title, decisions)
     console = _stdout()
     console.print(_summary_table(title, metrics))
     for note in (*metrics.notes, *notes):
         console.print(f"note: {note}")
-    console.print(f"wrote {out_dir}/metrics.json, equity.csv, trades.csv, report.html")
+    console.print(f"wrote {out_dir}/metrics.json, equity.csv, trades.csv, report.html"
+                  + (", decisions.csv" if decisions is not None else ""))
 
 
 def _compare(data_path: Path, bars: Bars, window: BacktestWindow, config: EngineConfig, seed: int,
@@ -323,8 +327,10 @@ def _compare(data_path: Path, bars: Bars, window: BacktestWindow, config: Engine
             assert policy_run is not None
             info = {**run_record(data_path, eval_bars, "policy", config, seed), "policy": setup.info(window, notes)}
             _write_run(out_dir, policy_run.result, eval_bars, rows["policy"], info,
-                       f"policy {setup.source} on {eval_bars.symbol or data_path.name} ({eval_bars.timeframe})")
-            written += ", metrics.json, equity.csv, trades.csv, report.html (the policy)"
+                       f"policy {setup.source} on {eval_bars.symbol or data_path.name} ({eval_bars.timeframe})",
+                       policy_run.decisions)
+            written += ", metrics.json, equity.csv, trades.csv, report.html"
+            written += (", decisions.csv" if policy_run.decisions is not None else "") + " (the policy)"
         console.print(f"wrote {out_dir}/{written}")
 
 

@@ -31,14 +31,21 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 def train(config_path: Path, output: Path | None, address: str | None, tracking_uri: str | None) -> None:
     """Train a PPO-LSTM policy, checkpoint it, log it to MLflow and register the final policy.
 
+    A config with a moe section (experiments/moe.yaml) builds a mixture of experts instead: the regime
+    detector, one expert per regime, the gates, and the registered mixture (tradebot.rl.moe.training).
+
     MLflow goes to --tracking-uri / MLFLOW_TRACKING_URI, or sqlite:///mlflow.db in the working directory.
     On a cluster, run.num_env_runners env runners (run.num_cpus_per_env_runner CPUs each) and the
     learner (run.num_gpus_per_learner) are placed by Ray; checkpoints stay in the output folder here.
     """
     from tradebot.rl.train_config import load_train_config
     from tradebot.rl.metric_names import EPISODE_RETURN_MEAN, ENV_STEPS_PER_S
+    from tradebot.rl.moe.training import is_moe_file, load_moe_config
     from tradebot.rl.train import IterationReport, train as run_training
 
+    if is_moe_file(config_path):
+        _train_mixture(load_moe_config(config_path), output, address, tracking_uri)
+        return
     cfg = load_train_config(config_path)
     for name in ("ray", "ray.rllib", "ray.tune", "mlflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -66,3 +73,36 @@ def train(config_path: Path, output: Path | None, address: str | None, tracking_
     click.echo(f"policy:     {result.model_uri}  (checkpoint {result.final_checkpoint})")
     click.echo(f"validation: best return {_fmt(result.best_validation_return)}")
     click.echo(f"mlflow run: {result.mlflow_run_id}")
+
+
+def _train_mixture(cfg, output: Path | None, address: str | None, tracking_uri: str | None) -> None:
+    """``tradebot train`` of a mixture of experts: one progress bar per training, a line per stage."""
+    from tradebot.rl.moe.training import MoEEvent, train_mixture
+    from tradebot.rl.train import IterationReport
+
+    for name in ("ray", "ray.rllib", "ray.tune", "mlflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    console = Console(stderr=True, highlight=False)
+    out = output or Path(cfg.run.output_dir)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console)
+    tasks: list = []
+
+    def on_event(event: MoEEvent) -> None:
+        progress.console.print(f"{event.stage}: {event.message}")
+        if event.stage in ("expert", "gate") and event.message.startswith("training"):
+            total = int(event.message.split("(")[-1].split()[0])
+            tasks.append(progress.add_task(event.message.split(" (")[0].replace("training ", ""), total=total,
+                                           status=""))
+
+    def on_iteration(report: IterationReport) -> None:
+        if tasks:
+            progress.update(tasks[-1], completed=report.iteration, status=f"val {_fmt(report.validation_return)}")
+
+    with progress:
+        result = train_mixture(cfg, output_dir=out, address=address, tracking_uri=tracking_uri, on_event=on_event,
+                               on_iteration=on_iteration)
+    if result.already_complete:
+        click.echo(f"{out}: mixture already built; nothing to do")
+    click.echo(f"mixture:    {result.model_uri}  (folder {result.final_checkpoint})")
+    click.echo(f"mlflow run: {result.mlflow_run_id} (experts and gate nested under it)")
