@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,8 +243,11 @@ def train_mixture(cfg: MoEConfig, *, output_dir: str | Path | None = None, addre
 
         mixture = MixturePolicy.load(chosen)
         save_drift_reference(mixture, chosen)  # the live loop's drift monitors travel with the model
-        info = log_policy_model(chosen, obs_dim=mixture.obs_dim, num_actions=mixture.num_actions,
-                                registered_model=registered)
+        with tempfile.TemporaryDirectory(prefix="tradebot-mixture-") as tmp:
+            logged = Path(tmp) / "policy"  # the folder name a registered policy's artifacts have
+            shutil.copytree(chosen, logged)
+            info = log_policy_model(logged, obs_dim=mixture.obs_dim, num_actions=mixture.num_actions,
+                                    registered_model=registered)
         mlflow.set_tags({"registered_model_uri": f"models:/{registered}/{info.registered_model_version}",
                          "final_checkpoint": str(chosen)})
     state.update({"model_uri": f"models:/{registered}/{info.registered_model_version}",

@@ -121,6 +121,9 @@ def test_train_mixture_builds_registers_and_nests_every_part(mixture_run, mlflow
     loaded = Policy.load(result.model_uri)
     assert isinstance(loaded, MixturePolicy) and loaded.gate == "supervised"
     assert loaded.expert_names == ("trend", "mean_reversion", "high_vol")
+    from tradebot.rl.drift.offline import saved_reference
+
+    assert saved_reference(result.model_uri) is not None  # the live loop's drift monitors travel with it
     again = train_mixture(cfg, tracking_uri=mlflow_store)  # a re-run finds it built
     assert again.already_complete and again.model_uri == result.model_uri
 
