@@ -4,7 +4,8 @@ A ``MoEConfig`` is a ``TrainConfig`` (data, env, ppo, model, run: the experts' s
 section. ``train_mixture`` then, resuming whatever already finished:
 
 1. fits the regime detector (``tradebot.features.regimes``, a Gaussian HMM's filtered probabilities) on
-   the training dates of ``data.path`` only, and saves it (``detector.json``);
+   the training dates of ``data.path`` only, and saves it (``detector.json``); with ``data.extra_paths`` the
+   same detector runs on each instrument's own bars;
 2. trains one PPO-LSTM expert per regime (``experts/<regime>/``) on every training bar with
    **regime-weighted rewards** (``env.regime_weight``: a decision's reward times
    ``floor + (1 - floor) x p_regime``). Why rewards and not regime-sampled episodes: an expert's
