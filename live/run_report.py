@@ -9,7 +9,8 @@ write_run_report(out_dir, journal, symbol, engine, info, backtest=backtest)
 ``run_result`` rebuilds the backtester's result from the journal alone (the bars the loop
 processed, the equity it recorded after every bar, its fills), so ``write_run_report`` writes the
 same ``metrics.json``, ``equity.csv``, ``trades.csv`` and ``report.html`` as ``tradebot backtest``
-(through ``tradebot.envs.backtest_report.write_run_files``), plus ``parity.json``: the run's trades against a
+(through ``tradebot.envs.backtest_report.write_run_files``; ``decisions.csv`` too when the policy is a
+mixture of experts, from the gates the loop journaled), plus ``parity.json``: the run's trades against a
 backtest of the same bars with the same policy (``compare_trades``). Trades are matched by entry time
 and side; quantities, times and exit reasons must be equal, prices equal to 1e-9 relative (the live
 feature stream's ATR equals the batch ATR to rounding). A difference is listed with the risk
@@ -215,6 +216,22 @@ def risk_interventions(journal: Journal, symbol: str | None = None) -> list[dict
             for d in journal.intervening_decisions(symbol) if d["code"] not in NO_OP_VETO_CODES]
 
 
+def journal_decisions(journal: Journal, symbol: str, tz: Any = None) -> pd.DataFrame | None:
+    """A mixture of experts' gate per decision, journaled by the loop, in ``decisions.csv``'s shape
+    (``timestamp``, ``action``, ``w_<expert>``, ``expert``); None when the run's policy has no gate."""
+    from tradebot.envs.engine import Action
+
+    gates = journal.gates(symbol)
+    if not gates:
+        return None
+    names = list(gates[0]["weights"])
+    stamps = pd.to_datetime([g["bar_ts"] for g in gates], utc=True)
+    return pd.DataFrame({"timestamp": stamps.tz_convert(tz) if tz is not None else stamps,
+                         "action": [Action(g["action"]).name for g in gates],
+                         **{f"w_{n}": [float(g["weights"][n]) for g in gates] for n in names},
+                         "expert": [g["expert"] for g in gates]})
+
+
 def write_run_report(out_dir: str | Path, journal: Journal, symbol: str, engine: EngineConfig,
                      info: Mapping[str, Any], backtest: BacktestResult | None = None,
                      reference: str = "") -> tuple[BacktestResult, Parity | None]:
@@ -226,7 +243,8 @@ def write_run_report(out_dir: str | Path, journal: Journal, symbol: str, engine:
 
     result, bars = run_result(journal, symbol, engine)
     metrics = metrics_from_result(result, bars.timeframe)
-    write_run_files(out_dir, result, bars, metrics, info, f"Paper run · {symbol}")
+    write_run_files(out_dir, result, bars, metrics, info, f"Paper run · {symbol}",
+                    decisions=journal_decisions(journal, symbol, bars.index.tz))
     parity = None
     if backtest is not None:
         parity = compare_trades(result.trades, backtest.trades, risk_interventions(journal, symbol), reference)
@@ -234,4 +252,5 @@ def write_run_report(out_dir: str | Path, journal: Journal, symbol: str, engine:
     return result, parity
 
 
-__all__ = ["Parity", "compare_trades", "journal_bars", "risk_interventions", "run_result", "write_run_report"]
+__all__ = ["Parity", "compare_trades", "journal_bars", "journal_decisions", "risk_interventions", "run_result",
+           "write_run_report"]

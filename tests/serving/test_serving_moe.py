@@ -186,3 +186,9 @@ def test_serving_moe_paper_run_equals_its_backtest_under_loose_limits(moe, moe_s
     finally:
         j.close()
     assert len(gates) > 100 and all(abs(sum(g["weights"].values()) - 1.0) < 1e-9 for g in gates)
+    import pandas as pd
+
+    decisions = pd.read_csv(out / "decisions.csv")  # the run's files carry the gate as a backtest's do
+    assert len(decisions) == len(gates) and list(decisions.columns) == ["timestamp", "action", *(
+        f"w_{n}" for n in EXPERTS), "expert"]
+    np.testing.assert_allclose(decisions[[f"w_{n}" for n in EXPERTS]].sum(axis=1), 1.0, atol=1e-9)
