@@ -255,3 +255,25 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+def test_tradebot_train_builds_a_mixture_from_a_moe_config_and_refuses_a_bad_key(tmp_path, local_ray, mlflow_store):
+    from click.testing import CliRunner
+
+    from tradebot.cli import main as cli_main
+
+    from rl_helpers import write_yaml
+
+    raw = tiny_config(tmp_path / "out", iterations=1, registered_model="test-moe-cli")
+    raw["moe"] = {"experts": ["trend", "high_vol"], "rl_gate": {"iterations": 0}}
+    config = write_yaml(tmp_path / "moe.yaml", raw)
+    result = CliRunner().invoke(cli_main, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "models:/test-moe-cli/1" in result.output and "nested" in result.output
+    assert {p.name for p in (tmp_path / "out" / "mixtures").iterdir()} == {"equal", "supervised"}
+    again = CliRunner().invoke(cli_main, ["train", "--config", str(config)])
+    assert again.exit_code == 0 and "already built" in again.output
+
+    raw["moe"] = {"experts": ["trend", "high_vol"], "gates": "rl"}
+    bad = CliRunner().invoke(cli_main, ["train", "--config", str(write_yaml(tmp_path / "bad.yaml", raw))])
+    assert bad.exit_code == 2 and "moe.gates" in bad.output and "Traceback" not in bad.output
