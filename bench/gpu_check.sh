@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU learner check: `run.num_gpus_per_learner: auto` puts the PPO learner on the GPU when torch sees
-# one. Trains a few iterations of experiments/demo.yaml exactly as `tradebot train` builds them
+# one. Trains a few iterations of experiments/intraday_nifty5m.yaml (the former demo) exactly as `tradebot train` builds them
 # (batched env runner on the CPU, learner on the GPU), with no MLflow, checkpoints or validation,
 # and prints the torch/CUDA setup, the learner's device and the env steps/s of every iteration.
 #
@@ -40,7 +40,7 @@ iterations = int(sys.argv[1])
 cuda = torch.cuda.is_available()
 print(f"torch {torch.__version__}, CUDA build {torch.version.cuda}, cuda available: {cuda}, "
       f"devices: {[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}")
-cfg = load_train_config("experiments/demo.yaml")
+cfg = load_train_config("experiments/intraday_nifty5m.yaml")
 cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"num_gpus_per_learner": "auto"})})
 t0 = time.perf_counter()
 init_ray(None, num_cpus=1, logging_level=logging.ERROR, log_to_driver=False)

@@ -1,8 +1,8 @@
 """Where a training iteration's time goes: ``tradebot train`` sampled by py-spy, summed by stage.
 
 How to run:
-    .venv/bin/python bench/profile_train.py                                   # experiments/demo.yaml, 8 iterations
-    .venv/bin/python bench/profile_train.py --config experiments/demo.yaml --iterations 4 --keep /tmp/prof.raw
+    .venv/bin/python bench/profile_train.py                                   # experiments/intraday_nifty5m.yaml, 8 iterations
+    .venv/bin/python bench/profile_train.py --config experiments/intraday_nifty5m.yaml --iterations 4 --keep /tmp/prof.raw
     .venv/bin/python bench/profile_train.py --from-raw /tmp/prof.raw          # summarise an earlier recording
 
 What it does. It copies the config with ``run.iterations`` set to ``--iterations`` (and the output
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__[__doc__.index("How to run"):])
-    ap.add_argument("--config", type=Path, default=ROOT / "experiments/demo.yaml",
+    ap.add_argument("--config", type=Path, default=ROOT / "experiments/intraday_nifty5m.yaml",
                     help="training YAML (default: %(default)s)")
     ap.add_argument("--iterations", type=int, default=8, help="training iterations to run (default: %(default)s)")
     ap.add_argument("--keep", type=Path, default=None, help="write the py-spy recording here (default: a temp file)")

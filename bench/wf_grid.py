@@ -3,6 +3,7 @@
 How to run:
     .venv/bin/python bench/wf_grid.py write                       # (re)write experiments/designs/*.yaml
     .venv/bin/python bench/wf_grid.py run [NAME ...] [--parallel N] [--data DIR] [--out runs/designs]
+    .venv/bin/python bench/wf_grid.py keep [NAME ...] [--out runs/designs]  # copy finished tables to docs/designs
     .venv/bin/python bench/wf_grid.py table [--out runs/designs]  # the markdown table and the winner
 
 ``write`` turns the design and data-set definitions below into one walk-forward config per (data
@@ -10,9 +11,12 @@ set, design): ``experiments/designs/<data set>__<design>.yaml`` (they are checke
 how they were made). ``run`` evaluates them one after the other with ``tradebot evaluate`` (each
 resumes where it stopped), all in one MLflow store (``<out>/mlflow.db``: the UI's Compare view puts
 the designs side by side), and logs each one's wall time to ``<out>/grid.log``; ``--data DIR`` reads
-the bar files from DIR instead of /work/shared/data (the device script copies them). ``table``
-prints the comparison ``docs/results.md`` shows (``tradebot.rl.walkforward.design_table``) and the
-design the evaluation's rule picks (validation windows only).
+the bar files from DIR instead of /work/shared/data (the device script copies them). Each finished
+cell's tables (summary, selection, per-instrument views; a few hundred kB, no models) are copied to
+``docs/designs/<cell>/`` (``keep`` does it for cells finished elsewhere), so that the comparison
+survives the run folder. ``table`` prints the comparison ``docs/results.md`` shows
+(``tradebot.rl.walkforward.design_table``), reading each cell from ``--out`` or else from
+``docs/designs``, and the design the evaluation's rule picks (validation windows only).
 
 Budget per design and data set: 6 folds x 5 seeds = 30 policies of 1,003,520 env steps each (49
 PPO iterations of 20,480 steps), the seed ensemble, every baseline. Per-stock designs: the pooled
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +39,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DESIGNS_DIR = ROOT / "experiments" / "designs"
+KEPT_DIR = ROOT / "docs" / "designs"  # each finished cell's tables, checked in
+KEPT_FILES = ("summary.csv", "summary.json", "selection.json", "runs.csv", "folds.json", "walkforward.yaml")
 SHARED = "/work/shared/data"
 STOCKS = ("NSE_SBIN-EQ", "NSE_RELIANCE-EQ", "NSE_INFY-EQ", "NSE_HDFCBANK-EQ", "NSE_TCS-EQ")
 SEEDS = [0, 1, 2, 3, 4]
@@ -41,8 +48,11 @@ SEEDS = [0, 1, 2, 3, 4]
 PPO = {"lr": 3.0e-4, "gamma": 0.99, "gae_lambda": 0.95, "entropy_coeff": 0.01, "clip_param": 0.2,
        "vf_loss_coeff": 0.5, "train_batch_size": 20480, "minibatch_size": 2560, "num_epochs": 4}
 MODEL = {"lstm_cell_size": 64, "max_seq_len": 20, "fcnet_hiddens": [64], "fcnet_activation": "tanh"}
+# select_after (from 2026-12-05 15:30; the cells run before it picked among all seven validations, and
+# often picked iteration 7 or 14, a barely trained policy that sat out a falling validation window):
+# the registered checkpoint is the best validation from iteration 21 on (21, 28, 35, 42, 49)
 RUN = {"iterations": 49, "checkpoint_every": 7, "keep_checkpoints": 2, "validate_every": 7, "patience": None,
-       "num_env_runners": 0, "num_envs_per_env_runner": 128}
+       "select_after": 21, "num_env_runners": 0, "num_envs_per_env_runner": 128}
 
 # daily bars: short windows (warm-up about 40 sessions instead of 520 bars)
 DAILY_FEATURES = {"returns": {"horizons": [1, 5, 20]}, "trend": {"sma": [10, 20], "ema": [10, 20]},
@@ -143,6 +153,24 @@ def write() -> None:
     print(f"wrote {len(configs())} configs to {DESIGNS_DIR}")
 
 
+def keep(names: list[str], out: Path) -> list[str]:
+    """Copy the tables of the finished cells among ``names`` (all when empty) from ``out`` to docs/designs."""
+    kept = []
+    for name in names or list(configs()):
+        src = out / name
+        if not (src / "summary.json").is_file():
+            continue
+        dst = KEPT_DIR / name
+        for folder in [src, *sorted((src / "views").glob("*/"))]:
+            target = dst / folder.relative_to(src)
+            target.mkdir(parents=True, exist_ok=True)
+            for f in KEPT_FILES:
+                if (folder / f).is_file():
+                    shutil.copy2(folder / f, target / f)
+        kept.append(name)
+    return kept
+
+
 def run(names: list[str], parallel: int, data_dir: str, out: Path, minutes: float | None = None) -> None:
     cells = configs(data_dir)
     todo = names or list(cells)
@@ -179,11 +207,13 @@ def run(names: list[str], parallel: int, data_dir: str, out: Path, minutes: floa
                     f"parallel={parallel} load={os.getloadavg()[0]:.2f}\n")
         if rc != 0:
             print(f"{name}: exit {rc} (see above); going on with the next", file=sys.stderr)
+        else:
+            keep([name], out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["write", "run", "table"])
+    ap.add_argument("command", choices=["write", "run", "keep", "table"])
     ap.add_argument("names", nargs="*")
     ap.add_argument("--parallel", type=int, default=1, help="trainings at once (evaluation.parallel_trainings)")
     ap.add_argument("--data", default=SHARED, help="folder with the bar files")
@@ -194,10 +224,12 @@ def main() -> None:
         write()
     elif a.command == "run":
         run(a.names, a.parallel, a.data, Path(a.out), a.minutes)
+    elif a.command == "keep":
+        print("kept in docs/designs: " + (", ".join(keep(a.names, Path(a.out))) or "nothing (no finished cell)"))
     else:
         from tradebot.rl.walkforward.design_table import design_report
 
-        print(design_report(Path(a.out), {n: c for n, c in configs().items()}))
+        print(design_report([Path(a.out), KEPT_DIR], {n: c for n, c in configs().items()}))
 
 
 if __name__ == "__main__":

@@ -127,16 +127,19 @@ def signals_to_actions(
     config: EngineConfig | None = None,
     trail: np.ndarray | None = None,
     entries_per_session: int = 0,
+    atr: np.ndarray | None = None,
 ) -> np.ndarray:
     """The shared loop: causal boolean signals → ``int8`` actions, valid under ``config``.
 
     ``trail``: a per-bar trailing-stop distance in price (NaN = none): a long is closed when the close
     falls more than that below the highest close since entry (a short mirrored).
     ``entries_per_session``: at most this many entries per session (0: no limit).
+    ``atr``: the ATR per bar the engine will size and stop with (None: computed over ``bars``, so the
+    first bars wait for its warm-up; a window passes the one computed over its history).
     """
     config = resolved_for(config or EngineConfig(), bars)
     n = len(bars)
-    data, no_entry = replay_data(bars, config)
+    data, no_entry = replay_data(bars, config, atr)
     if trail is None:
         trail = np.full(n, np.nan)
     short_entry = np.asarray(short_entry, dtype=np.bool_) & bool(config.shorts_allowed)
@@ -201,7 +204,7 @@ def _frame(bars: Bars) -> pd.DataFrame:
     return bars.frame
 
 
-def long_from_session_open(bars: Bars, config: EngineConfig) -> np.ndarray:
+def long_from_session_open(bars: Bars, config: EngineConfig, atr: np.ndarray | None = None) -> np.ndarray:
     """Long once per session, at its first bar where an entry can be sent, held until the engine closes it.
 
     Intraday products: the square-off (or the stop / take-profit) closes it and it waits for the next
@@ -210,7 +213,8 @@ def long_from_session_open(bars: Bars, config: EngineConfig) -> np.ndarray:
     """
     n = len(bars)
     never = np.zeros(n, dtype=np.bool_)
-    return signals_to_actions(bars, np.ones(n, dtype=np.bool_), never, never, never, config, entries_per_session=1)
+    return signals_to_actions(bars, np.ones(n, dtype=np.bool_), never, never, never, config, entries_per_session=1,
+                              atr=atr)
 
 
 def sma_signals(bars: Bars, config: EngineConfig, fast: int = 20, slow: int = 50, allow_short: bool = True) -> Signals:
@@ -263,7 +267,7 @@ def rsi_signals(bars: Bars, config: EngineConfig, length: int = 14, lower: float
 
 
 def random_actions(bars: Bars, config: EngineConfig, seed: int = 0, p_entry: float = 0.02,
-                   p_exit: float = 0.05) -> np.ndarray:
+                   p_exit: float = 0.05, atr: np.ndarray | None = None) -> np.ndarray:
     """Seeded random entries and exits (a "no skill" baseline with realistic trading frequency).
 
     Draws are made per bar in bar order (``rng.random((n, 3))``), so the action at bar t depends only
@@ -274,7 +278,7 @@ def random_actions(bars: Bars, config: EngineConfig, seed: int = 0, p_entry: flo
     enter = u[:, 0] < p_entry
     long_side = u[:, 1] < 0.5
     leave = u[:, 2] < p_exit
-    return signals_to_actions(bars, enter & long_side, leave, enter & ~long_side, leave, config)
+    return signals_to_actions(bars, enter & long_side, leave, enter & ~long_side, leave, config, atr=atr)
 
 
 def _session_closes(bars: Bars) -> tuple[np.ndarray, np.ndarray]:
@@ -325,14 +329,14 @@ def intraday_trend_signals(bars: Bars, config: EngineConfig, minutes: int = 60, 
 
 
 def vol_target_hold(bars: Bars, config: EngineConfig, target_vol: float = 0.15, band: float = 0.25,
-                    check_sessions: int = 5) -> np.ndarray:
+                    check_sessions: int = 5, atr: np.ndarray | None = None) -> np.ndarray:
     """Buy-and-hold at a target volatility, resized when the target has drifted more than ``band``
     (checked at the close of every ``check_sessions``-th session). The engine sizes the entries:
     ``vol_target_sizing`` sets its risk sizing to the target."""
     if not (target_vol > 0 and band > 0 and check_sessions >= 1):
         raise UserInputError(f"vol_target_hold: target_vol and band must be > 0 and check_sessions >= 1 "
                              f"(got {target_vol}, {band}, {check_sessions})")
-    data, no_entry = replay_data(bars, config)
+    data, no_entry = replay_data(bars, config, atr)
     sid, _ = _session_closes(bars)
     last = (data[:, D_FLAGS].astype(np.int64) & FLAG_LAST_OF_SESSION) != 0  # by the clock (replay_data)
     check = last & (sid % int(check_sessions) == int(check_sessions) - 1)
@@ -377,8 +381,8 @@ def _vol_target_replay(data, no_entry, check, per_bar_target, band, params, cost
 
 def acting(signals: Callable[..., Signals]) -> Callable[..., np.ndarray]:
     """The baseline of a signal function: its signals turned into actions by ``signals_to_actions``."""
-    def act(bars: Bars, config: EngineConfig, **params: Any) -> np.ndarray:
-        return signals_to_actions(bars, config=config, **signals(bars, config, **params))
+    def act(bars: Bars, config: EngineConfig, atr: np.ndarray | None = None, **params: Any) -> np.ndarray:
+        return signals_to_actions(bars, config=config, atr=atr, **signals(bars, config, **params))
 
     act.__doc__ = signals.__doc__
     return act
@@ -418,10 +422,12 @@ class Baseline:
             config = self.sizing(bars, config, **{**self.params, **params})
         return config
 
-    def __call__(self, bars: Bars, config: EngineConfig | None = None, seed: int = 0, **params: Any) -> np.ndarray:
+    def __call__(self, bars: Bars, config: EngineConfig | None = None, seed: int = 0,
+                 atr: np.ndarray | None = None, **params: Any) -> np.ndarray:
         """Actions for ``bars`` (int8, one per bar), valid under ``config`` (default: ``EngineConfig()``).
 
-        ``seed`` is used only by seeded baselines; ``params`` override the defaults in ``self.params``.
+        ``seed`` is used only by seeded baselines; ``atr``: the engine's ATR per bar when it is known
+        from earlier bars (``signals_to_actions``); ``params`` override the defaults in ``self.params``.
         """
         unknown = sorted(set(params) - set(self.params))
         if unknown:
@@ -431,6 +437,8 @@ class Baseline:
         kwargs = {**self.params, **params}
         if self.seeded:
             kwargs["seed"] = seed
+        if atr is not None:
+            kwargs["atr"] = atr
         actions = self.fn(bars, config, **kwargs)
         return np.asarray(actions, dtype=np.int8)
 

@@ -130,14 +130,17 @@ class BacktestWindow:
         run_config = self.resolve(baseline.engine_config(config, self.history, **params))
         if not run_config.flat_at_session_end:
             traded = self.bars
+            # the ATR over the history: the first traded bar knows it, as the policy's does
+            atr = compute_atr(self.history, run_config.atr_period) if run_config.needs_atr else None
+            traded_atr = None if atr is None else self.traded(atr)
             if baseline.signals is not None:  # read the history, trade the window from flat
                 from tradebot.envs.baselines import signals_to_actions
 
                 signals = baseline.signals(self.history, run_config, **{**baseline.params, **params})
-                actions = signals_to_actions(traded, config=run_config, **{
+                actions = signals_to_actions(traded, config=run_config, atr=traded_atr, **{
                     k: (self.traded(v) if isinstance(v, np.ndarray) else v) for k, v in signals.items()})
             else:
-                actions = baseline(traded, run_config, seed=seed, **params)
-            return run_backtest(traded, actions, run_config), run_config
+                actions = baseline(traded, run_config, seed=seed, atr=traded_atr, **params)
+            return run_backtest(traded, actions, run_config, atr=traded_atr), run_config
         actions = self.traded(baseline(self.history, run_config, seed=seed, **params))
         return self.run(actions, run_config), run_config

@@ -145,11 +145,7 @@ class Soak:
 
     # ------------------------------------------------------------------ set-up
     def login(self) -> None:
-        from tradebot.live.adapters.fyers.auth import FyersToken, save_token
-
-        token = self.sim.login(APP_ID)
-        self.tokens.append(token)
-        save_token(FyersToken.from_access_token(APP_ID, token, api_base=self.sim.base_url), self.out / "token.json")
+        self.tokens.append(simulator_login(self.sim, self.out / "token.json"))
 
     def settings(self) -> Path:
         path = self.out / "settings.json"
@@ -369,6 +365,15 @@ def run_chaos(minutes: float, seed: int, out: Path, say: Callable[[str], None] =
     report = Soak(minutes, seed, out, say).run()
     write_json_atomic(out / "invariants.json", report)
     return report
+
+
+def simulator_login(sim, token_file: Path, app_id: str = APP_ID) -> str:
+    """Log in to the Fyers simulator ``sim`` and save the token where the loop reads it; the token."""
+    from tradebot.live.adapters.fyers.auth import FyersToken, save_token
+
+    token = sim.login(app_id)
+    save_token(FyersToken.from_access_token(app_id, token, api_base=sim.base_url), token_file)
+    return token
 
 
 def journal_rows(path: Path, sql: str) -> list[tuple]:

@@ -10,8 +10,10 @@ Entries (``BUY_LONG`` / ``SELL_SHORT``) are sized with the fill engine's own rul
 (``tradebot.envs.engine.position_size``: ``risk_per_trade`` of equity lost at a stop ``stop_atr_mult`` ATR away, or
 ``fixed_qty``), at the decision bar's equity and ATR, then cut by, in order: ``max_position`` units,
 ``max_notional`` at the decision price, and the loss budget (below). Every entry carries a stop-loss
-and a take-profit (``stop_atr_mult`` / ``take_profit_atr_mult`` x ATR from the fill); the engine config
-must have both. The engine's margin caps (leverage, its own ``max_notional``) are applied by the
+and a take-profit (``stop_atr_mult`` / ``take_profit_atr_mult`` x ATR from the fill) when the engine
+config has stops; an engine with ``stop_loss: false`` (a positional design that the backtests run
+without stops) trades without brackets, as it was evaluated, and its entries are sized as if each could
+lose ``unprotected_loss`` of its notional (below). The engine's margin caps (leverage, its own ``max_notional``) are applied by the
 engine at the fill price, as in the backtester.
 
 Loss budget. With E0 the equity at the start of the session (marked at the previous session's last
@@ -44,8 +46,12 @@ Guarantees (one symbol, fills by the engine, as the paper broker does them; the 
 4. Drawdown: entries are sized so that hitting their stop leaves E >= (1 - max_drawdown) x the peak at
    the decision (up to the same G); at the first bar close with E <= (1 - max_drawdown) x peak the kill
    switch flattens (next open) and halts until a manual ``resume``.
-5. Every entry has a finite stop and take-profit; a position found without a stop, or whose stop was
-   breached while it is still open (a broker that did not enforce it), is flattened.
+5. With an engine that has stops: every entry has a finite stop and take-profit; a position found
+   without a stop, or whose stop was breached while it is still open (a broker that did not enforce
+   it), is flattened. Without stops (``stop_loss: false``), 3 and 4 hold with the stop replaced by a
+   move of ``unprotected_loss`` x the entry's fill price: a larger move of the position between two
+   bar closes (a gap, a crash) can take the loss past the limits, by at most the excess move; the
+   limits are then enforced at that bar close (flatten at the next open, halt).
 6. Square-off and trading window (intraday bars): no entry whose fill (the decision bar's end) falls
    outside [``entry_start``, ``entry_end``); positions are flattened by an order decided at the first bar
    ending at or after ``square_off`` (it fills at that time), for products that do not carry overnight.
@@ -134,6 +140,10 @@ class RiskConfig(FrozenConfig):
                                    "null: leave it to the broker / engine square-off")
     stale_entry_s: float = Field(30.0, gt=0, description="no entries on data older than this (seconds)")
     stale_flatten_s: float = Field(180.0, gt=0, description="flatten when the next bar is this many seconds overdue")
+    unprotected_loss: float = Field(0.10, gt=0, le=1, description="an engine without stop-losses (stop_loss: false, "
+                                    "e.g. a positional CNC design): an entry is sized as if it could lose this "
+                                    "fraction of its notional, and an open position's risk is this fraction of its "
+                                    "marked value")
 
     @field_validator("entry_start", "entry_end", "square_off")
     @classmethod
@@ -238,9 +248,10 @@ class RiskEngine:
     """Pre-trade checks, sizing and the trading state; see the module docstring for the guarantees."""
 
     def __init__(self, config: RiskConfig, engine: EngineConfig, timeframe: str):
-        if not engine.stop_loss or engine.take_profit_atr_mult is None:
-            raise UserInputError("the risk engine attaches a stop-loss and a take-profit to every entry: set "
-                                 "engine.stop_loss: true and engine.take_profit_atr_mult (e.g. 3.0)")
+        if engine.stop_loss and engine.take_profit_atr_mult is None:
+            raise UserInputError("the risk engine attaches a stop-loss and a take-profit to every entry of an engine "
+                                 "with stops: set engine.take_profit_atr_mult (e.g. 3.0), or engine.stop_loss: false "
+                                 "for a design without brackets")
         self.config = config
         self.engine = engine
         self.timeframe = timeframe
@@ -441,7 +452,7 @@ class RiskEngine:
             return f"halted: {self.why()}"
         if f"stale_flatten:{symbol}" in self.conditions:
             return self.conditions[f"stale_flatten:{symbol}"][1]
-        if not math.isfinite(position.stop_price):
+        if self.engine.stop_loss and not math.isfinite(position.stop_price):
             return "position has no stop-loss"
         if bar is not None:
             if (self.intraday and self.config.square_off is not None and self.engine.flat_at_session_end
@@ -456,10 +467,12 @@ class RiskEngine:
 
     def worst_loss(self, side: int, qty: float, price: float, atr: float) -> float:
         """Rupees lost by an entry of ``qty`` decided at ``price`` if its stop fills at the stop price:
-        the engine's entry slippage, stop distance, exit slippage and both orders' costs."""
+        the engine's entry slippage, stop distance, exit slippage and both orders' costs. Without stops:
+        the same with the exit ``unprotected_loss`` of the fill price away."""
         r = self._rules
         fill = r.fill_price(price, side, atr)
-        stop = fill - side * r.stop_distance(atr)
+        move = r.stop_distance(atr) if self.engine.stop_loss else self.config.unprotected_loss * fill
+        stop = fill - side * move
         exit_fill = r.fill_price(stop, -side, atr)
         return (qty * side * (fill - exit_fill) + r.order_cost(fill, qty, side > 0)
                 + r.order_cost(exit_fill, qty, side < 0))
@@ -469,10 +482,13 @@ class RiskEngine:
         close, atr = self.marks.get(position.symbol, (position.avg_price, math.nan))
         q = abs(position.qty)
         side = position.side
-        if not math.isfinite(position.stop_price):
-            return q * close  # no stop: all of it (such a position is flattened at once)
-        stop = position.stop_price
         r = self._rules
+        if not math.isfinite(position.stop_price):
+            if self.engine.stop_loss:
+                return q * close  # no stop: all of it (such a position is flattened at once)
+            exit_fill = close * (1.0 - side * self.config.unprotected_loss)
+            return q * close * self.config.unprotected_loss + r.order_cost(exit_fill, q, side < 0)
+        stop = position.stop_price
         exit_fill = r.fill_price(stop, -side, atr if math.isfinite(atr) else 0.0)
         return q * max(0.0, side * (close - exit_fill)) + r.order_cost(exit_fill, q, side < 0)
 
@@ -604,8 +620,9 @@ class RiskEngine:
         order = OrderRequest(client_order_id=client_order_id(run, symbol, bar.ts, Intent.ENTRY), symbol=symbol,
                              side=Side.BUY if side > 0 else Side.SELL, qty=q, intent=Intent.ENTRY, bar_ts=bar.ts,
                              created_ns=now, product=self.engine.product, reduce_only=False,
-                             stop_loss=self._rules.stop_distance(atr),
-                             take_profit=self._rules.take_profit_distance(atr),
+                             stop_loss=self._rules.stop_distance(atr) if self.engine.stop_loss else None,
+                             take_profit=(self._rules.take_profit_distance(atr)
+                                          if self.engine.stop_loss else None),
                              reference_price=price, atr=atr, reason="policy entry")
         if q < q_engine:
             return decide(proposed, Verdict.RESIZE, [f"resized {q_engine:g} -> {q:g}: {r}" for r in reasons],

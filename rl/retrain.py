@@ -68,6 +68,9 @@ class RetrainConfig(FrozenConfig):
     registered_model: str = Field(min_length=1, description="the MLflow model whose @champion is retrained")
     data: str = Field(description="bar file with the newest bars of the champion's instrument")
     symbol: str | None = None
+    extra_data: list[str] = Field(default_factory=list, description="bar files of the champion's other "
+                                  "instruments: the challengers train on them too, over the same date windows "
+                                  "(champion and challengers are judged on `data`)")
     windows: Windows = Windows()
     challengers: list[Literal["scratch", "finetune"]] = Field(default_factory=lambda: ["scratch", "finetune"])
     iterations: int | None = Field(None, ge=1, description="scratch challenger's iterations; null: the champion's config")
@@ -263,7 +266,7 @@ def run_retrain(cfg: RetrainConfig, tracking_uri: str | None = None, on_step=lam
         if champ_version is not None:
             client.set_tag(parent_id, "champion_version", str(champ_version))
         data = base.data.model_copy(update={
-            "path": cfg.data, "symbol": cfg.symbol or base.data.symbol, "extra_paths": [],
+            "path": cfg.data, "symbol": cfg.symbol or base.data.symbol, "extra_paths": list(cfg.extra_data),
             "train": DateRange(start=wins["train"][0], end=wins["train"][1]),
             "validation": DateRange(start=wins["validation"][0], end=wins["validation"][1])})
         candidates: list[Candidate] = []

@@ -103,6 +103,9 @@ class RunSection(FrozenConfig):
     keep_checkpoints: int = Field(3, ge=1, description="periodic checkpoints kept on disk (the best one is kept apart)")
     validate_every: int = Field(1, ge=1, description="score the policy on the validation dates every N iterations")
     patience: int | None = Field(10, ge=1, description="stop after N validations without improvement; null: never")
+    select_after: int = Field(0, ge=0, description="validations before this iteration are logged but neither pick "
+                              "the registered checkpoint nor count towards patience (a short validation window "
+                              "tends to favour a barely trained policy that stays out of the market)")
     num_env_runners: int = Field(0, ge=0, description="remote sampling workers (0: sample in the driver)")
     num_envs_per_env_runner: int | Literal["auto"] = Field(
         "auto", description="sub-envs of each runner's vector env (stepped as one batch, one forward pass per "

@@ -58,7 +58,7 @@ import yaml
 from tradebot.core.files import write_json_atomic
 from tradebot.core.nse_calendar import trading_days
 from tradebot.core.nse_time import bars_per_session
-from tradebot.live.chaos import journal_rows as journal_orders
+from tradebot.live.chaos import journal_rows as journal_orders, simulator_login
 from tradebot.live.service.clock import SharedClock
 from tradebot.live.service.state import Phase, ServiceState, ist_date, ist_ns
 
@@ -177,11 +177,7 @@ class ServiceSoak:
 
     # ------------------------------------------------------------------ set-up
     def login(self) -> None:
-        from tradebot.live.adapters.fyers.auth import FyersToken, save_token
-
-        token = self.sim.login(APP_ID)
-        self.tokens.append(token)
-        save_token(FyersToken.from_access_token(APP_ID, token, api_base=self.sim.base_url), self.out / "token.json")
+        self.tokens.append(simulator_login(self.sim, self.out / "token.json", APP_ID))
 
     def write_config(self) -> Path:
         risk = self.out / "risk.yaml"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,18 +131,27 @@ def pick_winner(evals: Mapping[tuple[str, str], Evaluation]) -> tuple[str | None
     return winner, scores
 
 
-def design_report(root: Path, names: Mapping[str, Any]) -> str:
+def _folder(roots: Sequence[Path], name: str) -> Path | None:
+    """The first of ``roots`` holding the finished evaluation ``name``."""
+    return next((r / name for r in roots if (r / name / "summary.json").is_file()), None)
+
+
+def design_report(roots: Path | Sequence[Path], names: Mapping[str, Any]) -> str:
     """Markdown: a table per data set (and per stock for the stock designs), the winner and its targets.
-    ``names``: the evaluation folders under ``root`` (``<data set>__<design>[__<symbol>]``) to read."""
+    ``names``: the evaluation folders (``<data set>__<design>[__<symbol>]``) to read, each from the first of
+    ``roots`` that holds it (a run's output folder first, then the tables kept in the repository)."""
+    roots = [roots] if isinstance(roots, Path) else list(roots)
     evals: dict[tuple[str, str], Evaluation] = {}
+    folders: dict[tuple[str, str], Path] = {}
     per_stock: dict[str, list[Evaluation]] = {}
     for name in names:
-        folder = root / name
-        if not (folder / "summary.json").is_file():
+        folder = _folder(roots, name)
+        if folder is None:
             continue
         parts = name.split("__")
         if len(parts) == 2:
             evals[(parts[0], parts[1])] = Evaluation.read(folder, parts[0], parts[1])
+            folders[(parts[0], parts[1])] = folder
         else:
             per_stock.setdefault(parts[2], []).append(Evaluation.read(folder, parts[0], parts[1]))
     out: list[str] = []
@@ -150,17 +159,22 @@ def design_report(root: Path, names: Mapping[str, Any]) -> str:
         rows = [ev for (d, _), ev in sorted(evals.items()) if d == dataset]
         out += dataset_table(rows, f"{dataset}" + (" (pooled: equal-weight portfolio of the five stocks)"
                                                    if dataset.startswith("stocks") else ""))
-    for (dataset, design), ev in sorted(evals.items()):
-        views = root / f"{dataset}__{design}" / VIEWS_DIR
-        if views.is_dir():
-            for view in sorted(p.name for p in views.iterdir()):
-                symbol = view.split("_", 1)[1]
-                pooled_on_one = Evaluation.read(root / f"{dataset}__{design}", dataset, f"{design} (pooled policy)", view)
-                alone = [e for e in per_stock.get(symbol, []) if e.design == design]
-                own = [Evaluation(e.dataset, f"{e.design} (own policy)", e.summary, e.selection, e.dsr, e.pbo)
-                       for e in alone]
-                out += dataset_table([pooled_on_one, *own], f"{dataset}: {symbol}")
+    for symbol in sorted(per_stock):  # the pooled policy on one stock (its views), then the stock's own policies
+        tables: dict[str, list[Evaluation]] = {}
+        for (dataset, design), folder in sorted(folders.items()):
+            view = next((v.name for v in sorted((folder / VIEWS_DIR).glob(f"*_{symbol}"))), None)
+            if view is not None:
+                tables.setdefault(dataset, []).append(
+                    Evaluation.read(folder, dataset, f"{design} (pooled policy)", view))
+        for e in sorted(per_stock[symbol], key=lambda e: e.design):
+            tables.setdefault(e.dataset, []).append(
+                Evaluation(e.dataset, f"{e.design} (own policy)", e.summary, e.selection, e.dsr, e.pbo))
+        for dataset, rows in sorted(tables.items()):
+            out += dataset_table(rows, f"{dataset}: {symbol}")
     winner, scores = pick_winner(evals)
+    out.append("Validation scores per data set (mean over folds of the deployable variant's validation-window "
+               "Sharpe): " + "; ".join(f"{d} {g} {ev.selection['score']:.2f}" for (d, g), ev in sorted(evals.items())))
+    out.append("")
     out.append("Validation scores (mean over data sets of each design's validation-window Sharpe): "
                + ", ".join(f"{d} {s:.2f}" for d, s in sorted(scores.items(), key=lambda kv: -kv[1])))
     if winner is not None:

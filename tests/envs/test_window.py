@@ -76,13 +76,31 @@ def test_run_baseline_decides_on_the_history_for_intraday_and_on_the_window_for_
     assert run_config == engine
     want = window.run(window.traded(sma(window.history, engine)), engine)
     pd.testing.assert_frame_equal(result.trades, want.trades)
-    # the passive benchmark carries its position: it decides on the traded bars only, starting flat
+    # the passive benchmark carries its position: it decides on the traded bars only, starting flat,
+    # with the ATR the history gives (as the policy has it): bought at the first traded bar's close
     hold = BASELINES["buy_and_hold"]
     result, run_config = window.run_baseline(hold, engine)
     assert run_config.product == "equity_delivery" and not run_config.flat_at_session_end
-    want = run_backtest(window.bars, hold(window.bars, run_config), run_config)
+    atr = compute_atr(window.history, run_config.atr_period)[window.first:]
+    want = run_backtest(window.bars, hold(window.bars, run_config, atr=atr), run_config, atr=atr)
     pd.testing.assert_frame_equal(result.trades, want.trades)
-    assert len(result.trades) == 1 and result.trades["entry_time"].iloc[0] > window.bars.index[0]
+    assert len(result.trades) == 1 and result.trades["entry_time"].iloc[0] == window.bars.index[1]
+
+
+DAILY = Path(__file__).resolve().parents[2] / "data" / "sample" / "NSE_SBIN-EQ_1d.csv.gz"
+
+
+@pytest.mark.parametrize("name", ["buy_and_hold", "vol_target_hold"])
+def test_carried_baselines_in_a_daily_window_need_no_atr_warm_up_of_their_own(name):
+    """On daily bars the ATR's warm-up is three weeks: a window that made the passive benchmark wait
+    for it would hand the policy (which knows the history's ATR) those weeks for free."""
+    window = BacktestWindow.from_dates(load_bars(DAILY), "2025-04-01", "2025-10-01")
+    engine = EngineConfig(product="equity_delivery", exposure=1.0, stop_loss=False, take_profit_atr_mult=None)
+    result, run_config = window.run_baseline(BASELINES[name], engine)
+    assert run_config.needs_atr and len(result.trades) > 0
+    assert result.trades["entry_time"].iloc[0] == window.bars.index[1]  # in from the second bar's open
+    alone = run_backtest(window.bars, BASELINES[name](window.bars, run_config), run_config)
+    assert alone.trades["entry_time"].iloc[0] >= window.bars.index[14]  # what it was: after the ATR's warm-up
 
 
 def test_starting_at_session_moves_to_the_next_session_open(bars):

@@ -277,11 +277,36 @@ def _evaluate(r: RiskEngine, bar: Bar, action: int, position=None, now=None, wor
                       now=bar.end if now is None else now, run="t")
 
 
-def test_risk_engine_refuses_an_engine_without_stop_or_take_profit():
-    with pytest.raises(UserInputError, match="stop_loss"):
-        RiskEngine(RiskConfig(), EngineConfig(stop_loss=False), "5m")
-    with pytest.raises(UserInputError, match="take_profit"):
+def test_risk_engine_refuses_an_engine_with_stops_but_no_take_profit():
+    with pytest.raises(UserInputError, match="take_profit_atr_mult"):
         RiskEngine(RiskConfig(), EngineConfig(take_profit_atr_mult=None), "5m")
+
+
+NO_STOPS = EngineConfig(stop_loss=False, take_profit_atr_mult=None)  # as the positional designs run
+
+
+def test_without_engine_stops_an_entry_has_no_bracket_and_is_sized_to_lose_at_most_the_budget():
+    r = RiskEngine(RiskConfig(max_daily_loss=0.01, unprotected_loss=0.1), NO_STOPS, "5m")
+    r.start(1_000_000.0)
+    d, _ = _evaluate(r, _bar(10 * 60), BUY, atr=2.0)
+    o = d.order
+    assert o.stop_loss is None and o.take_profit is None
+    assert d.verdict is Verdict.RESIZE and d.code == "loss_budget"  # 10,000 budget / a 10 % move: ~1,000 units
+    assert r.worst_loss(1, o.qty, 100.0, 2.0) <= 10_000.0 < r.worst_loss(1, o.qty + 1, 100.0, 2.0)
+    assert 950 <= o.qty < 1000
+    fill = 100.0 * (1 + EngineConfig().slippage_bps / 1e4) + EngineConfig().slippage_atr * 2.0
+    assert r.worst_loss(1, 100, 100.0, 2.0) > 100 * fill * 0.1  # the 10 % move, plus exit slippage and costs
+
+
+def test_without_engine_stops_a_position_without_stop_stays_and_risks_unprotected_loss_of_its_value():
+    held = PositionReport(SYM, 50.0, 100.0, math.nan, math.nan)
+    bar = _bar(10 * 60, close=120.0)
+    r = RiskEngine(RiskConfig(unprotected_loss=0.2), NO_STOPS, "5m")
+    r.start(1_000_000.0)
+    r.marks[SYM] = (120.0, 2.0)
+    assert r.flatten_reason(SYM, held, bar, bar.end) is None
+    assert 50 * 120.0 * 0.2 < r.open_risk(held) < 50 * 120.0 * 0.2 + 10.0  # plus the exit's costs
+    assert _engine().flatten_reason(SYM, held, bar, bar.end) == "position has no stop-loss"
 
 
 @pytest.mark.parametrize("data, match", [

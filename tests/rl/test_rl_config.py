@@ -10,10 +10,12 @@ import yaml
 from click.testing import CliRunner
 
 from tradebot.rl.train_config import TrainConfig, load_train_config
+from tradebot.core.config import parse_config
 from tradebot.core.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "experiments" / "demo.yaml"
+INTRADAY = ROOT / "experiments" / "intraday_nifty5m.yaml"
 
 
 def test_train_config_yaml_round_trip_is_identical(tmp_path):
@@ -30,11 +32,33 @@ def test_train_config_without_file_gives_defaults():
     assert cfg.run.env_id.endswith("tradebot/Trading-v0")
 
 
-def test_demo_config_trains_jan_apr_validates_may_holds_back_june():
-    cfg = load_train_config(DEMO)
+def test_intraday_config_trains_jan_apr_validates_may_holds_back_june():
+    cfg = load_train_config(INTRADAY)
     assert (cfg.data.train.start, cfg.data.train.end) == (dt.date(2021, 1, 1), dt.date(2021, 5, 1))
     assert (cfg.data.validation.start, cfg.data.validation.end) == (dt.date(2021, 5, 1), dt.date(2021, 6, 1))
     assert (ROOT / cfg.data.path).is_file()
+
+
+def test_the_default_is_the_walk_forwards_overlay_design_on_the_five_stocks():
+    """experiments/demo.yaml trains exactly the design the walk-forward evaluated (experiments/designs/
+    stocks1d__overlay.yaml: env, PPO, network, budget, checkpoint selection) on the bundled daily bars,
+    its last six months held back."""
+    cfg = load_train_config(DEMO)
+    evaluated = yaml.safe_load((ROOT / "experiments" / "designs" / "stocks1d__overlay.yaml").read_text())["training"]
+    demo = cfg.model_dump(mode="json")
+    want = parse_config(TrainConfig, {**evaluated, "data": yaml.safe_load(DEMO.read_text())["data"]}, "designs")
+    assert demo["env"] == want.model_dump(mode="json")["env"]
+    assert (cfg.ppo, cfg.model) == (want.ppo, want.model)
+    for key in ("iterations", "validate_every", "patience", "select_after", "num_envs_per_env_runner"):
+        assert getattr(cfg.run, key) == getattr(want.run, key), key
+    assert demo["env"]["engine"]["product"] == "equity_delivery" and not demo["env"]["engine"]["stop_loss"]
+    assert demo["env"]["reward"]["benchmark"] == 1.0
+    files = [cfg.data.path, *cfg.data.extra_paths]
+    assert sorted(Path(f).name.split("_")[1] for f in files) == ["HDFCBANK-EQ", "INFY-EQ", "RELIANCE-EQ", "SBIN-EQ",
+                                                                 "TCS-EQ"]
+    assert all((ROOT / f).is_file() for f in files)
+    assert (cfg.data.train.end, cfg.data.validation.start, cfg.data.validation.end) == (
+        dt.date(2024, 10, 1), dt.date(2024, 10, 1), dt.date(2025, 4, 1))  # 2025-04 .. 2025-09 held back
 
 
 @pytest.mark.parametrize("section, body, needle", [
@@ -129,9 +153,7 @@ def test_walkforward_training_section_checks_the_sub_envs_too(tmp_path):
 def test_training_env_with_extra_instruments_is_a_vector_env_over_all_of_them():
     from tradebot.rl.train import make_env, train_env_config
 
-    from tradebot.core.config import parse_config
-
-    raw = yaml.safe_load(DEMO.read_text())
+    raw = yaml.safe_load(INTRADAY.read_text())
     raw["data"]["extra_paths"] = [str(ROOT / "data/sample/NSE_NIFTY50-INDEX_1m.csv.gz")]
     raw["data"]["path"] = str(ROOT / raw["data"]["path"])
     cfg = parse_config(TrainConfig, raw, "test")

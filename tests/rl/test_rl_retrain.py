@@ -3,6 +3,7 @@ weights, and `tradebot retrain` end to end with both outcomes and a rollback (re
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -99,7 +100,7 @@ def _retrain(*args):
 def test_retrain_promotes_a_winner_keeps_a_loser_and_rolls_back(tmp_path, local_ray, mlflow_store):
     permissive = {"max_worst_30d_drawdown": 1.0, "min_trades": 0}
     first = _retrain("--config", _retrain_file(tmp_path, "first.yaml", challengers=["scratch", "finetune"],
-                                                promotion=permissive))
+                                                promotion=permissive, extra_data=[str(SAMPLE_5M)]))
     assert first.exit_code == 0, first.output
     assert "finetune challenger is skipped" in first.output and "no champion yet" in first.output
     v1 = alias_version(MODEL, CHAMPION)
@@ -133,6 +134,8 @@ def test_retrain_promotes_a_winner_keeps_a_loser_and_rolls_back(tmp_path, local_
     assert sorted(r.data.tags["decision"] for r in parents) == ["kept", "promoted", "promoted"]
     nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in {p.info.run_id for p in parents}]
     assert len(nested) == 3  # every challenger's training run sits under its retrain run
+    first_scratch = min(nested, key=lambda r: r.info.start_time)  # trained on data and extra_data
+    assert json.loads(first_scratch.data.params["data.extra_paths"]) == [str(SAMPLE_5M)]
     assert all(math.isfinite(p.data.metrics.get("finetune_sharpe", 0.0)) for p in parents)
 
     missing = _retrain("--rollback", "no-such-model")

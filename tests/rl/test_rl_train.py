@@ -165,3 +165,20 @@ def test_train_resume_with_different_config_is_refused(resumed_run, tmp_path):
     changed = dict(resumed_run["raw"], ppo={**resumed_run["raw"]["ppo"], "lr": 0.1})
     with pytest.raises(UserInputError, match=r"different config \(ppo.lr: 0.0003 -> 0.1\)"):
         train(parse_config(TrainConfig, changed))
+
+
+def test_validations_before_select_after_pick_no_checkpoint_and_count_no_patience(tmp_path, local_ray, mlflow_store):
+    """With patience 1 the second validation would stop the run; before run.select_after it is only logged."""
+    from mlflow import MlflowClient
+
+    raw = tiny_config(tmp_path / "out", iterations=3, registered_model="test-select-after")
+    raw["run"].update(patience=1, select_after=3)
+    result = train(parse_config(TrainConfig, raw))
+    state = json.loads((tmp_path / "out" / STATE_FILE).read_text())
+    assert not result.stopped_early and state["iteration"] == 3
+    assert state["best_checkpoint"] == state["final_checkpoint"] == "checkpoints/iter_000003"
+    client = MlflowClient(mlflow_store)
+    history = {key: {m.step: m.value for m in client.get_metric_history(state["mlflow_run_id"], key)}
+               for key in (metric_names.VALIDATION_RETURN, metric_names.BEST_VALIDATION_RETURN)}
+    assert sorted(history[metric_names.VALIDATION_RETURN]) == [1, 2, 3]
+    assert history[metric_names.BEST_VALIDATION_RETURN] == {3: history[metric_names.VALIDATION_RETURN][3]}

@@ -124,7 +124,8 @@ def test_tune_example_config_loads_and_its_search_space_fits_the_demo():
     check_search_space(cfg, base_train_config(cfg, "experiments/tune.yaml"))
     assert set(cfg.search) == {"ppo.lr", "ppo.gamma", "ppo.entropy_coeff", "model.lstm_cell_size",
                                "model.max_seq_len", "env.reward.name"}
-    assert yaml.safe_load(open("experiments/tune.yaml"))["train"] == "experiments/demo.yaml"
+    assert yaml.safe_load(open("experiments/tune.yaml"))["train"] == "experiments/intraday_nifty5m.yaml"
+    check_search_space(cfg, base_train_config(cfg.model_copy(update={"train": "experiments/demo.yaml"})))
 
 
 def test_tune_trial_count_is_samples_times_every_grid():

@@ -45,6 +45,30 @@ def trained(tmp_path_factory, serve_ray):
     return {"path": train_and_save(cfg, tmp / "checkpoint"), "cfg": cfg}
 
 
+@pytest.fixture(scope="session")
+def random_walk(trained):
+    """``random_walk(start, seed, steps)``: ``steps`` observations of the tiny policy's training env from bar
+    ``start``, stepped with seeded random actions (what a served policy is fed in the parity tests)."""
+    return lambda start, seed, steps: _random_walk(trained["cfg"], start, seed, steps)
+
+
+def _random_walk(cfg, start: int, seed: int, steps: int):
+    import numpy as np
+
+    from tradebot.rl.train import make_env
+
+    env = make_env({"env_id": cfg.run.env_id, "path": cfg.data.path, "start": "2021-01-01", "end": "2021-03-01",
+                    "config": {"episode": {"length": steps + 5}}})
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed, options={"start": start})
+    rows = []
+    for _ in range(steps):
+        rows.append(obs)
+        obs, *_ = env.step(int(rng.integers(0, 5)))
+    env.close()
+    return np.asarray(rows, dtype=np.float32)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

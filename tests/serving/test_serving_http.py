@@ -25,30 +25,15 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from tradebot.rl.policy import Policy
-from tradebot.rl.train import make_env
 
 pytestmark = [pytest.mark.integration]
 
 STEPS = 40  # per symbol: past the LSTM's max_seq_len, so the carried state matters
 
 
-def _observations(cfg, start: int, seed: int) -> np.ndarray:
-    """STEPS observations from the training env, stepped with random actions."""
-    env = make_env({"env_id": cfg.run.env_id, "path": cfg.data.path, "start": "2021-01-01", "end": "2021-03-01",
-                    "config": {"episode": {"length": STEPS + 5}}})
-    rng = np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed, options={"start": start})
-    out = []
-    for _ in range(STEPS):
-        out.append(obs)
-        obs, *_ = env.step(int(rng.integers(0, 5)))
-    env.close()
-    return np.asarray(out, dtype=np.float32)
-
-
 @pytest.fixture(scope="module")
-def sequences(trained):
-    return {"NSE:A": _observations(trained["cfg"], 600, 1), "NSE:B": _observations(trained["cfg"], 2000, 2)}
+def sequences(random_walk):
+    return {"NSE:A": random_walk(600, 1, STEPS), "NSE:B": random_walk(2000, 2, STEPS)}
 
 
 @pytest.fixture(scope="module")

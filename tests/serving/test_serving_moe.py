@@ -20,7 +20,6 @@ from tradebot.live.policies import ModelPolicy
 from tradebot.live.prometheus import LiveMetrics
 from tradebot.live.runner import LiveConfig, build_replay_loop
 from tradebot.rl.policy import Policy
-from tradebot.rl.train import make_env
 from tradebot.serving.policy_client import HandlePolicy, HttpPolicy, model_features
 
 pytestmark = [pytest.mark.integration]
@@ -52,22 +51,8 @@ def moe_served(moe, served):
 
 
 @pytest.fixture(scope="module")
-def sequences(trained):
-    """STEPS observations per symbol from the training env, stepped with random actions."""
-    cfg = trained["cfg"]
-    out = {}
-    for symbol, start, seed in (("NSE:A", 600, 1), ("NSE:B", 2000, 2)):
-        env = make_env({"env_id": cfg.run.env_id, "path": cfg.data.path, "start": "2021-01-01", "end": "2021-03-01",
-                        "config": {"episode": {"length": STEPS + 5}}})
-        rng = np.random.default_rng(seed)
-        obs, _ = env.reset(seed=seed, options={"start": start})
-        rows = []
-        for _ in range(STEPS):
-            rows.append(obs)
-            obs, *_ = env.step(int(rng.integers(0, 5)))
-        env.close()
-        out[symbol] = np.asarray(rows, dtype=np.float32)
-    return out
+def sequences(random_walk):
+    return {"NSE:A": random_walk(600, 1, STEPS), "NSE:B": random_walk(2000, 2, STEPS)}
 
 
 def _interleaved(act, sequences):
