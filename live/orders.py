@@ -39,6 +39,7 @@ from tradebot.live.ports import (
     Clock,
     ExecutionClient,
     Fill,
+    Intent,
     OrderNotSent,
     OrderRequest,
     OrderStatus,
@@ -126,8 +127,15 @@ class OrderManager:
                                           "limit", state=self.risk.state, symbol=order.symbol,
                                           key=f"rate_limited:{coid}")])
             return OrderUpdate(coid, order.symbol, OrderStatus.EXPIRED, now, reason="not sent: order rate limit")
+        # one reading of the state both decides and is journaled: a stop (SIGTERM: exits only) or a halt that
+        # lands from another thread after the bar's risk check still keeps this entry from going out
+        state = self.risk.state
+        if order.intent is Intent.ENTRY and state is not RiskState.ACTIVE:
+            self.recorder.risk([RiskEvent(ts=now, kind="veto", reason=f"entry {coid} not sent: risk state {state.value}",
+                                          state=state, symbol=order.symbol, key=f"veto_unsent:{coid}")])
+            return OrderUpdate(coid, order.symbol, OrderStatus.EXPIRED, now, reason=f"not sent: risk state {state.value}")
         self.risk.limiter.record(now)
-        j.note_submit(coid, now, self.risk.state.value)
+        j.note_submit(coid, now, state.value)
         try:
             update = self.broker.submit(order)
         except RejectedError as err:

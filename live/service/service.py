@@ -84,6 +84,10 @@ class TradingDayService:
         self.server: Any = None
         self.life = 0
         self.session: Session | None = None
+        # set when the thread running the session's loop has ended (not Thread.is_alive: in Python 3.12 a
+        # KeyboardInterrupt landing in Thread.join marks the joined thread stopped while it still runs)
+        self._session_done = threading.Event()
+        self._session_done.set()
         self.token_ok: bool | None = None
         self._alerted: set[tuple[str, str]] = set()
         self._uptime_due = 0.0
@@ -370,25 +374,31 @@ class TradingDayService:
 
         out: dict[str, Any] = {}
 
+        done = self._session_done = threading.Event()
+
         def work() -> None:
             try:
                 out["result"] = run_fyers_loop(session.loop)
             except BaseException as err:  # handed to the main thread
                 out["error"] = err
+            finally:
+                done.set()
 
         worker = threading.Thread(target=work, name="session-loop", daemon=True)
         worker.start()
         try:
-            while worker.is_alive():
-                worker.join(0.5)
+            while not done.wait(0.5):
+                pass
         except KeyboardInterrupt:
             self.stop.set()
             loop = session.loop
-            log_event(self.log, logging.INFO, "service_stopping", reason="SIGTERM / Ctrl-C: exits only, then stop")
-            loop.risk.set_condition(STOPPING, RiskState.REDUCING, "the service is stopping: exits only", self.now(),
-                                    kind="service")
-            loop.feed.close()
-            worker.join(STOP_GRACE_S)
+            try:
+                log_event(self.log, logging.INFO, "service_stopping", reason="SIGTERM / Ctrl-C: exits only, then stop")
+                loop.risk.set_condition(STOPPING, RiskState.REDUCING, "the service is stopping: exits only",
+                                        self.now(), kind="service")
+                loop.feed.close()
+            finally:  # whatever happens here (a second signal included), the loop gets its grace to finish
+                _wait_through_signals(done, STOP_GRACE_S)
             return loop.summary(), True
         if "error" in out:
             raise out["error"]
@@ -407,6 +417,12 @@ class TradingDayService:
             return
         try:
             session.loop.feed.close()
+            if not self._session_done.is_set():
+                # the loop's thread is still in the journal (past its grace): closing SQLite under it can crash
+                # the process; its commits are durable, and the process's exit releases the file
+                log_event(self.log, logging.WARNING, "session_close_skipped",
+                          reason="the session's loop is still running; its journal is left open")
+                return
             session.loop.broker.disconnect()  # idempotent: the loop's own end has usually done it
             session.loop.journal.close()
         finally:
@@ -543,3 +559,17 @@ def run_service(config_path: Any, *, log_json: bool = True) -> int:
 
 
 __all__ = ["TradingDayService", "run_service", "service_status"]
+
+
+def _wait_through_signals(done: threading.Event, grace_s: float) -> None:
+    """Wait up to ``grace_s`` for ``done``; a further SIGTERM / Ctrl-C meanwhile does not cut the wait short
+    (the stop is already under way)."""
+    deadline = time.monotonic() + grace_s
+    while not done.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            done.wait(min(left, 0.5))
+        except KeyboardInterrupt:
+            continue

@@ -103,6 +103,25 @@ def test_the_order_rate_limit_expires_an_order_without_calling_the_broker():
     assert broker.submits == ["C1"] and [e["kind"] for e in m.journal.risk_events()] == ["rate_limited"]
 
 
+def test_an_entry_decided_while_active_is_not_sent_once_the_state_left_active_but_an_exit_is():
+    """A SIGTERM's "exits only" (set from the service's main thread) can land between the bar's risk check
+    and the submit: the entry must stay unsent, and the state journaled with a sent entry is ACTIVE."""
+    from tradebot.live.ports import RiskState
+
+    broker = Broker()
+    m = _manager(broker)
+    m.write_ahead(_order("C1"))
+    m.write_ahead(_order("C2", reduce_only=True))
+    m.risk.set_condition("service_stopping", RiskState.REDUCING, "the service is stopping: exits only", 9,
+                         kind="service")
+    entry = m.submit_once(_order("C1"), 10)
+    assert entry.status is OrderStatus.EXPIRED and entry.reason == "not sent: risk state REDUCING"
+    assert m.submit_once(_order("C2", reduce_only=True), 10).status is OrderStatus.ACCEPTED
+    assert broker.submits == ["C2"] and m.journal.order("C1")["submit_attempts"] == 0
+    assert m.journal.order("C2")["sent_state"] == "REDUCING"
+    assert [e["kind"] for e in m.journal.risk_events()] == ["veto"]
+
+
 @pytest.mark.parametrize("broker_has_it", [True, False])
 def test_a_submit_without_an_answer_is_looked_up_and_else_unknown_never_rejected_nor_resent(broker_has_it):
     """Defect 1: a timeout after the broker committed the order, with its book lagging, was recorded as
