@@ -68,12 +68,29 @@ def session_layout(index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
     return ns // DAY_NS, (ns % DAY_NS) // MINUTE_NS
 
 
+# Exchanges whose sessions (09:15-15:30 IST), costs and annualisation the engine models. Other markets'
+# bars (CRYPTO 24x7, FX 24x5, MCX and currency derivatives with their own hours) can be checked and
+# imported, but a backtest of them would square off, charge and annualise as if they were NSE equity.
+ENGINE_MARKETS = ("NSE", "BSE", "NFO", "BFO")
+
+
+def require_engine_market(symbol: str) -> None:
+    """Refuse (exit 2) bars of a market the fill engine does not model, instead of mis-measuring them."""
+    market = symbol.split(":", 1)[0]
+    if market not in ENGINE_MARKETS:
+        raise UserInputError(
+            f"{symbol}: the fill engine models NSE/BSE sessions (09:15-15:30 IST), their costs and their "
+            f"annualisation only, not {market}'s; its bars can be checked and imported (tradebot data check / "
+            f"import) but not backtested, trained or evaluated")
+
+
 def market_data(bars: Bars, config: EngineConfig, atr: np.ndarray | None = None) -> np.ndarray:
     """The engine's per-bar array (``D_*`` columns) for ``bars`` under ``config``.
 
     ``atr``: ATR in price units per bar; None: pandas_ta ATR(``config.atr_period``) when the
     config reads the ATR (sizing, stops, ATR slippage), else NaN.
     """
+    require_engine_market(bars.symbol)
     n = len(bars)
     if atr is None and config.needs_atr:
         atr = compute_atr(bars, config.atr_period)

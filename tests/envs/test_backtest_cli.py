@@ -242,6 +242,21 @@ def test_backtest_missing_data_file_exit_2(cli, tmp_path):
     _one_error_line(result, "nope.csv", "not found")
 
 
+@pytest.mark.parametrize("name", ["CRYPTO_BTC-USD_5m.csv", "FX_EURUSD_5m.csv", "MCX_CRUDEOIL_5m.csv"])
+def test_backtest_of_a_market_the_engine_does_not_model_exit_2_nothing_written(cli, tmp_path, small_data, name):
+    """24x7 crypto, 24x5 FX or MCX bars would be squared off, charged and annualised as NSE equity: refused."""
+    data = tmp_path / name
+    data.write_text(small_data.read_text())
+    out = tmp_path / "run"
+    line = _one_error_line(cli("backtest", "--data", data, "--compare", "--out", out), name.split("_")[0],
+                           "NSE/BSE sessions", "tradebot data check")
+    assert "Traceback" not in line
+    assert not out.exists()
+    ok = tmp_path / "NFO_NIFTY-FUT_5m.csv"  # NSE's derivatives segment keeps NSE's sessions: accepted
+    ok.write_text(small_data.read_text())
+    assert cli("backtest", "--data", ok, "--strategy", "random", "--out", out).exit_code == 0
+
+
 def test_backtest_help_lists_options_and_strategies(cli):
     result = cli("backtest", "--help")
     assert result.exit_code == 0
