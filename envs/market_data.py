@@ -74,8 +74,13 @@ def session_layout(index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
 ENGINE_MARKETS = ("NSE", "BSE", "NFO", "BFO")
 
 
-def require_engine_market(symbol: str) -> None:
-    """Refuse (exit 2) bars of a market the fill engine does not model, instead of mis-measuring them."""
+def require_engine_market(symbol: str | None) -> None:
+    """Refuse (exit 2) bars of a market the fill engine does not model, instead of mis-measuring them.
+
+    Bars without an exchange prefix (a file not named EXCHANGE_NAME_TF) are taken as NSE's, as before.
+    """
+    if not symbol or ":" not in symbol:
+        return
     market = symbol.split(":", 1)[0]
     if market not in ENGINE_MARKETS:
         raise UserInputError(
